@@ -1,0 +1,460 @@
+//! The one configuration file every aiops program reads.
+//!
+//! Its shape is exactly what the NixOS module's `services.aiops.settings` renders (TOML). Every
+//! section and field has a default, so an empty file (or none at all) is a working loopback
+//! setup. Unknown keys are errors: a typo must not silently fall back to a default.
+//!
+//! Secrets never live here. The file may name the *path* of a secret (`webhook.token_file`,
+//! `slack.webhook_url_file`); systemd credentials in `$CREDENTIALS_DIRECTORY` take precedence (see
+//! [`crate::secret`]).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Where programs look for the configuration when neither `--config` nor `$AIOPS_CONFIG` is given.
+pub const SYSTEM_CONFIG_PATH: &str = "/etc/aiops/config.toml";
+
+/// The environment variable naming the configuration file.
+pub const CONFIG_ENV: &str = "AIOPS_CONFIG";
+
+/// Errors loading the configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the configuration file {path} is not valid: {message}\n  fix the file, or see docs/CONFIGURATION.md for every key"
+    )]
+    Parse { path: PathBuf, message: String },
+    #[error("the configuration file {path} is not valid: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Durable state: received notifications, the outbox, pending actions and the audit log.
+    pub state_dir: PathBuf,
+    pub demo_app: DemoAppConfig,
+    pub webhook: WebhookConfig,
+    pub slack: SlackConfig,
+    pub prometheus: PrometheusConfig,
+    pub alertmanager: AlertmanagerConfig,
+    pub remediation: RemediationConfig,
+    pub diagnosis: DiagnosisConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            state_dir: PathBuf::from("/var/lib/aiops"),
+            demo_app: DemoAppConfig::default(),
+            webhook: WebhookConfig::default(),
+            slack: SlackConfig::default(),
+            prometheus: PrometheusConfig::default(),
+            alertmanager: AlertmanagerConfig::default(),
+            remediation: RemediationConfig::default(),
+            diagnosis: DiagnosisConfig::default(),
+        }
+    }
+}
+
+/// The demo web service that the loop watches and heals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoAppConfig {
+    /// Listen address; loopback unless deliberately exposed.
+    pub listen: SocketAddr,
+    /// Entries the in-memory cache holds before it evicts.
+    pub cache_capacity: usize,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// How long a SIGTERM waits for in-flight requests before closing them.
+    pub shutdown_grace_secs: u64,
+    /// Longest any injected fault may run, in seconds (faults always end by themselves).
+    pub max_fault_secs: u64,
+}
+
+impl Default for DemoAppConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            cache_capacity: 10_000,
+            max_body_bytes: 64 * 1024,
+            shutdown_grace_secs: 10,
+            max_fault_secs: 3600,
+        }
+    }
+}
+
+/// The Alertmanager webhook receiver (and the approval executor it hosts).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    pub listen: SocketAddr,
+    /// Largest notification body accepted, in bytes; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// A client must send its request headers within this many seconds.
+    pub header_timeout_secs: u64,
+    /// A client must send its whole body within this many seconds.
+    pub body_timeout_secs: u64,
+    /// How long a SIGTERM waits for in-flight work.
+    pub shutdown_grace_secs: u64,
+    /// File holding the bearer token Alertmanager must present. `$CREDENTIALS_DIRECTORY/webhook-token`
+    /// wins over it. With neither, the receiver accepts unauthenticated requests and says so at start.
+    pub token_file: Option<PathBuf>,
+    /// Link to the Grafana dashboard, shown in messages.
+    pub dashboard_url: Option<String>,
+    /// Unix socket on which `aiops` asks for approvals; the peer's uid is its identity.
+    pub control_socket: PathBuf,
+    /// Members of this group (and root) may approve and reject.
+    pub operators_group: String,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9095)),
+            max_body_bytes: 1024 * 1024,
+            header_timeout_secs: 5,
+            body_timeout_secs: 10,
+            shutdown_grace_secs: 10,
+            token_file: None,
+            dashboard_url: None,
+            control_socket: PathBuf::from("/run/aiops/control.sock"),
+            operators_group: "aiops-operators".to_owned(),
+        }
+    }
+}
+
+/// Where recommendations are posted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlackConfig {
+    /// File holding the incoming-webhook URL. `$CREDENTIALS_DIRECTORY/slack-webhook-url` wins over
+    /// it. With neither, messages are written readably to the log instead.
+    pub webhook_url_file: Option<PathBuf>,
+    /// Timeout of one delivery attempt.
+    pub timeout_secs: u64,
+    /// Upper bound of the retry backoff.
+    pub max_backoff_secs: u64,
+}
+
+impl Default for SlackConfig {
+    fn default() -> Self {
+        Self {
+            webhook_url_file: None,
+            timeout_secs: 10,
+            max_backoff_secs: 300,
+        }
+    }
+}
+
+/// The Prometheus server the diagnosis engine asks for evidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrometheusConfig {
+    pub url: String,
+    /// Timeout of one query.
+    pub timeout_ms: u64,
+}
+
+impl Default for PrometheusConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:9090".to_owned(),
+            timeout_ms: 3000,
+        }
+    }
+}
+
+/// The Alertmanager `aiops recommend` asks which alerts fire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertmanagerConfig {
+    pub url: String,
+}
+
+impl Default for AlertmanagerConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:9093".to_owned(),
+        }
+    }
+}
+
+/// Who carries out an approved restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExecutorKind {
+    /// `systemctl restart UNIT`, confined by polkit to the allow-list.
+    Systemd,
+    /// The `aiops demo` supervisor restarts its child process.
+    Demo,
+}
+
+/// An action the tool may recommend and, once approved, carry out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActionKind {
+    /// Restart the systemd unit.
+    Restart,
+    /// Clear the service's in-memory cache through its admin endpoint.
+    ClearCache,
+}
+
+impl ActionKind {
+    pub const ALL: [ActionKind; 2] = [ActionKind::Restart, ActionKind::ClearCache];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Restart => "restart",
+            ActionKind::ClearCache => "clear-cache",
+        }
+    }
+
+    /// The systemd verb (polkit's `action.lookup("verb")`) this action needs, if any.
+    pub fn systemd_verb(self) -> Option<&'static str> {
+        match self {
+            ActionKind::Restart => Some("restart"),
+            ActionKind::ClearCache => None,
+        }
+    }
+}
+
+impl fmt::Display for ActionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ActionKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ActionKind::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| format!("unknown action {s:?}; known actions: restart, clear-cache"))
+    }
+}
+
+/// The human gate and its safety limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemediationConfig {
+    pub executor: ExecutorKind,
+    /// Socket of the `aiops demo` supervisor (executor = "demo").
+    pub demo_supervisor_socket: Option<PathBuf>,
+    /// Unit name → actions that may be carried out on it. Nothing else can ever run.
+    pub allowed: BTreeMap<String, Vec<ActionKind>>,
+    /// Base URL of the demo app, for `clear-cache`.
+    pub demo_app_url: String,
+    /// A pending action not approved within this many seconds expires.
+    pub action_ttl_secs: u64,
+    /// Minimum time between two actions on the same unit.
+    pub cooldown_secs: u64,
+    /// At most this many actions run in any hour, over all units.
+    pub max_actions_per_hour: u32,
+    /// After this many failed verifications in a row for one alert and action, stop proposing it.
+    pub breaker_threshold: u32,
+    /// How long verification watches for recovery before declaring the fix failed.
+    pub verify_timeout_secs: u64,
+    /// Approval refuses an action whose evidence is older than this unless forced.
+    pub stale_after_secs: u64,
+}
+
+impl Default for RemediationConfig {
+    fn default() -> Self {
+        let mut allowed = BTreeMap::new();
+        allowed.insert(
+            "aiops-demo-app.service".to_owned(),
+            vec![ActionKind::Restart, ActionKind::ClearCache],
+        );
+        Self {
+            executor: ExecutorKind::Systemd,
+            demo_supervisor_socket: None,
+            allowed,
+            demo_app_url: "http://127.0.0.1:8080".to_owned(),
+            action_ttl_secs: 3600,
+            cooldown_secs: 300,
+            max_actions_per_hour: 6,
+            breaker_threshold: 3,
+            verify_timeout_secs: 180,
+            stale_after_secs: 900,
+        }
+    }
+}
+
+/// The diagnosis engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiagnosisConfig {
+    /// A catalog file replacing the built-in one (same format as `crates/aiops-diagnosis/catalog.toml`).
+    pub catalog_file: Option<PathBuf>,
+    /// The window before the alert that serves as the baseline.
+    pub baseline_secs: u64,
+    /// The `job` label under which Prometheus scrapes the watched service.
+    pub job: String,
+}
+
+impl Default for DiagnosisConfig {
+    fn default() -> Self {
+        Self {
+            catalog_file: None,
+            baseline_secs: 3600,
+            job: "aiops-demo-app".to_owned(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses a configuration from TOML text. `origin` names the source in errors.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: origin.to_owned(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Reads and parses the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Finds the configuration: an explicit path, else `$AIOPS_CONFIG`, else
+    /// [`SYSTEM_CONFIG_PATH`] if it exists, else the defaults. Returns where it came from.
+    pub fn discover(explicit: Option<&Path>) -> Result<(Self, Option<PathBuf>), ConfigError> {
+        if let Some(path) = explicit {
+            return Ok((Self::load(path)?, Some(path.to_owned())));
+        }
+        if let Some(path) = std::env::var_os(CONFIG_ENV).filter(|p| !p.is_empty()) {
+            let path = PathBuf::from(path);
+            return Ok((Self::load(&path)?, Some(path)));
+        }
+        let system = Path::new(SYSTEM_CONFIG_PATH);
+        if system.exists() {
+            return Ok((Self::load(system)?, Some(system.to_owned())));
+        }
+        Ok((Self::default(), None))
+    }
+
+    /// Renders the configuration as TOML (used by `aiops demo` and `aiops config show`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("the configuration always serializes")
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        for (unit, actions) in &self.remediation.allowed {
+            crate::unit::UnitName::parse(unit).map_err(|e| format!("remediation.allowed: {e}"))?;
+            if actions.is_empty() {
+                return Err(format!(
+                    "remediation.allowed.\"{unit}\" lists no actions; remove the entry or list restart/clear-cache"
+                ));
+            }
+        }
+        if self.remediation.executor == ExecutorKind::Demo
+            && self.remediation.demo_supervisor_socket.is_none()
+        {
+            return Err(
+                "remediation.executor = \"demo\" needs remediation.demo_supervisor_socket".into(),
+            );
+        }
+        for (key, url) in [
+            ("prometheus.url", &self.prometheus.url),
+            ("alertmanager.url", &self.alertmanager.url),
+            ("remediation.demo_app_url", &self.remediation.demo_app_url),
+        ] {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!("{key} = {url:?} is not an http:// or https:// URL"));
+            }
+        }
+        if self.webhook.max_body_bytes == 0 || self.demo_app.max_body_bytes == 0 {
+            return Err("max_body_bytes must be greater than 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// Seconds as a [`Duration`]; a small helper so call sites read as config keys.
+pub fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        let c = Config::from_toml("", Path::new("t.toml")).unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn defaults_round_trip_through_toml() {
+        let text = Config::default().to_toml();
+        let back = Config::from_toml(&text, Path::new("t.toml")).unwrap();
+        assert_eq!(back, Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        let err = Config::from_toml(
+            "[webhook]\nlisten_addr = \"1.2.3.4:1\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("listen_addr"), "{err}");
+        assert!(err.contains("t.toml"), "{err}");
+    }
+
+    #[test]
+    fn allow_list_units_are_validated() {
+        let err = Config::from_toml(
+            "[remediation.allowed]\n\"x.service; reboot\" = [\"restart\"]\n",
+            Path::new("t.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("remediation.allowed"), "{err}");
+    }
+
+    #[test]
+    fn unknown_actions_are_rejected() {
+        let err = Config::from_toml(
+            "[remediation.allowed]\n\"a.service\" = [\"reboot\"]\n",
+            Path::new("t.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("reboot"), "{err}");
+    }
+
+    #[test]
+    fn demo_executor_needs_its_socket() {
+        let err = Config::from_toml("[remediation]\nexecutor = \"demo\"\n", Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("demo_supervisor_socket"), "{err}");
+    }
+}

@@ -1,0 +1,209 @@
+//! The data that crosses crate boundaries: evidence, diagnoses and recommendations.
+//!
+//! `aiops-diagnosis` produces these, `aiops-actions` stores them with pending actions and in the
+//! audit log, `aiops-webhook` renders them for Slack and `aiops` prints them. They serialize to
+//! the JSON kept in the state directory, so a field rename is a schema change.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::config::ActionKind;
+use crate::unit::UnitName;
+
+/// What a number measures, for formatting (`23.1%`, `412 ms`, `18.2 MiB`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueUnit {
+    /// 0..1, shown as a percentage.
+    Ratio,
+    Seconds,
+    Bytes,
+    /// CPU cores in use (rate of CPU seconds).
+    Cores,
+    PerSecond,
+    Count,
+    /// 0 or 1.
+    Bool,
+}
+
+impl ValueUnit {
+    /// Formats `v` for people: `23.1%`, `412 ms`, `18.2 MiB`, `0.93 cores`, `12.0/s`.
+    pub fn format(self, v: f64) -> String {
+        if v.is_nan() {
+            return "NaN".into();
+        }
+        match self {
+            ValueUnit::Ratio => format!("{:.1}%", v * 100.0),
+            ValueUnit::Seconds if v.abs() < 1.0 => format!("{:.0} ms", v * 1000.0),
+            ValueUnit::Seconds if v.abs() < 120.0 => format!("{v:.1} s"),
+            ValueUnit::Seconds if v.abs() < 7200.0 => format!("{:.1} min", v / 60.0),
+            ValueUnit::Seconds => format!("{:.1} h", v / 3600.0),
+            ValueUnit::Bytes => format!("{:.1} MiB", v / (1024.0 * 1024.0)),
+            ValueUnit::Cores => format!("{v:.2} cores"),
+            ValueUnit::PerSecond => format!("{v:.1}/s"),
+            ValueUnit::Count => format!("{v:.0}"),
+            ValueUnit::Bool => (if v != 0.0 { "yes" } else { "no" }).into(),
+        }
+    }
+}
+
+/// One measured fact, with the PromQL that produced it so anyone can replay it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvidenceItem {
+    /// Stable key the catalog refers to, e.g. `error_ratio`, `latency_p99`.
+    pub key: String,
+    /// Words for people, e.g. "error ratio".
+    pub label: String,
+    pub unit: ValueUnit,
+    /// Instant query evaluated at `at`.
+    pub query: String,
+    pub at: DateTime<Utc>,
+    /// `None`: the query returned no series.
+    pub value: Option<f64>,
+    /// The same measure over the baseline window, if one applies.
+    pub baseline_query: Option<String>,
+    pub baseline: Option<f64>,
+    /// The query failed (not the same as no data).
+    pub error: Option<String>,
+}
+
+impl EvidenceItem {
+    /// `23.1% (baseline 0.4%)`, `no data`, or `query failed: ...`.
+    pub fn describe(&self) -> String {
+        if let Some(e) = &self.error {
+            return format!("query failed: {e}");
+        }
+        let Some(v) = self.value else {
+            return "no data".into();
+        };
+        match self.baseline {
+            Some(b) => format!("{} (baseline {})", self.unit.format(v), self.unit.format(b)),
+            None => self.unit.format(v),
+        }
+    }
+}
+
+/// Whether Prometheus answered at all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", content = "detail", rename_all = "snake_case")]
+pub enum PrometheusHealth {
+    Reachable,
+    Unreachable(String),
+}
+
+/// Everything gathered for one diagnosis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// Content-derived id (`ev-` + 12 hex digits), referenced by the audit log.
+    pub id: String,
+    pub gathered_at: DateTime<Utc>,
+    pub prometheus_url: String,
+    pub prometheus: PrometheusHealth,
+    /// The watched target's `up`: `None` when Prometheus does not scrape it at all.
+    pub target_up: Option<bool>,
+    pub items: Vec<EvidenceItem>,
+}
+
+impl Evidence {
+    pub fn get(&self, key: &str) -> Option<&EvidenceItem> {
+        self.items.iter().find(|i| i.key == key)
+    }
+
+    /// The current value of `key`, if measured.
+    pub fn value(&self, key: &str) -> Option<f64> {
+        self.get(key).and_then(|i| i.value)
+    }
+}
+
+/// How much harm an action can do if the diagnosis is wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Risk {
+    Low,
+    Medium,
+    High,
+}
+
+impl Risk {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Risk::Low => "low",
+            Risk::Medium => "medium",
+            Risk::High => "high",
+        }
+    }
+}
+
+/// One candidate explanation, from a catalog entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hypothesis {
+    /// The catalog entry's id.
+    pub id: String,
+    /// Plain-English cause, e.g. "the process is in a bad state (errors with normal load)".
+    pub cause: String,
+    /// 0..1.
+    pub confidence: f64,
+    /// What to do about it; `None` means "no action will help".
+    pub action: Option<ActionKind>,
+    pub risk: Risk,
+    /// Why this entry matched, with the numbers.
+    pub reasoning: String,
+}
+
+/// What the tool proposes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Recommendation {
+    /// Carry out `action` on `unit` once a human approves.
+    Act {
+        action: ActionKind,
+        unit: UnitName,
+        risk: Risk,
+        confidence: f64,
+        /// The hypothesis id this follows from.
+        hypothesis: String,
+    },
+    /// Nothing we can do would help (e.g. a traffic surge); say why.
+    NoAction { reason: String },
+    /// We cannot see enough to judge (Prometheus unreachable, target not scraped).
+    Blind { reason: String },
+    /// An action would match, but it is not allowed (unit not allow-listed, invalid label,
+    /// breaker open, rate limit); say which.
+    Refused { reason: String },
+}
+
+impl Recommendation {
+    /// Whether this proposes something a human can approve.
+    pub fn is_actionable(&self) -> bool {
+        matches!(self, Recommendation::Act { .. })
+    }
+}
+
+/// The engine's verdict on one alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Diagnosis {
+    pub alertname: String,
+    /// Labels of the alert as received (`service`, `unit`, ...), unvalidated.
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub evidence: Evidence,
+    /// Ranked, most likely first.
+    pub hypotheses: Vec<Hypothesis>,
+    pub recommendation: Recommendation,
+    /// Plain English with the numbers, several sentences.
+    pub explanation: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_format_for_people() {
+        assert_eq!(ValueUnit::Ratio.format(0.2312), "23.1%");
+        assert_eq!(ValueUnit::Seconds.format(0.412), "412 ms");
+        assert_eq!(ValueUnit::Seconds.format(35.0), "35.0 s");
+        assert_eq!(ValueUnit::Bytes.format(18.2 * 1024.0 * 1024.0), "18.2 MiB");
+        assert_eq!(ValueUnit::Cores.format(0.934), "0.93 cores");
+        assert_eq!(ValueUnit::Bool.format(1.0), "yes");
+    }
+}

@@ -1,0 +1,1 @@
+//! Integration tests of the `aiops` command, one binary with a module per area.
