@@ -193,6 +193,16 @@ pub struct Diagnosis {
     pub explanation: String,
 }
 
+/// How an action fared before for one alert: feeds the confidence of later recommendations and
+/// the circuit breaker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutcomeStats {
+    pub succeeded: u32,
+    pub failed: u32,
+    /// Failed verifications since the last success (what the breaker counts).
+    pub consecutive_failures: u32,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
