@@ -16,16 +16,29 @@ pub mod gate;
 pub mod recommend;
 pub mod stress;
 
+use std::path::Path;
+
 use aiops_core::Config;
+
+/// Finds the configuration: `--config`, `$AIOPS_CONFIG`, `/etc/aiops/config.toml`, and else the
+/// configuration of an `aiops demo` running for this user, so that `aiops stress` and
+/// `aiops approve` in a second terminal talk to the demo without flags.
+pub fn load_config(explicit: Option<&Path>) -> anyhow::Result<Config> {
+    let (config, source) = Config::discover(explicit)?;
+    if source.is_none()
+        && let Some(path) = demo::running_demo_config()
+    {
+        tracing::debug!(path = %path.display(), "using the running demo's configuration");
+        return Ok(Config::load(&path)?);
+    }
+    Ok(config)
+}
 
 /// Runs one parsed command line.
 pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
-    let load = || -> anyhow::Result<Config> {
-        let (config, _source) = Config::discover(cli.config.as_deref())?;
-        Ok(config)
-    };
+    let load = || load_config(cli.config.as_deref());
     match cli.command {
-        cli::Command::Stress(args) => stress::run(&args, cli.json),
+        cli::Command::Stress(args) => stress::run(&args, &load()?, cli.json),
         cli::Command::Recommend(args) => recommend::run(&args, &load()?, cli.json),
         cli::Command::Gate(cmd) => gate::run(cmd, &load()?, cli.json),
         cli::Command::Demo(args) => demo::run(&args),
