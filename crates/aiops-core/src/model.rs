@@ -21,6 +21,8 @@ pub enum ValueUnit {
     /// CPU cores in use (rate of CPU seconds).
     Cores,
     PerSecond,
+    /// Growth rate of a byte count, e.g. memory.
+    BytesPerSecond,
     Count,
     /// 0 or 1.
     Bool,
@@ -41,6 +43,10 @@ impl ValueUnit {
             ValueUnit::Bytes => format!("{:.1} MiB", v / (1024.0 * 1024.0)),
             ValueUnit::Cores => format!("{v:.2} cores"),
             ValueUnit::PerSecond => format!("{v:.1}/s"),
+            ValueUnit::BytesPerSecond if v.abs() < 1024.0 * 1024.0 => {
+                format!("{:.1} KiB/s", v / 1024.0)
+            }
+            ValueUnit::BytesPerSecond => format!("{:.1} MiB/s", v / (1024.0 * 1024.0)),
             ValueUnit::Count => format!("{v:.0}"),
             ValueUnit::Bool => (if v != 0.0 { "yes" } else { "no" }).into(),
         }
@@ -215,5 +221,10 @@ mod tests {
         assert_eq!(ValueUnit::Bytes.format(18.2 * 1024.0 * 1024.0), "18.2 MiB");
         assert_eq!(ValueUnit::Cores.format(0.934), "0.93 cores");
         assert_eq!(ValueUnit::Bool.format(1.0), "yes");
+        assert_eq!(ValueUnit::BytesPerSecond.format(51_200.0), "50.0 KiB/s");
+        assert_eq!(
+            ValueUnit::BytesPerSecond.format(3.0 * 1024.0 * 1024.0),
+            "3.0 MiB/s"
+        );
     }
 }

@@ -1,0 +1,447 @@
+//! Evidence for one firing alert, gathered concurrently from Prometheus.
+//!
+//! [`plan`] decides *what* to ask (pure: the keys, labels, units and exact PromQL of every item);
+//! [`gather`] asks it, one HTTP call per query, all at once on scoped threads, and returns an
+//! [`Evidence`] whose every item keeps its query, evaluation time and value so anyone can replay
+//! it in the Prometheus UI.
+//!
+//! Time: "now" items are evaluated at the gathering time; baseline items at the moment the alert
+//! started, over the preceding `diagnosis.baseline_secs` (default 1 h), and their query pins that
+//! moment with PromQL's `@` modifier, so a baseline query gives the same answer whenever it is
+//! replayed.
+//!
+//! Safety: the job selector is the alert's `job` label only if it is a plain identifier
+//! ([`crate::prom::is_plain_identifier`]), else `diagnosis.job`; either way it enters PromQL only
+//! through [`crate::prom::label_value`]. No other alert text is ever part of a query.
+
+use std::collections::BTreeMap;
+
+use aiops_core::alertmanager::{Alert, ApiAlert};
+use aiops_core::config::DiagnosisConfig;
+use aiops_core::model::{Evidence, EvidenceItem, PrometheusHealth, ValueUnit};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::prom::{Prom, PromError, is_plain_identifier, label_value};
+
+/// The alert a diagnosis is about, whichever way it arrived (webhook or API v2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertContext {
+    pub alertname: String,
+    /// As received, unvalidated.
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub starts_at: DateTime<Utc>,
+    pub fingerprint: String,
+    /// Alertmanager's group key, when the alert came in a webhook notification.
+    #[serde(default)]
+    pub group_key: Option<String>,
+}
+
+impl AlertContext {
+    /// From an alert inside a webhook notification (pass the notification's `groupKey`).
+    pub fn from_alert(alert: &Alert, group_key: Option<&str>) -> Self {
+        Self {
+            alertname: alert.labels.get("alertname").cloned().unwrap_or_default(),
+            labels: alert.labels.clone(),
+            annotations: alert.annotations.clone(),
+            starts_at: alert.starts_at,
+            fingerprint: alert.fingerprint.clone(),
+            group_key: group_key.map(str::to_owned),
+        }
+    }
+
+    /// From an alert listed by Alertmanager's `GET /api/v2/alerts`.
+    pub fn from_api_alert(alert: &ApiAlert) -> Self {
+        Self {
+            alertname: alert.labels.get("alertname").cloned().unwrap_or_default(),
+            labels: alert.labels.clone(),
+            annotations: alert.annotations.clone(),
+            starts_at: alert.starts_at,
+            fingerprint: alert.fingerprint.clone(),
+            group_key: None,
+        }
+    }
+
+    /// The `unit` label as sent (validate with `UnitName::parse` before any use).
+    pub fn unit_label(&self) -> Option<&str> {
+        self.labels.get("unit").map(String::as_str)
+    }
+
+    /// The Prometheus job to look at: the alert's `job` label if it is a plain identifier,
+    /// else `fallback` (`diagnosis.job`).
+    pub fn job<'a>(&'a self, fallback: &'a str) -> &'a str {
+        match self.labels.get("job") {
+            Some(j) if is_plain_identifier(j) => j,
+            _ => fallback,
+        }
+    }
+}
+
+/// Stable keys of the evidence items, as the catalog names them.
+pub mod keys {
+    pub const ERROR_RATIO: &str = "error_ratio";
+    pub const REQUEST_RATE: &str = "request_rate";
+    pub const LATENCY_P50: &str = "latency_p50";
+    pub const LATENCY_P99: &str = "latency_p99";
+    pub const CPU: &str = "cpu";
+    pub const MEMORY: &str = "memory";
+    pub const MEMORY_GROWTH: &str = "memory_growth";
+    pub const UPTIME: &str = "uptime";
+    pub const RESTARTS: &str = "restarts";
+    pub const CACHE_FILL: &str = "cache_fill";
+    pub const CACHE_HIT_RATIO: &str = "cache_hit_ratio";
+    pub const FAULT_ERRORS: &str = "fault_errors";
+    pub const FAULT_CPU: &str = "fault_cpu";
+    pub const FAULT_LATENCY: &str = "fault_latency";
+    pub const FAULT_LEAK: &str = "fault_leak";
+    pub const UP: &str = "up";
+    /// Not an item: 1 when Prometheus answered, 0 when it could not be reached.
+    pub const PROMETHEUS_REACHABLE: &str = "prometheus_reachable";
+
+    /// Every key a catalog condition may name.
+    pub const ALL: &[&str] = &[
+        ERROR_RATIO,
+        REQUEST_RATE,
+        LATENCY_P50,
+        LATENCY_P99,
+        CPU,
+        MEMORY,
+        MEMORY_GROWTH,
+        UPTIME,
+        RESTARTS,
+        CACHE_FILL,
+        CACHE_HIT_RATIO,
+        FAULT_ERRORS,
+        FAULT_CPU,
+        FAULT_LATENCY,
+        FAULT_LEAK,
+        UP,
+        PROMETHEUS_REACHABLE,
+    ];
+}
+
+/// One item to ask for: what [`gather`] will query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedItem {
+    pub key: &'static str,
+    pub label: &'static str,
+    pub unit: ValueUnit,
+    pub query: String,
+    pub baseline_query: Option<String>,
+}
+
+/// What to ask about `job` (the exact queries; pure).
+///
+/// `baseline_end` is when the alert started; `baseline_secs` the window before it.
+pub fn plan(job: &str, baseline_secs: u64, baseline_end: DateTime<Utc>) -> Vec<PlannedItem> {
+    let j = label_value(job);
+    let sel = format!("{{job={j}}}");
+    let w = duration(baseline_secs.max(60));
+    let at = at_modifier(baseline_end);
+    // Baseline of a recorded series: its average over the window ending at the alert's start.
+    let avg = |metric: &str| format!("avg_over_time({metric}{sel}[{w}] {at})");
+    let rec = |key, label, unit, metric: &str| PlannedItem {
+        key,
+        label,
+        unit,
+        query: format!("{metric}{sel}"),
+        baseline_query: Some(avg(metric)),
+    };
+    let fault = |key, label, kind: &str| PlannedItem {
+        key,
+        label,
+        unit: ValueUnit::Bool,
+        query: format!("max(demo_fault_active{{job={j},kind=\"{kind}\"}})"),
+        baseline_query: None,
+    };
+    vec![
+        rec(
+            keys::ERROR_RATIO,
+            "error ratio",
+            ValueUnit::Ratio,
+            "job:http_request_error_ratio:rate1m",
+        ),
+        rec(
+            keys::REQUEST_RATE,
+            "request rate",
+            ValueUnit::PerSecond,
+            "job:http_requests:rate1m",
+        ),
+        rec(
+            keys::LATENCY_P50,
+            "p50 latency",
+            ValueUnit::Seconds,
+            "job:http_request_duration_seconds:p50_1m",
+        ),
+        rec(
+            keys::LATENCY_P99,
+            "p99 latency",
+            ValueUnit::Seconds,
+            "job:http_request_duration_seconds:p99_1m",
+        ),
+        rec(
+            keys::CPU,
+            "CPU",
+            ValueUnit::Cores,
+            "job:process_cpu_seconds:rate1m",
+        ),
+        PlannedItem {
+            key: keys::MEMORY,
+            label: "resident memory",
+            unit: ValueUnit::Bytes,
+            query: format!("sum(process_resident_memory_bytes{sel})"),
+            baseline_query: Some(format!(
+                "sum(avg_over_time(process_resident_memory_bytes{sel}[{w}] {at}))"
+            )),
+        },
+        rec(
+            keys::MEMORY_GROWTH,
+            "memory growth",
+            ValueUnit::BytesPerSecond,
+            "job:process_resident_memory_bytes:deriv1m",
+        ),
+        PlannedItem {
+            key: keys::UPTIME,
+            label: "uptime",
+            unit: ValueUnit::Seconds,
+            query: format!("time() - max(process_start_time_seconds{sel})"),
+            baseline_query: None,
+        },
+        PlannedItem {
+            key: keys::RESTARTS,
+            label: "restarts in the last hour",
+            unit: ValueUnit::Count,
+            query: format!("sum(changes(process_start_time_seconds{sel}[1h]))"),
+            baseline_query: None,
+        },
+        PlannedItem {
+            key: keys::CACHE_FILL,
+            label: "cache fill",
+            unit: ValueUnit::Ratio,
+            query: format!("sum(demo_cache_entries{sel}) / sum(demo_cache_capacity{sel})"),
+            baseline_query: None,
+        },
+        rec(
+            keys::CACHE_HIT_RATIO,
+            "cache hit ratio",
+            ValueUnit::Ratio,
+            "job:demo_cache_hit_ratio:rate1m",
+        ),
+        fault(keys::FAULT_ERRORS, "errors fault active", "errors"),
+        fault(keys::FAULT_CPU, "CPU fault active", "cpu"),
+        fault(keys::FAULT_LATENCY, "latency fault active", "latency"),
+        fault(keys::FAULT_LEAK, "leak fault active", "leak"),
+        PlannedItem {
+            key: keys::UP,
+            label: "target up",
+            unit: ValueUnit::Bool,
+            query: format!("min(up{sel})"),
+            baseline_query: None,
+        },
+    ]
+}
+
+/// Gathers every planned item for `ctx` at `now`, concurrently, and derives the evidence id.
+///
+/// Never fails: an unreachable Prometheus gives [`PrometheusHealth::Unreachable`] and items
+/// carrying the error, which the engine's sanity gate turns into "monitoring is blind".
+pub fn gather(
+    prom: &Prom,
+    ctx: &AlertContext,
+    config: &DiagnosisConfig,
+    now: DateTime<Utc>,
+) -> Evidence {
+    let job = ctx.job(&config.job);
+    let baseline_at = ctx.starts_at.min(now);
+    let planned = plan(job, config.baseline_secs, baseline_at);
+    // One thread per query: they wait on the network, not the CPU, so the wall time is that of
+    // the slowest query rather than the sum.
+    let results: Vec<(QueryResult, Option<QueryResult>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = planned
+            .iter()
+            .map(|p| {
+                let now_h = s.spawn(move || prom.instant_value(&p.query, Some(now)));
+                let base_h = p
+                    .baseline_query
+                    .as_ref()
+                    .map(|q| s.spawn(move || prom.instant_value(q, Some(baseline_at))));
+                (now_h, base_h)
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|(n, b)| (join(n), b.map(join)))
+            .collect()
+    });
+
+    let mut unreachable = None;
+    let mut items = Vec::with_capacity(planned.len());
+    for (p, (value, baseline)) in planned.into_iter().zip(results) {
+        let mut error = None;
+        let mut note = |e: PromError| {
+            if e.is_unreachable() && unreachable.is_none() {
+                unreachable = Some(e.to_string());
+            }
+            error.get_or_insert(e.to_string());
+        };
+        let value = value.unwrap_or_else(|e| {
+            note(e);
+            None
+        });
+        let baseline = baseline.and_then(|b| {
+            b.unwrap_or_else(|e| {
+                note(e);
+                None
+            })
+        });
+        items.push(EvidenceItem {
+            key: p.key.to_owned(),
+            label: p.label.to_owned(),
+            unit: p.unit,
+            query: p.query,
+            at: now,
+            value: value.filter(|v| v.is_finite()),
+            baseline_query: p.baseline_query,
+            baseline: baseline.filter(|v| v.is_finite()),
+            error,
+        });
+    }
+    let target_up = match unreachable {
+        Some(_) => None,
+        None => items
+            .iter()
+            .find(|i| i.key == keys::UP)
+            .and_then(|i| i.value)
+            .map(|v| v >= 1.0),
+    };
+    let mut ev = Evidence {
+        id: String::new(),
+        gathered_at: now,
+        prometheus_url: prom.url().to_owned(),
+        prometheus: match unreachable {
+            Some(e) => PrometheusHealth::Unreachable(e),
+            None => PrometheusHealth::Reachable,
+        },
+        target_up,
+        items,
+    };
+    ev.id = evidence_id(&ev);
+    ev
+}
+
+/// What one query gave: a value, no series, or an error.
+type QueryResult = Result<Option<f64>, PromError>;
+
+fn join<T>(h: std::thread::ScopedJoinHandle<'_, Result<T, PromError>>) -> Result<T, PromError> {
+    h.join().unwrap_or_else(|_| {
+        Err(PromError::Decode {
+            url: String::new(),
+            message: "the query thread panicked".into(),
+        })
+    })
+}
+
+/// `ev-` + the first 12 hex digits of SHA-256 over the evidence's canonical JSON (with an empty
+/// `id`): the same facts always get the same id, different facts a different one.
+pub fn evidence_id(ev: &Evidence) -> String {
+    let mut copy = ev.clone();
+    copy.id = String::new();
+    // Struct fields serialize in declaration order and maps are BTreeMaps: the JSON is canonical.
+    let json = serde_json::to_vec(&copy).expect("evidence always serializes");
+    let digest = Sha256::digest(&json);
+    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    format!("ev-{hex}")
+}
+
+/// PromQL duration: `1h`, `90m`, `45s`.
+fn duration(secs: u64) -> String {
+    if secs % 3600 == 0 {
+        format!("{}h", secs / 3600)
+    } else if secs % 60 == 0 {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
+/// `@ 1795867380.123`: pins a selector's evaluation time so a replay gives the same answer.
+fn at_modifier(t: DateTime<Utc>) -> String {
+    let ms = t.timestamp_millis();
+    format!("@ {}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn the_job_comes_from_a_plain_label_or_the_config() {
+        let mut ctx = AlertContext {
+            alertname: "HighErrorRatio".into(),
+            labels: [("job".to_owned(), "web-1".to_owned())].into(),
+            annotations: BTreeMap::new(),
+            starts_at: t("2026-11-28T12:03:00Z"),
+            fingerprint: "f".into(),
+            group_key: None,
+        };
+        assert_eq!(ctx.job("cfg"), "web-1");
+        ctx.labels
+            .insert("job".into(), "x\"} or vector(1) or {a=\"".into());
+        assert_eq!(ctx.job("cfg"), "cfg");
+        ctx.labels.remove("job");
+        assert_eq!(ctx.job("cfg"), "cfg");
+    }
+
+    #[test]
+    fn plans_pin_baselines_to_the_alert_start() {
+        let p = plan("aiops-demo-app", 3600, t("2026-11-28T12:03:00Z"));
+        let er = p.iter().find(|i| i.key == keys::ERROR_RATIO).unwrap();
+        assert_eq!(
+            er.query,
+            r#"job:http_request_error_ratio:rate1m{job="aiops-demo-app"}"#
+        );
+        assert_eq!(
+            er.baseline_query.as_deref(),
+            Some(
+                r#"avg_over_time(job:http_request_error_ratio:rate1m{job="aiops-demo-app"}[1h] @ 1795867380.000)"#
+            )
+        );
+        // Every key the plan produces is one the catalog may name.
+        for i in &p {
+            assert!(keys::ALL.contains(&i.key), "{}", i.key);
+        }
+        // A hostile job name stays inside one string literal.
+        let p = plan("a\"}[5m]) or vector(1", 90, t("2026-11-28T12:03:00Z"));
+        assert!(
+            p[0].query
+                .starts_with(r#"job:http_request_error_ratio:rate1m{job="a\"}[5m]) or vector(1"}"#)
+        );
+        assert!(p[0].baseline_query.as_ref().unwrap().contains("[90s]"));
+    }
+
+    #[test]
+    fn evidence_ids_are_content_derived() {
+        let ev = Evidence {
+            id: String::new(),
+            gathered_at: t("2026-11-28T12:05:00Z"),
+            prometheus_url: "http://p".into(),
+            prometheus: PrometheusHealth::Reachable,
+            target_up: Some(true),
+            items: vec![],
+        };
+        let a = evidence_id(&ev);
+        assert!(a.starts_with("ev-") && a.len() == 15, "{a}");
+        let mut with_id = ev.clone();
+        with_id.id = a.clone();
+        assert_eq!(evidence_id(&with_id), a, "the id itself is not hashed");
+        let mut other = ev;
+        other.target_up = Some(false);
+        assert_ne!(evidence_id(&other), a);
+    }
+}

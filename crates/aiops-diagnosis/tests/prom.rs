@@ -1,0 +1,161 @@
+//! The Prometheus client against a real Prometheus (skipped, with the reason, if it is missing).
+
+use aiops_core::config::PrometheusConfig;
+use aiops_diagnosis::prom::{Prom, PromError, RuleKind};
+use aiops_diagnosis::testkit::{self, PrometheusSpec};
+
+const RULES: &str = r#"groups:
+  - name: t
+    rules:
+      - record: job:answer:sum
+        expr: vector(42)
+      - alert: AlwaysFiring
+        expr: vector(1) > 0
+        for: 1m
+        labels: {severity: warning}
+"#;
+
+fn start(dir: &std::path::Path) -> Option<testkit::Server> {
+    let spec = PrometheusSpec {
+        config: "global:\n  evaluation_interval: 1s\nrule_files: [rules.yml]\n".into(),
+        files: [("rules.yml".to_owned(), RULES.to_owned())].into(),
+        ..Default::default()
+    };
+    match testkit::start_prometheus(dir, &spec) {
+        None => {
+            eprintln!("SKIP: prometheus is not on PATH (apt-get install prometheus)");
+            None
+        }
+        Some(r) => Some(r.expect("prometheus starts")),
+    }
+}
+
+fn client(url: &str) -> Prom {
+    Prom::new(&PrometheusConfig {
+        url: url.to_owned(),
+        timeout_ms: 5000,
+    })
+}
+
+#[test]
+fn instant_queries_rules_and_errors_against_real_prometheus() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(server) = start(dir.path()) else {
+        return;
+    };
+    let p = client(&format!("{}/", server.url));
+    assert_eq!(p.url(), server.url, "trailing slash is trimmed");
+
+    // Vector with labels.
+    let s = p
+        .instant(
+            r#"label_replace(vector(0.25), "job", "a\"b", "", "")"#,
+            None,
+        )
+        .unwrap();
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].value, 0.25);
+    assert_eq!(s[0].labels["job"], "a\"b");
+    // Scalar, NaN and infinities.
+    assert_eq!(p.instant("scalar(vector(3))", None).unwrap()[0].value, 3.0);
+    assert!(p.instant_value("0/0", None).unwrap().unwrap().is_nan());
+    assert_eq!(p.instant_value("1/0", None).unwrap(), Some(f64::INFINITY));
+    assert_eq!(
+        p.instant_value("-1/0", None).unwrap(),
+        Some(f64::NEG_INFINITY)
+    );
+    // Empty vector, and an explicit evaluation time in the past.
+    assert_eq!(p.instant("absent(vector(1))", None).unwrap(), vec![]);
+    let at = chrono::Utc::now() - chrono::Duration::minutes(10);
+    assert_eq!(
+        p.instant_value("time()", Some(at))
+            .unwrap()
+            .unwrap()
+            .round(),
+        at.timestamp() as f64
+    );
+    // A job that is not scraped has no `up` series; the job text is escaped, not spliced.
+    assert!(
+        p.targets_up("nope\"} or vector(1) or {x=\"", None)
+            .unwrap()
+            .is_empty()
+    );
+
+    // bad_data with Prometheus' own message.
+    match p.instant("sum(", None) {
+        Err(PromError::Api {
+            error_type,
+            message,
+            ..
+        }) => {
+            assert_eq!(error_type, "bad_data");
+            assert!(message.contains("parse error"), "{message}");
+        }
+        other => panic!("expected bad_data, got {other:?}"),
+    }
+    // A range vector is not instant evidence.
+    assert!(matches!(
+        p.instant("up[1m]", None),
+        Err(PromError::Decode { .. })
+    ));
+
+    // Rules: the alert's expression is found by name.
+    let rules = p.rules().unwrap();
+    assert!(
+        rules
+            .iter()
+            .any(|r| r.kind == RuleKind::Recording && r.name == "job:answer:sum")
+    );
+    let alert = p
+        .alert_rule("AlwaysFiring")
+        .unwrap()
+        .expect("alert rule listed");
+    assert_eq!(alert.query, "vector(1) > 0");
+    assert_eq!(alert.for_secs, 60.0);
+    assert_eq!(alert.group, "t");
+    assert!(p.alert_rule("NoSuchAlert").unwrap().is_none());
+}
+
+#[test]
+fn unreachable_prometheus_is_reported_within_the_timeout() {
+    // A port that was just free: bind, note it, close. Nothing listens there now.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let p = Prom::new(&PrometheusConfig {
+        url: format!("http://127.0.0.1:{port}"),
+        timeout_ms: 500,
+    });
+    let t = std::time::Instant::now();
+    let e = p.instant("up", None).unwrap_err();
+    assert!(e.is_unreachable(), "{e:?}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(2));
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&format!("127.0.0.1:{port}")) && msg.contains("prometheus.url"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_silent_server_times_out_as_unreachable() {
+    // Accepts connections but never answers: the client must give up after its timeout.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let p = Prom::new(&PrometheusConfig {
+        url: format!("http://127.0.0.1:{port}"),
+        timeout_ms: 300,
+    });
+    let t = std::time::Instant::now();
+    let e = p.instant("up", None).unwrap_err();
+    assert!(e.is_unreachable(), "{e:?}");
+    assert!(e.to_string().contains("no answer within 300 ms"), "{e}");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        t.elapsed()
+    );
+    drop(l);
+}

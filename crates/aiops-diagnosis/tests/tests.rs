@@ -1,0 +1,3 @@
+//! Integration tests of aiops-diagnosis, one binary with a module per area.
+
+mod prom;
