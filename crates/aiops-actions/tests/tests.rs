@@ -1,0 +1,1 @@
+//! Integration tests of the gate, one binary with a module per area.
