@@ -1,5 +1,7 @@
 //! `aiops demo`: the whole stack on one machine.
 
+pub mod supervisor;
+
 use std::path::PathBuf;
 
 /// Arguments of `aiops demo`.
