@@ -1,0 +1,84 @@
+# The aiops package: the three binaries, the systemd units they ship (one source of truth with the
+# Debian VM test), and the Prometheus/Grafana assets the NixOS module and `aiops demo` use.
+#
+# Called by flake.nix with `pkgs.callPackage`; the Rust tests run in checkPhase against nixpkgs'
+# real Prometheus and Alertmanager (the tests accept `alertmanager` as well as Debian's
+# `prometheus-alertmanager`).
+{
+  lib,
+  rustPlatform,
+  prometheus,
+  prometheus-alertmanager,
+  python3,
+  wrk,
+}:
+let
+  workspace = (lib.importTOML ../Cargo.toml).workspace.package;
+
+  # Only what the build and the Rust tests read: a change to docs/, the VM harness or the Nix files
+  # does not rebuild the package.
+  src = lib.fileset.toSource {
+    root = ../.;
+    fileset = lib.fileset.unions (
+      [
+        ../Cargo.toml
+        ../Cargo.lock
+        ../crates
+        ../prometheus
+        ../systemd
+      ]
+      ++ map lib.fileset.maybeMissing [
+        ../.cargo
+        ../grafana
+        ../tests/fake_slack.py
+      ]
+    );
+  };
+in
+rustPlatform.buildRustPackage {
+  pname = "aiops";
+  inherit (workspace) version;
+  inherit src;
+
+  cargoLock.lockFile = ../Cargo.lock;
+
+  # Only the three shipped programs are built and installed (not the benchmark bins).
+  cargoBuildFlags = [
+    "--package=aiops"
+    "--package=aiops-webhook"
+    "--package=aiops-demo-app"
+  ];
+  # ...but every crate's tests run.
+  cargoTestFlags = [ "--workspace" ];
+
+  nativeCheckInputs = [
+    prometheus
+    (lib.getOutput "cli" prometheus) # promtool
+    prometheus-alertmanager # alertmanager, amtool
+    python3
+    wrk
+  ];
+
+  postInstall = ''
+    unitdir=$out/lib/systemd/system
+    mkdir -p "$unitdir"
+    for unit in systemd/*.service; do
+      substitute "$unit" "$unitdir/$(basename "$unit")" --replace-fail '@bindir@' "$out/bin"
+    done
+
+    share=$out/share/aiops
+    mkdir -p "$share"
+    cp -r prometheus "$share/prometheus"
+    if [ -d grafana ]; then
+      cp -r grafana "$share/grafana"
+    fi
+  '';
+
+  meta = {
+    description = "Safe, explainable remediation for one Linux host: recommend, approve, verify, audit";
+    homepage = workspace.repository;
+    license = lib.licenses.mit;
+    mainProgram = "aiops";
+    platforms = lib.platforms.linux;
+  };
+}

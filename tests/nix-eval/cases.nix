@@ -1,0 +1,318 @@
+# The module evaluation tests, in pure Nix: each case evaluates nixos/module.nix (against
+# stubs.nix) with some configuration and checks what it generates. Used two ways:
+#   - tests/nix-eval/run (here and in CI): `nix-instantiate --eval --strict --json` on this file,
+#     then the artifacts are checked with real programs (aiops, amtool, promtool);
+#   - flake.nix's `checks.<system>.module-eval`, with the real nixpkgs lib.
+{
+  nixpkgsLib ? null,
+  lib ? import (/. + nixpkgsLib + "/lib"),
+}:
+let
+  evalWith = import ./eval.nix { inherit lib; };
+
+  slackFile = "/run/secrets/aiops/slack-webhook-url";
+  tokenFile = "/run/secrets/aiops/webhook-token";
+
+  base = {
+    services.aiops = {
+      enable = true;
+      demoApp.enable = true;
+      slackWebhookUrlFile = slackFile;
+      webhookTokenFile = tokenFile;
+    };
+  };
+  withBase = extra: evalWith (lib.recursiveUpdate base extra);
+
+  default = evalWith base;
+  cfg = default.config;
+  webhook = cfg.systemd.services.aiops-webhook;
+  demo = cfg.systemd.services.aiops-demo-app;
+  configFile = cfg.environment.etc."aiops/config.toml".source;
+  settings = cfg.services.aiops.settings;
+  am = cfg.services.prometheus.alertmanager;
+  amReceiver = lib.head (lib.head am.configuration.receivers).webhook_configs;
+  prom = cfg.services.prometheus;
+  jobs = map (s: s.job_name) prom.scrapeConfigs;
+  targetsOf =
+    job: lib.concatMap (s: s.targets) (lib.head (lib.filter (s: s.job_name == job) prom.scrapeConfigs)).static_configs;
+
+  # Prometheus' configuration as nixpkgs' prometheus module renders it (promConfig: null values and
+  # _module dropped), for `promtool check config` in the runner.
+  filterValidPrometheus =
+    x:
+    if lib.isAttrs x && !(lib.isDerivation x) then
+      lib.mapAttrs (_: filterValidPrometheus) (
+        lib.filterAttrs (n: v: n != "_module" && v != null) x
+      )
+    else if lib.isList x then
+      map filterValidPrometheus x
+    else
+      x;
+
+  check = name: ok: detail: {
+    inherit name ok;
+    detail = if ok then "" else detail;
+  };
+  expectEqual =
+    name: actual: expected:
+    check name (actual == expected) "expected ${builtins.toJSON expected}, got ${builtins.toJSON actual}";
+  # A failed NixOS assertion whose message contains `needle`.
+  expectAssertion =
+    name: evaluated: needle:
+    let
+      hits = lib.filter (lib.hasInfix needle) evaluated.failedAssertions;
+    in
+    check name (
+      hits != [ ]
+    ) "expected a failed assertion mentioning ${needle}; failed assertions: ${builtins.toJSON evaluated.failedAssertions}";
+  # Evaluation itself must fail (type error, unknown option); the runner also checks the message.
+  expectEvalError =
+    name: value:
+    let
+      r = builtins.tryEval (builtins.deepSeq value value);
+    in
+    check name (!r.success) "evaluation succeeded: ${builtins.toJSON r.value}";
+
+  noSecrets = withBase {
+    services.aiops = {
+      slackWebhookUrlFile = null;
+      webhookTokenFile = null;
+    };
+  };
+
+  custom = withBase {
+    services.aiops.allowedActions = {
+      "zeta.service" = [ "restart" ];
+      "alpha.service" = [
+        "clear-cache"
+        "restart"
+      ];
+      "cache-only.service" = [ "clear-cache" ];
+    };
+  };
+
+  overridden = withBase {
+    services.prometheus.port = 9191;
+    services.prometheus.globalConfig.scrape_interval = "15s";
+    services.prometheus.alertmanager.configuration = {
+      route.receiver = "mine";
+      receivers = [ { name = "mine"; } ];
+    };
+    services.grafana.enable = false;
+    services.aiops.settings.remediation.cooldown_secs = 600;
+  };
+
+  unwired = withBase {
+    services.aiops.prometheus.enable = false;
+    services.aiops.alertmanager.enable = false;
+    services.aiops.grafana.enable = false;
+  };
+
+  firewall = withBase { services.aiops.openFirewall = true; };
+
+  disabled = evalWith { services.aiops.enable = false; };
+
+  results = [
+    (expectEqual "the default configuration passes every assertion" default.failedAssertions [ ])
+
+    # Units: the package's unit files are the source of truth; NixOS adds only what it must.
+    (check "systemd.packages ships the package's unit files" (lib.elem cfg.services.aiops.package cfg.systemd.packages) "systemd.packages = ${builtins.toJSON cfg.systemd.packages}")
+    (expectEqual "aiops-webhook.service is wanted by multi-user.target" webhook.wantedBy [
+      "multi-user.target"
+    ])
+    (expectEqual "aiops-webhook.service gets both secrets with LoadCredential" webhook.serviceConfig.LoadCredential [
+      "slack-webhook-url:${slackFile}"
+      "webhook-token:${tokenFile}"
+    ])
+    (expectEqual "aiops-webhook.service restarts when the configuration changes" webhook.restartTriggers [
+      configFile
+    ])
+    (check "the module defines no ExecStart of its own (the unit file has it)" (
+      !(webhook.serviceConfig ? ExecStart) && !(demo.serviceConfig ? ExecStart)
+    ) "serviceConfig: ${builtins.toJSON webhook.serviceConfig}")
+    (expectEqual "aiops-demo-app.service is wanted by multi-user.target" demo.wantedBy [
+      "multi-user.target"
+    ])
+    (expectEqual "aiops-demo-app.service restarts when the configuration changes" demo.restartTriggers [
+      configFile
+    ])
+    (check "the demo app is not wanted unless demoApp.enable" (
+      !((withBase { services.aiops.demoApp.enable = false; }).config.systemd.services ? aiops-demo-app)
+    ) "aiops-demo-app is still defined")
+
+    # The configuration file.
+    (expectEqual "the configuration is rendered from settings to /etc/aiops/config.toml" configFile.value settings)
+    (expectEqual "settings: operators group" settings.webhook.operators_group "aiops-operators")
+    (expectEqual "settings: remediation.allowed comes from allowedActions" settings.remediation.allowed {
+      "aiops-demo-app.service" = [
+        "restart"
+        "clear-cache"
+      ];
+    })
+    (expectEqual "settings: Prometheus and Alertmanager URLs follow their modules" [
+      settings.prometheus.url
+      settings.alertmanager.url
+      overridden.config.services.aiops.settings.prometheus.url
+    ] [ "http://127.0.0.1:9090" "http://127.0.0.1:9093" "http://127.0.0.1:9191" ])
+    (check "the configuration names no secret (neither value nor path)" (
+      !(lib.hasInfix "/run/secrets" (builtins.toJSON settings))
+    ) (builtins.toJSON settings))
+
+    # Users and groups.
+    (check "the service user aiops is a system user in group aiops" (
+      cfg.users.users.aiops.isSystemUser && cfg.users.users.aiops.group == "aiops" && cfg.users.groups ? aiops
+    ) (builtins.toJSON cfg.users.users.aiops))
+    (check "the operators group is created" (cfg.users.groups ? aiops-operators) (builtins.toJSON (lib.attrNames cfg.users.groups)))
+    (check "operatorsGroup renames the group everywhere" (
+      let
+        c = (withBase { services.aiops.operatorsGroup = "sre"; }).config;
+      in
+      c.users.groups ? sre && c.services.aiops.settings.webhook.operators_group == "sre"
+    ) "group sre missing or not rendered")
+
+    # Confinement.
+    (check "polkit is enabled" cfg.security.polkit.enable "security.polkit.enable is false")
+    (check "the polkit rule lets user aiops restart exactly the allowed units" (
+      lib.hasInfix ''var restartable = ["aiops-demo-app.service"];'' cfg.security.polkit.extraConfig
+      && lib.hasInfix ''subject.user !== "aiops"'' cfg.security.polkit.extraConfig
+      && lib.hasInfix ''action.lookup("verb") === "restart"'' cfg.security.polkit.extraConfig
+      && lib.hasInfix ''action.id === "org.freedesktop.systemd1.manage-units"'' cfg.security.polkit.extraConfig
+      && lib.hasInfix "return polkit.Result.NO;" cfg.security.polkit.extraConfig
+    ) cfg.security.polkit.extraConfig)
+    (check "only units allowed \"restart\" enter the polkit rule, sorted" (
+      lib.hasInfix ''var restartable = ["alpha.service","zeta.service"];'' custom.config.security.polkit.extraConfig
+    ) custom.config.security.polkit.extraConfig)
+    (expectEqual "custom allowedActions pass the assertions" custom.failedAssertions [ ])
+    (expectEqual "custom allowedActions reach remediation.allowed unchanged" custom.config.services.aiops.settings.remediation.allowed custom.config.services.aiops.allowedActions)
+
+    # Prometheus.
+    (check "Prometheus is enabled on loopback with the 5 s intervals" (
+      prom.enable
+      && prom.listenAddress == "127.0.0.1"
+      && prom.globalConfig.scrape_interval == "5s"
+      && prom.globalConfig.evaluation_interval == "5s"
+    ) (builtins.toJSON (filterValidPrometheus prom.globalConfig)))
+    (expectEqual "Prometheus scrapes the receiver, itself, the demo app and Alertmanager" (lib.sort lib.lessThan jobs) [
+      "aiops-demo-app"
+      "aiops-webhook"
+      "alertmanager"
+      "prometheus"
+    ])
+    (expectEqual "scrape targets are the listen addresses" (map targetsOf [
+      "aiops-demo-app"
+      "aiops-webhook"
+    ]) [ [ "127.0.0.1:8080" ] [ "127.0.0.1:9095" ] ])
+    (expectEqual "Prometheus loads the packaged rules" prom.ruleFiles [
+      "${cfg.services.aiops.package}/share/aiops/prometheus/rules.yml"
+    ])
+    (expectEqual "Prometheus sends alerts to the local Alertmanager" prom.alertmanagers [
+      { static_configs = [ { targets = [ "127.0.0.1:9093" ]; } ]; }
+    ])
+
+    # Alertmanager.
+    (check "Alertmanager is enabled on loopback" (am.enable && am.listenAddress == "127.0.0.1") "enable=${lib.boolToString am.enable} listenAddress=${am.listenAddress}")
+    (expectEqual "Alertmanager posts to the receiver" amReceiver.url "http://127.0.0.1:9095/")
+    (expectEqual "Alertmanager reads the bearer token from its own credential" amReceiver.http_config.authorization {
+      type = "Bearer";
+      credentials_file = "/run/credentials/alertmanager.service/webhook-token";
+    })
+    (expectEqual "alertmanager.service loads the token file as that credential" cfg.systemd.services.alertmanager.serviceConfig.LoadCredential [
+      "webhook-token:${tokenFile}"
+    ])
+
+    # Grafana.
+    (check "Grafana gets the Prometheus datasource and the dashboards folder" (
+      cfg.services.grafana.enable
+      && (lib.head cfg.services.grafana.provision.datasources.settings.datasources).url == "http://127.0.0.1:9090"
+      && (lib.head cfg.services.grafana.provision.dashboards.settings.providers).options.path == "${cfg.services.aiops.package}/share/aiops/grafana/dashboards"
+    ) (builtins.toJSON cfg.services.grafana.provision))
+    (check "Grafana's secret key comes from a generated credential, not the store" (
+      cfg.services.grafana.settings.security.secret_key == "$__file{/run/credentials/grafana.service/secret-key}"
+      && cfg.systemd.services.grafana.serviceConfig.LoadCredential == [ "secret-key:/var/lib/aiops-grafana/secret-key" ]
+      && lib.elem "grafana.service" cfg.systemd.services.aiops-grafana-secret.requiredBy
+    ) (builtins.toJSON cfg.systemd.services.grafana.serviceConfig))
+
+    # Without secrets.
+    (expectEqual "no secrets configured: no LoadCredential" noSecrets.config.systemd.services.aiops-webhook.serviceConfig.LoadCredential [ ])
+    (check "no token: Alertmanager sends no Authorization header" (
+      !((lib.head (lib.head noSecrets.config.services.prometheus.alertmanager.configuration.receivers).webhook_configs) ? http_config)
+      && !(noSecrets.config.systemd.services ? alertmanager)
+    ) "http_config or an alertmanager override is still there")
+
+    # Every default can be overridden.
+    (expectEqual "the user's values win over the module's defaults" [
+      overridden.config.services.prometheus.globalConfig.scrape_interval
+      overridden.config.services.prometheus.alertmanager.configuration.route.receiver
+      overridden.config.services.grafana.enable
+      overridden.config.services.aiops.settings.remediation.cooldown_secs
+    ] [ "15s" "mine" false 600 ])
+    (check "a disabled Grafana gets no unit overrides from us" (
+      !(overridden.config.systemd.services ? grafana) && !(overridden.config.systemd.services ? aiops-grafana-secret)
+    ) "grafana overrides still defined")
+    (check "the wiring can be switched off" (
+      !unwired.config.services.prometheus.enable
+      && !unwired.config.services.prometheus.alertmanager.enable
+      && !unwired.config.services.grafana.enable
+      && unwired.config.services.prometheus.scrapeConfigs == [ ]
+    ) "prometheus/alertmanager/grafana still enabled")
+    (expectEqual "openFirewall opens the receiver's and the demo app's ports" firewall.config.networking.firewall.allowedTCPPorts [
+      8080
+      9095
+    ])
+    (expectEqual "a disabled module generates nothing" [
+      disabled.config.systemd.services
+      disabled.config.security.polkit.extraConfig
+      disabled.config.environment.etc
+    ] [ { } "" { } ])
+
+    # Mistakes the module must catch.
+    (expectAssertion "a secret file in the Nix store is refused" (withBase {
+      services.aiops.slackWebhookUrlFile = "${builtins.storeDir}/00000000000000000000000000000000-slack-url";
+    }) "slackWebhookUrlFile must be an absolute path outside the Nix store")
+    (expectAssertion "a relative secret path is refused" (withBase {
+      services.aiops.webhookTokenFile = "secrets/token";
+    }) "webhookTokenFile must be an absolute path")
+    (expectEvalError "a Nix path literal (which would be copied to the store) is a type error" (withBase {
+      services.aiops.slackWebhookUrlFile = ./cases.nix;
+    }).config.systemd.services.aiops-webhook.serviceConfig.LoadCredential)
+    (expectAssertion "settings.remediation.allowed set apart from allowedActions is refused" (withBase {
+      services.aiops.settings.remediation.allowed."other.service" = [ "restart" ];
+    }) "set services.aiops.allowedActions rather than settings.remediation.allowed")
+    (expectAssertion "an allow-list key that is not a service name is refused" (withBase {
+      services.aiops.allowedActions."x.service; reboot" = [ "restart" ];
+    }) "every key must be a systemd service name")
+    (expectAssertion "an allow-list entry without actions is refused" (withBase {
+      services.aiops.allowedActions."idle.service" = [ ];
+    }) "a unit lists no actions")
+    (expectEvalError "an unknown action is a type error" (withBase {
+      services.aiops.allowedActions."x.service" = [ "reboot" ];
+    }).config.services.aiops.allowedActions)
+    (expectEvalError "a settings value of the wrong type is a type error" (withBase {
+      services.aiops.settings.webhook.listen = 9095;
+    }).config.services.aiops.settings.webhook.listen)
+    (expectEvalError "a misspelled option (slackWebhookURLFile) fails evaluation" (withBase {
+      services.aiops.slackWebhookURLFile = slackFile;
+    }).config.services.aiops.enable)
+  ];
+in
+{
+  inherit results;
+
+  # What the runner checks with real programs.
+  artifacts = {
+    settings = configFile.value;
+    # A key the Rust side does not know: the real parser must refuse it (the validator can fail).
+    settingsWithUnknownKey = lib.recursiveUpdate configFile.value { webhook.listen_addr = "127.0.0.1:1"; };
+    settingsCustom = custom.config.environment.etc."aiops/config.toml".source.value;
+    polkitExtraConfig = cfg.security.polkit.extraConfig;
+    polkitCustomExtraConfig = custom.config.security.polkit.extraConfig;
+    alertmanager = am.configuration;
+    prometheus = {
+      global = filterValidPrometheus prom.globalConfig;
+      scrape_configs = filterValidPrometheus prom.scrapeConfigs;
+      rule_files = prom.ruleFiles;
+      alerting.alertmanagers = prom.alertmanagers;
+    };
+    packagePath = "${cfg.services.aiops.package}";
+  };
+}
