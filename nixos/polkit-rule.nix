@@ -1,30 +1,28 @@
-# The polkit rule that confines approved restarts: the service user may ask systemd to restart the
-# units listed here, and is refused every other systemd1 action.
+# The polkit rule that confines approved restarts: the service user may ask systemd to restart
+# the units listed here, and nothing else (no other verb, unit or user).
 #
-# This text is a contract shared with the Rust side (`aiops policy polkit`, which renders the same
-# rule from remediation.allowed): the body must be byte-for-byte identical. Only the leading `//`
-# comment lines (the header saying who generated it) may differ; tests/nix-eval compares the two.
-# String literals are JSON (a valid JavaScript subset), units sorted, one unit list per rule.
+# This text is a contract with the Rust side: `aiops policy polkit`
+# (crates/aiops-actions/src/policy.rs, render_polkit_rule) prints the same rule from
+# remediation.allowed. The body must be byte-for-byte identical; only the leading `//` comment
+# lines (who generated it) differ, and tests/nix-eval compares the two. Units sorted by byte order
+# as one JSON array without spaces (builtins.toJSON = serde_json::to_string), the user a JSON
+# string, four-space indentation, LF line endings, a final newline.
 {
-  # The service user whose systemctl calls this rule decides.
+  # The service user whose systemctl calls this rule allows.
   user,
-  # Unit names allowed the "restart" verb, e.g. [ "aiops-demo-app.service" ].
+  # Units allowed the "restart" verb, e.g. [ "aiops-demo-app.service" ].
   units,
 }:
 let
   js = builtins.toJSON;
 in
 ''
-  polkit.addRule(function (action, subject) {
-    if (subject.user !== ${js user} || action.id.indexOf("org.freedesktop.systemd1.") !== 0) {
-      return polkit.Result.NOT_HANDLED;
-    }
-    var restartable = ${js (builtins.sort builtins.lessThan units)};
-    if (action.id === "org.freedesktop.systemd1.manage-units" &&
-        action.lookup("verb") === "restart" &&
-        restartable.indexOf(action.lookup("unit")) !== -1) {
-      return polkit.Result.YES;
-    }
-    return polkit.Result.NO;
+  polkit.addRule(function(action, subject) {
+      if (action.id === "org.freedesktop.systemd1.manage-units" &&
+          subject.user === ${js user} &&
+          action.lookup("verb") === "restart" &&
+          ${js (builtins.sort builtins.lessThan units)}.indexOf(action.lookup("unit")) >= 0) {
+          return polkit.Result.YES;
+      }
   });
 ''

@@ -173,14 +173,15 @@ let
     # Confinement.
     (check "polkit is enabled" cfg.security.polkit.enable "security.polkit.enable is false")
     (check "the polkit rule lets user aiops restart exactly the allowed units" (
-      lib.hasInfix ''var restartable = ["aiops-demo-app.service"];'' cfg.security.polkit.extraConfig
-      && lib.hasInfix ''subject.user !== "aiops"'' cfg.security.polkit.extraConfig
+      lib.hasInfix ''["aiops-demo-app.service"].indexOf(action.lookup("unit")) >= 0'' cfg.security.polkit.extraConfig
+      && lib.hasInfix ''subject.user === "aiops"'' cfg.security.polkit.extraConfig
       && lib.hasInfix ''action.lookup("verb") === "restart"'' cfg.security.polkit.extraConfig
       && lib.hasInfix ''action.id === "org.freedesktop.systemd1.manage-units"'' cfg.security.polkit.extraConfig
-      && lib.hasInfix "return polkit.Result.NO;" cfg.security.polkit.extraConfig
+      # one grant and nothing else
+      && lib.length (lib.splitString "polkit.Result." cfg.security.polkit.extraConfig) == 2
     ) cfg.security.polkit.extraConfig)
     (check "only units allowed \"restart\" enter the polkit rule, sorted" (
-      lib.hasInfix ''var restartable = ["alpha.service","zeta.service"];'' custom.config.security.polkit.extraConfig
+      lib.hasInfix ''["alpha.service","zeta.service"].indexOf('' custom.config.security.polkit.extraConfig
     ) custom.config.security.polkit.extraConfig)
     (expectEqual "custom allowedActions pass the assertions" custom.failedAssertions [ ])
     (expectEqual "custom allowedActions reach remediation.allowed unchanged" custom.config.services.aiops.settings.remediation.allowed custom.config.services.aiops.allowedActions)
@@ -307,6 +308,8 @@ in
     polkitExtraConfig = cfg.security.polkit.extraConfig;
     polkitCustomExtraConfig = custom.config.security.polkit.extraConfig;
     alertmanager = am.configuration;
+    grafanaDatasources = cfg.services.grafana.provision.datasources.settings.datasources;
+    grafanaProviders = cfg.services.grafana.provision.dashboards.settings.providers;
     prometheus = {
       global = filterValidPrometheus prom.globalConfig;
       scrape_configs = filterValidPrometheus prom.scrapeConfigs;

@@ -1,0 +1,175 @@
+# The whole aiops loop on NixOS, with the shared scenario (tests/scenario.py, the same cases as
+# the Debian VM test): stress -> alert -> recommendation in a fake Slack -> `aiops approve` by an
+# operator -> restart confined by polkit -> verified outcome; plus the negatives, durability,
+# reboot, and `systemd-analyze security` of our units.
+#
+# Run: nix build .#checks.x86_64-linux.vm-loop (or `nix flake check`); interactively:
+#   nix run .#checks.x86_64-linux.vm-loop.driverInteractive
+{
+  self,
+  pkgs,
+  lib,
+}:
+let
+  # The ports of the scenario's guest contract.
+  ports = {
+    demoApp = 8080;
+    webhook = 9095;
+    prometheus = 9090;
+    alertmanager = 9093;
+    slack = 9999;
+  };
+
+  # Secrets, as the scenario's contract has them. They reach the guest at run time through the
+  # driver's shared directory (like agenix or sops-nix decrypting at boot), never through the
+  # node's configuration: the test asserts they are nowhere in the system closure.
+  slackUrl = "http://127.0.0.1:${toString ports.slack}/services/T000/B000/XXXX";
+  webhookToken = "nixos-vm-test-token-8c1e5b0d9f";
+  secretsDir = "/etc/aiops/secrets";
+
+  scenario = ../scenario.py;
+  fakeSlack = ../fake_slack.py;
+in
+pkgs.testers.runNixOSTest {
+  name = "aiops-loop";
+
+  nodes.machine =
+    { config, pkgs, ... }:
+    {
+      imports = [ self.nixosModules.default ];
+
+      virtualisation.memorySize = 3072;
+      virtualisation.cores = 2;
+
+      services.aiops = {
+        enable = true;
+        demoApp.enable = true;
+        slackWebhookUrlFile = "${secretsDir}/slack-webhook-url";
+        webhookTokenFile = "${secretsDir}/webhook-token";
+        settings = {
+          # The scenario's second approval must fall inside the cooldown; verification is bounded.
+          remediation.cooldown_secs = 600;
+          remediation.verify_timeout_secs = 180;
+          webhook.dashboard_url = "http://127.0.0.1:3000/d/aiops";
+        };
+      };
+      services.prometheus.port = ports.prometheus;
+      services.prometheus.alertmanager.port = ports.alertmanager;
+
+      users.users.alice = {
+        isNormalUser = true;
+        extraGroups = [ config.services.aiops.operatorsGroup ];
+      };
+      users.users.mallory.isNormalUser = true;
+
+      # Tools the scenario calls (runuser, nsenter and stat come with util-linux/coreutils).
+      environment.systemPackages = [
+        pkgs.curl
+        pkgs.jq
+      ];
+
+      # The Slack stand-in of the contract: records each accepted POST body as a JSON line in
+      # /var/lib/fake-slack/messages.jsonl. It is also the unit outside the allow-list.
+      systemd.services.fake-slack = {
+        wantedBy = [ "multi-user.target" ];
+        before = [ "aiops-webhook.service" ];
+        serviceConfig = {
+          ExecStart = "${pkgs.python3}/bin/python3 ${fakeSlack} --listen 127.0.0.1:${toString ports.slack} --state-dir /var/lib/fake-slack";
+          StateDirectory = "fake-slack";
+          Restart = "on-failure";
+        };
+      };
+
+      # Installs the secrets the driver put in the shared directory, root-only, before the units
+      # that load them as credentials start.
+      systemd.services.aiops-test-secrets = {
+        requiredBy = [
+          "aiops-webhook.service"
+          "alertmanager.service"
+        ];
+        before = [
+          "aiops-webhook.service"
+          "alertmanager.service"
+        ];
+        unitConfig.RequiresMountsFor = "/tmp/shared";
+        serviceConfig = {
+          Type = "oneshot";
+          RemainAfterExit = true;
+        };
+        script = ''
+          install -d -m 0700 ${secretsDir}
+          for name in slack-webhook-url webhook-token; do
+            install -m 0600 /tmp/shared/aiops-secrets/$name ${secretsDir}/$name
+          done
+        '';
+      };
+    };
+
+  testScript = ''
+    import importlib.util
+    import os
+    import re
+    import shlex
+
+    # The secrets, handed over outside the Nix configuration (see the node's aiops-test-secrets).
+    secrets = os.path.join(machine.shared_dir, "aiops-secrets")
+    os.makedirs(secrets, exist_ok=True)
+    for name, value in (("slack-webhook-url", ${builtins.toJSON slackUrl}), ("webhook-token", ${builtins.toJSON webhookToken})):
+        with open(os.path.join(secrets, name), "w") as f:
+            f.write(value + "\n")
+
+    machine.start()
+    machine.wait_for_unit("multi-user.target")
+
+    with subtest("secrets are root-only files, loaded as credentials, and nowhere in the store"):
+        machine.succeed("test \"$(stat -c '%U %a' ${secretsDir}/slack-webhook-url)\" = 'root 600'")
+        machine.succeed("systemctl show aiops-webhook.service -p LoadCredential | grep -F slack-webhook-url:${secretsDir}/slack-webhook-url")
+        closure = machine.succeed("nix-store -qR /run/current-system").split()
+        # What NixOS generated for these services: units, /etc, configuration files, scripts.
+        generated = [
+            p for p in closure
+            if re.search(r"-(unit-|system-units|etc$|aiops|alertmanager|prometheus|grafana-provisioning|.*checked|config\.ini)", p)
+        ]
+        paths = " ".join(shlex.quote(p) for p in generated)
+        # Positive controls: the search does see the generated configuration and units...
+        machine.succeed(f"grep -rqF operators_group {paths}")
+        machine.succeed(f"grep -rqF webhook-token:${secretsDir}/webhook-token {paths}")
+        # ...and finds neither secret value (grep exits 1: no match; 2 would be an error).
+        for secret in (${builtins.toJSON slackUrl}, ${builtins.toJSON webhookToken}):
+            machine.succeed(f"grep -rqF -- {shlex.quote(secret)} {paths}; test $? -eq 1")
+
+    with subtest("Prometheus, Alertmanager and Grafana are wired by the module"):
+        machine.wait_for_open_port(${toString ports.prometheus})
+        machine.wait_until_succeeds(
+            "curl -sf http://127.0.0.1:${toString ports.prometheus}/api/v1/targets"
+            + " | jq -e '[.data.activeTargets[].labels.job] | contains([\"aiops-demo-app\", \"aiops-webhook\", \"alertmanager\", \"prometheus\"])'",
+            timeout=120,
+        )
+        machine.succeed(
+            "curl -sf http://127.0.0.1:${toString ports.prometheus}/api/v1/rules"
+            + " | jq -e '[.data.groups[].rules[].name] | index(\"HighErrorRatio\")'"
+        )
+        machine.wait_for_unit("grafana.service")
+        machine.wait_for_open_port(3000)
+        machine.wait_until_succeeds(
+            "curl -sf -u admin:admin http://127.0.0.1:3000/api/datasources/uid/aiops-prometheus | jq -e '.url == \"http://127.0.0.1:${toString ports.prometheus}\"'",
+            timeout=120,
+        )
+
+    with subtest("the polkit rule is the one `aiops policy polkit` prints"):
+        rules = machine.succeed("cat /etc/polkit-1/rules.d/10-nixos.rules")
+        machine.log(rules)
+        assert '["aiops-demo-app.service"].indexOf(action.lookup("unit"))' in rules, rules
+
+    with subtest("systemd-analyze security of our units"):
+        for unit in ("aiops-webhook.service", "aiops-demo-app.service"):
+            machine.log(machine.succeed(f"SYSTEMD_COLORS=0 systemd-analyze security --no-pager {unit} 2>&1"))
+
+    # The shared scenario: the same cases and assertions as the Debian VM test.
+    spec = importlib.util.spec_from_file_location("scenario", "${scenario}")
+    assert spec is not None and spec.loader is not None
+    scenario = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scenario)
+    scenario.run(machine, log=machine.log)
+  '';
+}
