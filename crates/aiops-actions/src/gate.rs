@@ -655,8 +655,25 @@ impl Gate {
 
     fn find(&self, id: &str) -> Result<Action, GateError> {
         let parsed = ActionId::parse(id).map_err(|message| GateError::NotFound { message })?;
-        self.store.lock()?.get(&parsed)?.ok_or_else(|| GateError::NotFound {
-            message: format!("no action {id}; list the pending ones with `aiops pending` (or `aiops history` for old ones)"),
+        if let Some(a) = self.store.lock()?.get(&parsed)? {
+            return Ok(a);
+        }
+        let corrupt = self
+            .store
+            .actions_dir()
+            .join(format!("{parsed}.json.corrupt"));
+        Err(GateError::NotFound {
+            message: if corrupt.exists() {
+                format!(
+                    "action {id} cannot be used: its file {}.json was unreadable and was moved aside to {} (the receiver's log says why)",
+                    parsed,
+                    corrupt.display()
+                )
+            } else {
+                format!(
+                    "no action {id}; list the pending ones with `aiops pending` (or `aiops history` for old ones)"
+                )
+            },
         })
     }
 

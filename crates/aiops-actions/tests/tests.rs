@@ -1,1 +1,7 @@
 //! Integration tests of the gate, one binary with a module per area.
+
+mod audit;
+mod control;
+mod gate;
+mod store;
+mod support;

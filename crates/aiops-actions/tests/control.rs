@@ -1,0 +1,316 @@
+//! The control socket: requests, progress streaming, errors, and who may use it.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use aiops_actions::control::{ClientError, ControlClient, ErrorCode, ReplyData, Request};
+use aiops_actions::{Gate, Proposal, Refusal};
+use aiops_core::Config;
+use aiops_core::config::ActionKind;
+
+use crate::support::*;
+
+/// A gate serving its control socket on a runtime of its own; stops on drop.
+struct Served {
+    gate: Arc<Gate>,
+    socket: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Served {
+    fn start(config: &Config) -> Self {
+        let gate = Arc::new(gate(config));
+        let socket = config.webhook.control_socket.clone();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let g = gate.clone();
+        let path = socket.clone();
+        rt.spawn(async move {
+            g.serve_control(&path, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        // Wait (bounded) for the socket to accept.
+        for _ in 0..500 {
+            if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Self {
+            gate,
+            socket,
+            stop: Some(tx),
+            rt: Some(rt),
+        }
+    }
+
+    fn client(&self) -> ControlClient {
+        ControlClient::new(&self.socket, "aiops-operators")
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(std::time::Duration::from_secs(5));
+        }
+    }
+}
+
+fn propose(g: &Gate, group: &str) -> String {
+    match g
+        .propose(&alert(group, UNIT), &diagnosis(UNIT, ActionKind::Restart))
+        .unwrap()
+    {
+        Proposal::Pending { id, .. } => id.to_string(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn list_show_approve_and_reject_over_the_socket_as_root() {
+    let dir = tempdir();
+    let sup = Supervisor::start(dir.path());
+    let s = Served::start(&config(dir.path(), &sup.socket));
+    let id = propose(&s.gate, "sock");
+    let c = s.client();
+    let ReplyData::Actions(list) = c.call(&Request::List { all: false }, &mut |_| {}).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(list.len(), 1);
+    let ReplyData::Show(show) = c
+        .call(&Request::Show { id: id.clone() }, &mut |_| {})
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(show.evidence_now.len(), 1);
+    assert!(
+        show.evidence_now[0]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("cannot reach Prometheus")
+    );
+    // Stale (nothing to confirm against) without --force: refused with a hint.
+    match c.call(
+        &Request::Approve {
+            id: None,
+            force: false,
+        },
+        &mut |_| {},
+    ) {
+        Err(ClientError::Remote {
+            code: ErrorCode::Refused,
+            reason: Some(Refusal::Stale),
+            hint: Some(h),
+            ..
+        }) => assert!(h.contains("--force")),
+        other => panic!("{other:?}"),
+    }
+    let mut progress = Vec::new();
+    let ReplyData::Finished(f) = c
+        .call(
+            &Request::Approve {
+                id: None,
+                force: true,
+            },
+            &mut |m| progress.push(m.to_owned()),
+        )
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(f.action.id.as_str(), id);
+    assert!(
+        progress
+            .iter()
+            .any(|m| m.starts_with("approved by root (uid 0)")),
+        "{progress:?}"
+    );
+    assert!(
+        progress
+            .iter()
+            .any(|m| m.contains("restarting aiops-demo-app.service")),
+        "{progress:?}"
+    );
+    assert_eq!(sup.restarts(), 1);
+    // The approver is the peer's uid, recorded by name.
+    assert_eq!(
+        f.action
+            .entered(aiops_actions::ActionState::Approved)
+            .unwrap()
+            .by
+            .name,
+        "root"
+    );
+    match c.call(
+        &Request::Reject {
+            id: id.clone(),
+            reason: "late".into(),
+        },
+        &mut |_| {},
+    ) {
+        Err(ClientError::Remote {
+            code: ErrorCode::Refused,
+            reason: Some(Refusal::AlreadyHandled),
+            message,
+            ..
+        }) => {
+            assert!(message.contains("approved by root"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    match c.call(
+        &Request::Show {
+            id: "deadbeef".into(),
+        },
+        &mut |_| {},
+    ) {
+        Err(ClientError::Remote {
+            code: ErrorCode::NotFound,
+            message,
+            ..
+        }) => assert!(message.contains("aiops pending"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    let ReplyData::AuditVerify(r) = c.call(&Request::AuditVerify, &mut |_| {}).unwrap() else {
+        panic!()
+    };
+    assert!(r.ok, "{r:?}");
+}
+
+#[test]
+fn garbage_and_oversized_requests_get_errors_and_the_server_stays_up() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = tempdir();
+    let sup = Supervisor::start(dir.path());
+    let s = Served::start(&config(dir.path(), &sup.socket));
+    for payload in [
+        b"not json\n".to_vec(),
+        b"{\"op\":\"format_disk\"}\n".to_vec(),
+        vec![b'x'; 70 * 1024],
+    ] {
+        let mut stream = std::os::unix::net::UnixStream::connect(&s.socket).unwrap();
+        let _ = stream.write_all(&payload);
+        let mut line = String::new();
+        BufReader::new(&stream).read_line(&mut line).unwrap();
+        assert!(line.contains("\"code\":\"bad_request\""), "{line}");
+    }
+    assert!(
+        s.client()
+            .call(&Request::List { all: true }, &mut |_| {})
+            .is_ok()
+    );
+}
+
+#[test]
+fn a_missing_socket_says_what_to_do() {
+    let dir = tempdir();
+    let err = ControlClient::new(&dir.path().join("nope.sock"), "aiops-operators")
+        .call(&Request::List { all: false }, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("is aiops-webhook running? (systemctl status aiops-webhook)"),
+        "{err}"
+    );
+}
+
+const CLIENT_ENV: &str = "AIOPS_ACTIONS_TEST_CONTROL_SOCKET";
+
+/// Not a test on its own: the child of `a_non_operator_is_refused_by_uid`, run as another user.
+#[test]
+fn client_child() {
+    let Some(path) = std::env::var_os(CLIENT_ENV) else {
+        return;
+    };
+    let r = ControlClient::new(Path::new(&path), "x").call(
+        &Request::Approve {
+            id: None,
+            force: true,
+        },
+        &mut |_| {},
+    );
+    match r {
+        Ok(_) => println!("RESULT ok"),
+        Err(e) => println!("RESULT {e}"),
+    }
+}
+
+fn run_as_nobody(socket: &Path) -> Option<String> {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "control::client_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CLIENT_ENV, socket)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    stdout
+        .lines()
+        .find_map(|l| l.split_once("RESULT ").map(|(_, r)| r.to_owned()))
+}
+
+#[test]
+fn a_non_operator_is_refused_by_uid() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: connecting as another uid needs root");
+        return;
+    }
+    let dir = tempdir();
+    let sup = Supervisor::start(dir.path());
+    let mut c = config(dir.path(), &sup.socket);
+    // nobody is not in group root.
+    c.webhook.operators_group = "root".into();
+    let s = Served::start(&c);
+    propose(&s.gate, "nobody");
+    let result = run_as_nobody(&s.socket).expect("the child printed a result");
+    assert!(
+        result.contains("nobody (uid 65534) may not approve")
+            && result.contains("usermod -aG root nobody"),
+        "{result}"
+    );
+    assert_eq!(sup.restarts(), 0);
+    let audit = s.gate.audit_log().tail(100).unwrap();
+    let refusal = audit.iter().find(|e| e.event == "refused").unwrap();
+    assert_eq!(refusal.actor.uid, Some(65534));
+    assert!(
+        refusal
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("unauthorized approve")
+    );
+    drop(s);
+
+    // The same user in the operators group (here: its primary group) may approve.
+    let dir = tempdir();
+    let sup = Supervisor::start(dir.path());
+    let mut c = config(dir.path(), &sup.socket);
+    c.webhook.operators_group = "nogroup".into();
+    let s = Served::start(&c);
+    propose(&s.gate, "member");
+    let result = run_as_nobody(&s.socket).expect("the child printed a result");
+    assert_eq!(result, "ok");
+    assert_eq!(sup.restarts(), 1);
+}
