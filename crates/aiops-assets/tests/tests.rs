@@ -1,0 +1,10 @@
+//! The one integration-test binary of aiops-assets.
+
+mod support;
+
+mod alertmanager;
+mod dashboard;
+mod embedded;
+mod floor;
+mod render;
+mod tools;
