@@ -160,7 +160,7 @@ fn list_show_approve_and_reject_over_the_socket_as_root() {
     );
     match c.call(
         &Request::Reject {
-            id: id.clone(),
+            id,
             reason: "late".into(),
         },
         &mut |_| {},

@@ -255,7 +255,7 @@ fn crafted_unit_labels_are_refused_at_proposal_and_audited() {
         .unwrap()
     {
         Proposal::Refused { reason } => {
-            assert!(reason.contains("not in remediation.allowed"), "{reason}")
+            assert!(reason.contains("not in remediation.allowed"), "{reason}");
         }
         other => panic!("{other:?}"),
     }
@@ -290,7 +290,7 @@ fn a_unit_no_longer_allowed_is_refused_at_execution() {
             .unwrap(),
     );
     drop(g);
-    let mut narrowed = c.clone();
+    let mut narrowed = c;
     narrowed
         .remediation
         .allowed
@@ -410,7 +410,7 @@ fn approve_without_id_needs_exactly_one_pending() {
     let lines = std::sync::Mutex::new(Vec::new());
     let f = g
         .approve(None, &alice(), true, &|m| {
-            lines.lock().unwrap().push(m.to_owned())
+            lines.lock().unwrap().push(m.to_owned());
         })
         .unwrap();
     assert_eq!(f.action.id.as_str(), one);

@@ -107,8 +107,10 @@ pub fn diagnosis(unit: &str, kind: ActionKind) -> Diagnosis {
 /// A configuration for tests: state in `dir`, the demo executor on `supervisor`, no limits in
 /// the way unless a test sets them.
 pub fn config(dir: &Path, supervisor: &Path) -> Config {
-    let mut c = Config::default();
-    c.state_dir = dir.join("state");
+    let mut c = Config {
+        state_dir: dir.join("state"),
+        ..Config::default()
+    };
     c.prometheus.url = NOBODY_HOME.into();
     c.prometheus.timeout_ms = 2000;
     c.alertmanager.url = NOBODY_HOME.into();
