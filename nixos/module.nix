@@ -262,6 +262,15 @@ in
             message = "services.aiops.allowedActions: every key must be a systemd service name like \"myapp.service\"; got ${lib.concatStringsSep ", " (lib.attrNames cfg.allowedActions)}.";
           }
           {
+            # The unit's StateDirectory=aiops and RuntimeDirectory=aiops are its only writable paths.
+            assertion = (cfg.settings.state_dir or "/var/lib/aiops") == "/var/lib/aiops";
+            message = "services.aiops.settings.state_dir must stay /var/lib/aiops: aiops-webhook.service may write only its StateDirectory.";
+          }
+          {
+            assertion = lib.hasPrefix "/run/aiops/" (cfg.settings.webhook.control_socket or "/run/aiops/control.sock");
+            message = "services.aiops.settings.webhook.control_socket must be inside /run/aiops (the unit's RuntimeDirectory).";
+          }
+          {
             assertion = lib.all (a: a != [ ]) (lib.attrValues cfg.allowedActions);
             message = "services.aiops.allowedActions: a unit lists no actions; remove it or list \"restart\"/\"clear-cache\".";
           }
@@ -388,7 +397,7 @@ in
             {
               source_matchers = [ ''alertname = "TargetDown"'' ];
               target_matchers = [ ''alertname =~ "HighErrorRatio|HighLatencyP99|HighCpuUsage|MemoryGrowth"'' ];
-              equal = [ "instance" ];
+              equal = [ "service" ];
             }
           ];
         };

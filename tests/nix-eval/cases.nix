@@ -285,6 +285,12 @@ let
     (expectAssertion "an allow-list entry without actions is refused" (withBase {
       services.aiops.allowedActions."idle.service" = [ ];
     }) "a unit lists no actions")
+    (expectAssertion "a state_dir the hardened unit cannot write is refused" (withBase {
+      services.aiops.settings.state_dir = "/srv/aiops";
+    }) "state_dir must stay /var/lib/aiops")
+    (expectAssertion "a control socket outside /run/aiops is refused" (withBase {
+      services.aiops.settings.webhook.control_socket = "/tmp/aiops.sock";
+    }) "control_socket must be inside /run/aiops")
     (expectEvalError "an unknown action is a type error" (withBase {
       services.aiops.allowedActions."x.service" = [ "reboot" ];
     }).config.services.aiops.allowedActions)

@@ -158,18 +158,18 @@ pkgs.testers.runNixOSTest {
 
     with subtest("the polkit rule is the one `aiops policy polkit` prints"):
         rules = machine.succeed("cat /etc/polkit-1/rules.d/10-nixos.rules")
-        machine.log(rules)
+        print(rules)
         assert '["aiops-demo-app.service"].indexOf(action.lookup("unit"))' in rules, rules
 
     with subtest("systemd-analyze security of our units"):
         for unit in ("aiops-webhook.service", "aiops-demo-app.service"):
-            machine.log(machine.succeed(f"SYSTEMD_COLORS=0 systemd-analyze security --no-pager {unit} 2>&1"))
+            print(machine.succeed(f"SYSTEMD_COLORS=0 systemd-analyze security --no-pager {unit} 2>&1"))
 
     # The shared scenario: the same cases and assertions as the Debian VM test.
     spec = importlib.util.spec_from_file_location("scenario", "${scenario}")
     assert spec is not None and spec.loader is not None
     scenario = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(scenario)
-    scenario.run(machine, log=machine.log)
+    scenario.run(machine, log=print)
   '';
 }
