@@ -1,3 +1,5 @@
 //! Integration tests of aiops-diagnosis, one binary with a module per area.
 
+mod catalog;
+mod engine;
 mod prom;
