@@ -10,6 +10,7 @@
 //!   the small pieces `main` needs ([`resolve_config`], [`probe`], [`status_line`]).
 //! - [`routes`](crate) (private): routing, instrumentation and the handlers.
 //! - [`metrics`]: the registry, route templates and cached label handles.
+//! - [`process`]: the `process_*` metrics (CPU seconds at clock-tick precision).
 //! - [`cache`]: the sharded bounded cache.
 //! - [`catalog`]: items, search and order validation (the API's domain).
 //! - [`faults`]: fault parameters, their parser, and the time-bounded fault state.
@@ -47,6 +48,7 @@ pub mod cache;
 pub mod catalog;
 pub mod faults;
 pub mod metrics;
+pub mod process;
 pub mod query;
 mod routes;
 
@@ -149,14 +151,14 @@ pub fn limits(config: &DemoAppConfig) -> Limits {
 /// The configuration `main` runs with: flags (and, through clap, their environment variables)
 /// over the configuration file over the defaults.
 pub fn resolve_config(
-    file: DemoAppConfig,
+    file: &DemoAppConfig,
     listen: Option<SocketAddr>,
     cache_capacity: Option<usize>,
 ) -> DemoAppConfig {
     DemoAppConfig {
         listen: listen.unwrap_or(file.listen),
         cache_capacity: cache_capacity.unwrap_or(file.cache_capacity),
-        ..file
+        ..file.clone()
     }
 }
 
@@ -362,10 +364,10 @@ mod tests {
             cache_capacity: 7,
             ..DemoAppConfig::default()
         };
-        let c = resolve_config(file.clone(), None, None);
+        let c = resolve_config(&file, None, None);
         assert_eq!(c, file);
         let listen: SocketAddr = "127.0.0.1:9999".parse().unwrap();
-        let c = resolve_config(file, Some(listen), Some(3));
+        let c = resolve_config(&file, Some(listen), Some(3));
         assert_eq!((c.listen, c.cache_capacity), (listen, 3));
     }
 

@@ -42,7 +42,7 @@ fn main() -> ExitCode {
 
 async fn serve(args: Args) -> anyhow::Result<()> {
     let (file, origin) = aiops_core::Config::discover(args.config.as_deref())?;
-    let config = aiops_demo_app::resolve_config(file.demo_app, args.listen, args.cache_capacity);
+    let config = aiops_demo_app::resolve_config(&file.demo_app, args.listen, args.cache_capacity);
 
     // Install the signal handlers before anything can say "ready": from then on a SIGTERM
     // drains instead of killing the process. Polling the future once registers them.

@@ -268,7 +268,7 @@ impl Metrics {
             Box::new(active),
             Box::new(setting),
             Box::new(leaked_bytes.clone()),
-            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+            Box::new(crate::process::ProcessMetrics::for_self()),
         ];
         for c in collectors {
             registry
