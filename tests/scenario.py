@@ -1,0 +1,516 @@
+"""The aiops promises under a real systemd: one scenario for the Debian and the NixOS VM tests.
+
+    import scenario
+    scenario.run(machine)              # NixOS: in testScript; Debian: tests/vm/run does it
+
+`run(machine, log=print, only=None)` drives one guest with the NixOS test driver's vocabulary only
+(`succeed`, `fail`, `execute`, `wait_until_succeeds`, `wait_for_unit`, `wait_for_open_port`,
+`shutdown`, `start`), runs every case below in order, logs PASS/FAIL with timings, returns the
+results and raises `ScenarioFailed` if any case failed. Each case asserts on what the guest does
+(unit properties, exit codes, JSON fields of the messages the fake Slack received), so it fails
+when the behaviour breaks.
+
+The guest contract (what tests/vm/guest/setup.sh sets up on Debian and the NixOS test's module
+configuration must set up the same way):
+
+- `aiops`, `aiops-demo-app` and `aiops-webhook` on root's PATH (and on the users' PATH);
+  `curl`, `runuser`, `nsenter`, `stat`, `systemd-analyze` available.
+- Units `aiops-demo-app.service` and `aiops-webhook.service` from `systemd/` (Type=notify,
+  watchdog, hardening), `prometheus.service`, the Alertmanager unit
+  (`prometheus-alertmanager.service` on Debian, `alertmanager.service` on NixOS) and
+  `fake-slack.service` running tests/fake_slack.py on 127.0.0.1:9999 with state directory
+  /var/lib/fake-slack (messages.jsonl, fail switch file).
+- Ports: demo app 8080, receiver 9095, Prometheus 9090, Alertmanager 9093, fake Slack 9999, all on
+  127.0.0.1; Prometheus and Alertmanager use the repository's prometheus/*.yml.
+- /etc/aiops/config.toml: state_dir /var/lib/aiops, control socket /run/aiops/control.sock,
+  executor "systemd", allow-list `aiops-demo-app.service = ["restart", "clear-cache"]`,
+  operators group `aiops-operators`, `remediation.cooldown_secs` >= 600 (the second approval must
+  fall inside it), `verify_timeout_secs` <= 180, `webhook.dashboard_url` set.
+- Secrets as systemd credentials of aiops-webhook: `webhook-token` from
+  /etc/aiops/secrets/webhook-token (root-only; the scenario reads it to post notifications) and
+  `slack-webhook-url` = http://127.0.0.1:9999/services/T000/B000/XXXX.
+- Accounts: system user `aiops` (group `aiops`) runs the receiver; `alice` is in
+  `aiops-operators`; `mallory` exists and is not.
+- The polkit rule from `aiops policy polkit` installed (the aiops account may restart the
+  allow-listed units, nothing else).
+"""
+
+import json
+import re
+import shlex
+import time
+
+DEMO = "aiops-demo-app.service"
+WEBHOOK = "aiops-webhook.service"
+FAKE_SLACK = "fake-slack.service"
+PROMETHEUS = "prometheus.service"
+ALERTMANAGER_CANDIDATES = ["prometheus-alertmanager.service", "alertmanager.service"]
+OUTSIDE_ALLOW_LIST = FAKE_SLACK  # exists on both guests; the aiops account must not restart it
+
+STATE_DIR = "/var/lib/aiops"
+CONTROL_SOCKET = "/run/aiops/control.sock"
+TOKEN_FILE = "/etc/aiops/secrets/webhook-token"
+SLACK_DIR = "/var/lib/fake-slack"
+SLACK_LOG = f"{SLACK_DIR}/messages.jsonl"
+SLACK_FAIL = f"{SLACK_DIR}/fail"
+OPERATOR = "alice"
+OUTSIDER = "mallory"
+SERVICE_USER = "aiops"
+
+PORT_DEMO = 8080
+PORT_WEBHOOK = 9095
+PORT_PROMETHEUS = 9090
+PORT_ALERTMANAGER = 9093
+PORT_SLACK = 9999
+
+EXPOSURE_LIMIT = 2.0
+# Exit codes of `aiops` (crates/aiops/src/exit.rs).
+EXIT_REFUSED = 3
+
+# Under software emulation a first detection takes scrape + `for` + group_wait + diagnosis.
+ALERT_TIMEOUT = 240
+APPROVE_TIMEOUT = 300
+
+
+class ScenarioFailed(AssertionError):
+    def __init__(self, results):
+        self.results = results
+        failed = [r for r in results if r["status"] == "FAIL"]
+        super().__init__(
+            "scenario failed: "
+            + ", ".join(f"{r['name']}: {r['detail'].splitlines()[0] if r['detail'] else ''}" for r in failed)
+        )
+
+
+def check(cond, message):
+    if not cond:
+        raise AssertionError(message)
+
+
+def q(s):
+    return shlex.quote(s)
+
+
+def as_user(user, cmd):
+    """`runuser -u USER -- CMD` (root in the test driver becomes USER without a password)."""
+    return f"runuser -u {user} -- {cmd}"
+
+
+def unit_props(machine, unit, *props):
+    out = machine.succeed(f"systemctl show {q(unit)} -p {','.join(props)}")
+    values = {}
+    for line in out.splitlines():
+        k, _, v = line.partition("=")
+        values[k] = v
+    return values
+
+
+class Scenario:
+    def __init__(self, machine, log):
+        self.m = machine
+        self.log = log
+        self.alertmanager = None
+        self.loop = {}  # facts the whole-loop case hands to later cases
+
+    # ---- helpers -------------------------------------------------------------------------------
+
+    def slack_messages(self):
+        out = self.m.succeed(f"cat {SLACK_LOG} 2>/dev/null || true")
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    @staticmethod
+    def message_text(msg):
+        """All the text of a Slack message: `text` plus every string inside `blocks`."""
+        parts = [msg.get("text") or ""]
+
+        def walk(node):
+            if isinstance(node, dict):
+                for k, v in node.items():
+                    if k in ("text", "alt_text", "url", "value") and isinstance(v, str):
+                        parts.append(v)
+                    else:
+                        walk(v)
+            elif isinstance(node, list):
+                for v in node:
+                    walk(v)
+
+        walk(msg.get("blocks") or [])
+        walk(msg.get("attachments") or [])
+        return "\n".join(parts)
+
+    def wait_for_message(self, predicate, timeout, what, since=0):
+        """Waits until a fake-Slack message (index >= since) satisfies predicate(msg, text)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            msgs = self.slack_messages()
+            for i, msg in enumerate(msgs[since:], start=since):
+                text = self.message_text(msg)
+                if predicate(msg, text):
+                    return i, msg, text
+            if time.monotonic() > deadline:
+                tail = "\n---\n".join(self.message_text(m)[:600] for m in msgs[-3:])
+                raise AssertionError(
+                    f"no Slack message {what} within {timeout} s ({len(msgs)} messages; last ones:\n{tail})"
+                )
+            time.sleep(2)
+
+    def invocation(self, unit):
+        return self.m.succeed(f"systemctl show {q(unit)} -p InvocationID --value").strip()
+
+    def nrestarts(self, unit):
+        return int(self.m.succeed(f"systemctl show {q(unit)} -p NRestarts --value").strip() or "0")
+
+    def main_pid(self, unit):
+        pid = int(self.m.succeed(f"systemctl show {q(unit)} -p MainPID --value").strip() or "0")
+        check(pid > 0, f"{unit} has no main process")
+        return pid
+
+    def pending(self, user="root"):
+        cmd = "aiops --json pending"
+        out = self.m.succeed(cmd if user == "root" else as_user(user, cmd))
+        data = json.loads(out)
+        if isinstance(data, dict):
+            data = data.get("actions") or data.get("pending") or []
+        return data
+
+    def audit_file(self):
+        return f"{STATE_DIR}/audit.jsonl"
+
+    # ---- cases ---------------------------------------------------------------------------------
+
+    def services_ready(self):
+        """Every service reaches active; ours through Type=notify (READY=1 within the timeout)."""
+        for unit in (DEMO, WEBHOOK):
+            self.m.wait_for_unit(unit, timeout=120)
+            p = unit_props(self.m, unit, "Type", "ActiveState", "SubState", "NotifyAccess", "StatusText", "WatchdogUSec")
+            self.log(f"  {unit}: {p}")
+            check(p["Type"] == "notify", f"{unit} is Type={p['Type']}, expected notify")
+            check(p["ActiveState"] == "active" and p["SubState"] == "running", f"{unit}: {p}")
+            check(p["WatchdogUSec"] not in ("0", "infinity", ""), f"{unit} has no watchdog: {p}")
+            check(p["StatusText"] != "", f"{unit} sent no STATUS= line")
+        for candidate in ALERTMANAGER_CANDIDATES:
+            status, _ = self.m.execute(f"systemctl cat {candidate} >/dev/null 2>&1")
+            if status == 0:
+                self.alertmanager = candidate
+                break
+        check(self.alertmanager is not None, f"none of {ALERTMANAGER_CANDIDATES} exists")
+        for unit in (PROMETHEUS, self.alertmanager, FAKE_SLACK):
+            self.m.wait_for_unit(unit, timeout=120)
+        for port in (PORT_DEMO, PORT_WEBHOOK, PORT_PROMETHEUS, PORT_ALERTMANAGER, PORT_SLACK):
+            self.m.wait_for_open_port(port, timeout=60)
+        self.m.succeed(f"curl -sf http://127.0.0.1:{PORT_DEMO}/healthz", f"curl -sf http://127.0.0.1:{PORT_WEBHOOK}/healthz")
+
+    def state_directory(self):
+        """StateDirectory: owned by the service account, mode 0700; files inside are private."""
+        out = self.m.succeed(f"stat -c '%U:%G %a' {STATE_DIR}").strip()
+        check(out == f"{SERVICE_USER}:{SERVICE_USER} 700", f"{STATE_DIR} is {out}, expected aiops:aiops 700")
+        self.m.succeed(f"test -S {CONTROL_SOCKET}")
+        leaky = self.m.succeed(f"find {STATE_DIR} -perm /o=rwx -print").strip()
+        check(leaky == "", f"world-accessible files in {STATE_DIR} (UMask=0077 not applied?):\n{leaky}")
+        check(
+            self.m.execute(as_user(OPERATOR, f"ls {STATE_DIR}"))[0] != 0,
+            f"{OPERATOR} can list {STATE_DIR}: the state must be reachable only through the gate",
+        )
+
+    def hardening_holds(self):
+        """Inside the running services' mount namespace the file system is read-only except the
+        state directory; the process has no capabilities, no new privileges, a seccomp filter."""
+        for unit in (WEBHOOK, DEMO):
+            pid = self.main_pid(unit)
+            status = self.m.succeed(f"cat /proc/{pid}/status")
+            fields = dict(
+                (k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in status.splitlines())
+            )
+            check(fields.get("NoNewPrivs") == "1", f"{unit}: NoNewPrivs={fields.get('NoNewPrivs')}")
+            check(fields.get("Seccomp") == "2", f"{unit}: Seccomp={fields.get('Seccomp')} (no filter)")
+            for cap in ("CapEff", "CapPrm", "CapBnd", "CapAmb"):
+                check(int(fields.get(cap, "1"), 16) == 0, f"{unit}: {cap}={fields.get(cap)}")
+            for path in ("/etc/aiops-probe", "/usr/local/bin/aiops-probe", "/var/lib/aiops-probe"):
+                out = self.m.fail(f"nsenter -t {pid} -m -- /bin/sh -c {q(f'echo x > {path}')} 2>&1")
+                check("Read-only file system" in out, f"{unit}: writing {path}: {out!r}")
+            out = self.m.fail(f"nsenter -t {pid} -m -- ls /home/{OPERATOR} 2>&1")
+            self.log(f"  {unit}: /home is hidden ({out.strip()})")
+        # The positive control: the state directory is writable by the service account inside.
+        pid = self.main_pid(WEBHOOK)
+        uid = self.m.succeed(f"id -u {SERVICE_USER}").strip()
+        gid = self.m.succeed(f"id -g {SERVICE_USER}").strip()
+        self.m.succeed(
+            f"nsenter -t {pid} -m -S {uid} -G {gid} -- /bin/sh -c "
+            + q(f"echo x > {STATE_DIR}/.hardening-probe && rm {STATE_DIR}/.hardening-probe")
+        )
+        self.m.succeed("test ! -e /etc/aiops-probe && test ! -e /usr/local/bin/aiops-probe && test ! -e /var/lib/aiops-probe")
+
+    def process_metrics(self):
+        """ProcSubset=pid and ProtectProc=invisible leave the app's own /proc readable."""
+        out = self.m.succeed(f"curl -sf http://127.0.0.1:{PORT_DEMO}/metrics")
+        for name in ("process_resident_memory_bytes", "process_start_time_seconds", "process_open_fds", "process_cpu_seconds_total"):
+            m = re.search(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+]+)$", out, re.M)
+            check(m is not None, f"{name} missing from the demo app's /metrics")
+            check(float(m.group(1)) > 0, f"{name} is {m.group(1)}")
+
+    def security_exposure(self):
+        """`systemd-analyze security` of each of our units, printed, below the limit."""
+        for unit in (DEMO, WEBHOOK):
+            out = self.m.succeed(f"SYSTEMD_COLORS=0 systemd-analyze security --no-pager {unit} 2>&1")
+            self.log(out.rstrip())
+            m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", out)
+            check(m is not None, f"no exposure level in the output for {unit}")
+            level = float(m.group(1))
+            check(level < EXPOSURE_LIMIT, f"{unit}: exposure {level} is not below {EXPOSURE_LIMIT}")
+            self.log(f"  {unit}: exposure {level} < {EXPOSURE_LIMIT}")
+
+    def service_account_confinement(self):
+        """polkit lets the aiops account restart the allow-listed unit and nothing else."""
+        no_ask = "systemctl --no-ask-password"
+        before = self.invocation(OUTSIDE_ALLOW_LIST)
+        out = self.m.fail(as_user(SERVICE_USER, f"{no_ask} restart {OUTSIDE_ALLOW_LIST} 2>&1"))
+        self.log(f"  aiops: restart {OUTSIDE_ALLOW_LIST}: {out.strip()}")
+        check(self.invocation(OUTSIDE_ALLOW_LIST) == before, f"{OUTSIDE_ALLOW_LIST} was restarted")
+        pid = self.main_pid(DEMO)
+        out = self.m.fail(as_user(SERVICE_USER, f"{no_ask} stop {DEMO} 2>&1"))
+        self.log(f"  aiops: stop {DEMO}: {out.strip()}")
+        out = self.m.fail(as_user(SERVICE_USER, f"{no_ask} kill {DEMO} 2>&1"))
+        out = self.m.fail(as_user(OPERATOR, f"{no_ask} restart {DEMO} 2>&1"))
+        self.log(f"  {OPERATOR}: restart {DEMO}: {out.strip()}")
+        check(self.main_pid(DEMO) == pid, f"{DEMO} was stopped or restarted by a refused call")
+        # The positive control: the rule is not simply "deny everything".
+        self.m.succeed(as_user(SERVICE_USER, f"{no_ask} restart {DEMO}"))
+        self.m.wait_for_unit(DEMO, timeout=60)
+        check(self.main_pid(DEMO) != pid, f"the allowed restart of {DEMO} did not happen")
+
+    def watchdog_restarts_hung_app(self):
+        """SIGSTOP the app: the watchdog fires, systemd kills and restarts it, NRestarts grows."""
+        n0 = self.nrestarts(DEMO)
+        inv0 = self.invocation(DEMO)
+        pid = self.main_pid(DEMO)
+        self.m.succeed(f"kill -STOP {pid}")
+        self.m.wait_until_succeeds(
+            f"test $(systemctl show {DEMO} -p NRestarts --value) -gt {n0}", timeout=120
+        )
+        self.m.wait_for_unit(DEMO, timeout=60)
+        check(self.invocation(DEMO) != inv0, "no new invocation after the watchdog restart")
+        result = self.m.succeed(f"journalctl -u {DEMO} --no-pager -o cat | grep -i 'watchdog timeout' | tail -1")
+        check(result.strip() != "", "the journal does not show a watchdog timeout")
+        self.log(f"  NRestarts {n0} -> {self.nrestarts(DEMO)}; {result.strip()}")
+        self.m.succeed(f"curl -sf http://127.0.0.1:{PORT_DEMO}/healthz")
+
+    def whole_loop(self):
+        """stress -> alert -> recommendation in Slack -> mallory refused -> alice approves ->
+        new InvocationID -> verified outcome (CLI and Slack) -> audit chain verifies."""
+        since = len(self.slack_messages())
+        self.m.succeed(
+            "systemd-run --unit=aiops-stress-1 --collect --quiet "
+            "aiops stress errors --ratio 0.6 --duration 240s --rate 20"
+        )
+        _, msg, text = self.wait_for_message(
+            lambda m, t: "HighErrorRatio" in t and re.search(r"aiops approve \S+", t),
+            ALERT_TIMEOUT,
+            "with HighErrorRatio and an `aiops approve` command",
+            since,
+        )
+        self.log("  recommendation received:\n    " + text.replace("\n", "\n    ")[:3000])
+        check(isinstance(msg.get("blocks"), list) and msg["blocks"], "the message has no Block Kit blocks")
+        action_id = re.search(r"aiops approve (\S+)", text).group(1).strip("`*_")
+        check(re.search(r"error", text, re.I) and re.search(r"\d+(\.\d+)?\s*%", text), "no evidence (error ratio in %) in the message")
+        check(re.search(r"rate\(|job:|http_requests", text), "the message does not show the PromQL behind its evidence")
+        pending = self.pending(OPERATOR)
+        self.log(f"  pending: {json.dumps(pending)[:800]}")
+        check(any(action_id in json.dumps(p) for p in pending), f"{action_id} is not pending")
+
+        inv0 = self.invocation(DEMO)
+        status, out = self.m.execute(as_user(OUTSIDER, f"aiops approve {q(action_id)} 2>&1"))
+        self.log(f"  {OUTSIDER}: aiops approve -> {status}: {out.strip()}")
+        check(status == EXIT_REFUSED, f"{OUTSIDER}'s approval exited {status}, expected {EXIT_REFUSED} (refused)")
+        check(self.invocation(DEMO) == inv0, f"{OUTSIDER}'s refused approval restarted {DEMO}")
+
+        out = self.m.succeed(as_user(OPERATOR, f"aiops approve {q(action_id)} 2>&1"), timeout=APPROVE_TIMEOUT)
+        self.log(f"  {OPERATOR}: aiops approve {action_id}:\n    " + out.strip().replace("\n", "\n    "))
+        check(re.search(r"verified|succeeded|fixed", out, re.I), "the approval did not report a verified outcome")
+        inv1 = self.invocation(DEMO)
+        check(inv1 != inv0, f"{DEMO} has the same InvocationID after the approved restart")
+        self.m.wait_for_unit(DEMO, timeout=60)
+        self.wait_for_message(
+            lambda m, t: action_id in t and re.search(r"verified|succeeded|fixed", t, re.I),
+            120,
+            f"reporting the verified outcome of {action_id}",
+            since,
+        )
+        out = self.m.succeed("aiops audit verify 2>&1")
+        self.log(f"  aiops audit verify: {out.strip()}")
+        history = self.m.succeed("aiops --json history")
+        check(action_id in history and OPERATOR in history, "the history does not name the action and its approver")
+        self.loop = {"action": action_id, "since": since}
+
+    def cooldown_refuses_second_restart(self):
+        """A second recommendation for the same unit inside the cooldown cannot be carried out."""
+        check(self.loop, "needs whole_loop")
+        since = len(self.slack_messages())
+        self.m.execute("systemctl stop aiops-stress-1 2>/dev/null; true")
+        self.m.succeed(
+            "systemd-run --unit=aiops-stress-2 --collect --quiet "
+            "aiops stress errors --ratio 0.6 --duration 240s --rate 20"
+        )
+        _, _, text = self.wait_for_message(
+            lambda m, t: "HighErrorRatio" in t and re.search(r"aiops approve \S+", t),
+            ALERT_TIMEOUT,
+            "with a second recommendation",
+            since,
+        )
+        second = re.search(r"aiops approve (\S+)", text).group(1).strip("`*_")
+        check(second != self.loop["action"], "the second incident reused the executed action")
+        inv = self.invocation(DEMO)
+        status, out = self.m.execute(as_user(OPERATOR, f"aiops approve {q(second)} 2>&1"), timeout=APPROVE_TIMEOUT)
+        self.log(f"  second approval -> {status}: {out.strip()}")
+        check(status == EXIT_REFUSED, f"the second approval exited {status}, expected {EXIT_REFUSED} (refused)")
+        check(re.search(r"cooldown|cool-down|too soon", out, re.I), "the refusal does not name the cooldown")
+        check(self.invocation(DEMO) == inv, "the refused approval restarted the app")
+        self.m.execute("systemctl stop aiops-stress-2 2>/dev/null; true")
+        self.loop["second"] = second
+
+    def durability_sigkill(self):
+        """SIGKILL the receiver during a burst: every acknowledged notification reaches Slack."""
+        n = 60
+        since = len(self.slack_messages())
+        restarts0 = self.nrestarts(WEBHOOK)
+        script = r"""
+set -u
+T=$(cat TOKEN)
+now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+: > /tmp/burst.codes
+for i in $(seq 1 N); do
+  fp=$(printf '%016x' "$i")
+  body='{"version":"4","groupKey":"{}:{alertname=\"AiopsVmProbe\", probe=\"'$i'\"}","truncatedAlerts":0,"status":"firing","receiver":"aiops","groupLabels":{"alertname":"AiopsVmProbe","probe":"'$i'"},"commonLabels":{"alertname":"AiopsVmProbe","probe":"'$i'","severity":"warning","service":"aiops-vm-probe"},"commonAnnotations":{"summary":"vm-probe-'$i'-x"},"externalURL":"http://127.0.0.1:9093","alerts":[{"status":"firing","labels":{"alertname":"AiopsVmProbe","probe":"'$i'","severity":"warning","service":"aiops-vm-probe"},"annotations":{"summary":"vm-probe-'$i'-x"},"startsAt":"'$now'","endsAt":"0001-01-01T00:00:00Z","generatorURL":"http://127.0.0.1:9090/graph","fingerprint":"'$fp'"}]}'
+  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 -H "Authorization: Bearer $T" \
+    -H 'Content-Type: application/json' --data-binary "$body" http://127.0.0.1:PORT/)
+  echo "$i $code" >> /tmp/burst.codes
+done
+echo done >> /tmp/burst.codes
+""".replace("TOKEN", TOKEN_FILE).replace("PORT", str(PORT_WEBHOOK)).replace("N", str(n))
+        self.m.succeed(f"cat > /tmp/burst.sh <<'EOF'\n{script}\nEOF")
+        self.m.succeed("systemd-run --unit=aiops-burst --collect --quiet /bin/bash /tmp/burst.sh")
+        self.m.wait_until_succeeds("test $(wc -l < /tmp/burst.codes) -ge 15", timeout=120)
+        self.m.succeed(f"systemctl kill --kill-whom=main --signal=SIGKILL {WEBHOOK}")
+        self.m.wait_until_succeeds("grep -q done /tmp/burst.codes", timeout=300)
+        self.m.wait_for_unit(WEBHOOK, timeout=120)
+        check(self.nrestarts(WEBHOOK) > restarts0, "the receiver was not restarted after SIGKILL")
+        codes = {}
+        for line in self.m.succeed("cat /tmp/burst.codes").splitlines():
+            parts = line.split()
+            if len(parts) == 2:
+                codes[int(parts[0])] = parts[1]
+        acked = sorted(i for i, c in codes.items() if c.startswith("2"))
+        refused = sorted(i for i, c in codes.items() if not c.startswith("2"))
+        self.log(f"  {len(acked)} acknowledged, {len(refused)} not acknowledged while it was down: {refused}")
+        check(len(codes) == n, f"the burst sent {len(codes)} of {n} notifications")
+        check(len(acked) >= n // 2, f"only {len(acked)} of {n} notifications were acknowledged")
+        deadline = time.monotonic() + 240
+        while True:
+            seen = {}
+            for msg in self.slack_messages()[since:]:
+                for probe in re.findall(r"vm-probe-(\d+)-x", self.message_text(msg)):
+                    seen[int(probe)] = seen.get(int(probe), 0) + 1
+            lost = [i for i in acked if i not in seen]
+            if not lost:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"acknowledged notifications never reached Slack: {lost}")
+            time.sleep(2)
+        dup = {i: c for i, c in seen.items() if c > 1}
+        self.log(f"  all {len(acked)} acknowledged notifications delivered; duplicates: {dup or 'none'}")
+
+    def slack_outage(self):
+        """Slack answering 500 and then 429 loses nothing: delivered once it recovers."""
+        since = len(self.slack_messages())
+        self.m.succeed(f"echo 500 > {SLACK_FAIL}")
+        try:
+            token = f"$(cat {TOKEN_FILE})"
+            now = "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+            body = (
+                '{"version":"4","groupKey":"{}:{alertname=\\"AiopsVmOutage\\"}","truncatedAlerts":0,"status":"firing",'
+                '"receiver":"aiops","groupLabels":{"alertname":"AiopsVmOutage"},"commonLabels":{"alertname":"AiopsVmOutage",'
+                '"severity":"warning","service":"aiops-vm-probe"},"commonAnnotations":{"summary":"vm-outage-probe"},'
+                '"externalURL":"http://127.0.0.1:9093","alerts":[{"status":"firing","labels":{"alertname":"AiopsVmOutage",'
+                '"severity":"warning","service":"aiops-vm-probe"},"annotations":{"summary":"vm-outage-probe"},'
+                '"startsAt":"NOW","endsAt":"0001-01-01T00:00:00Z","generatorURL":"http://127.0.0.1:9090/graph",'
+                '"fingerprint":"00000000000000aa"}]}'
+            )
+            self.m.succeed(
+                f'curl -sf -o /dev/null -H "Authorization: Bearer {token}" -H "Content-Type: application/json" '
+                f'--data-binary "$(echo {q(body)} | sed "s/NOW/{now}/")" http://127.0.0.1:{PORT_WEBHOOK}/'
+            )
+            self.m.wait_until_succeeds(f"grep -q vm-outage-probe {SLACK_DIR}/rejected.jsonl", timeout=120)
+            self.m.succeed(f"echo 429 1 > {SLACK_FAIL}")
+            self.m.wait_until_succeeds(f"grep -q rate_limited {SLACK_DIR}/rejected.jsonl", timeout=120)
+            check(
+                not any("vm-outage-probe" in self.message_text(m) for m in self.slack_messages()[since:]),
+                "a message was recorded as delivered during the outage",
+            )
+        finally:
+            self.m.succeed(f"rm -f {SLACK_FAIL}")
+        self.wait_for_message(lambda m, t: "vm-outage-probe" in t, 120, "for the notification sent during the outage", since)
+
+    def reboot_keeps_state(self):
+        """A reboot keeps the pending actions and the audit log (and the chain still verifies)."""
+        pending = self.pending()
+        ids = sorted(json.dumps(p, sort_keys=True) for p in pending)
+        check(pending, "no pending action to carry across the reboot (the cooldown case leaves one)")
+        audit_before = self.m.succeed(f"cat {self.audit_file()}")
+        check(audit_before.strip(), "the audit log is empty before the reboot")
+        self.m.shutdown()
+        self.m.start()
+        for unit in (DEMO, WEBHOOK):
+            self.m.wait_for_unit(unit, timeout=180)
+        after = sorted(json.dumps(p, sort_keys=True) for p in self.pending())
+        check(after == ids, f"pending actions changed across the reboot:\nbefore {ids}\nafter  {after}")
+        audit_after = self.m.succeed(f"cat {self.audit_file()}")
+        check(audit_after.startswith(audit_before), "the audit log lost or changed entries across the reboot")
+        self.m.succeed("aiops audit verify")
+        self.log(f"  {len(pending)} pending action(s) and {len(audit_before.splitlines())} audit entries survived")
+
+
+CASES = [
+    ("services reach active via Type=notify", Scenario.services_ready),
+    ("state directory owner and mode", Scenario.state_directory),
+    ("hardening: writes outside allowed paths fail", Scenario.hardening_holds),
+    ("process metrics under ProcSubset=pid", Scenario.process_metrics),
+    ("systemd-analyze security exposure < 2.0", Scenario.security_exposure),
+    ("service account confined by polkit", Scenario.service_account_confinement),
+    ("watchdog restarts the hung app", Scenario.watchdog_restarts_hung_app),
+    ("whole loop: stress to verified restart", Scenario.whole_loop),
+    ("cooldown refuses a second restart", Scenario.cooldown_refuses_second_restart),
+    ("SIGKILL during a burst loses nothing", Scenario.durability_sigkill),
+    ("Slack outage (500, 429) loses nothing", Scenario.slack_outage),
+    ("reboot keeps pending actions and audit", Scenario.reboot_keeps_state),
+]
+
+
+def run(machine, log=print, only=None):
+    """Runs the cases (or those whose name contains one of `only`) and returns their results."""
+    s = Scenario(machine, log)
+    results = []
+    for name, case in CASES:
+        if only and not any(o in name for o in only):
+            continue
+        log(f"=== {name}")
+        started = time.monotonic()
+        try:
+            case(s)
+            status, detail = "PASS", ""
+        except Exception as e:  # noqa: BLE001 - every failure is reported, then the next case runs
+            status, detail = "FAIL", f"{type(e).__name__}: {e}"
+        took = time.monotonic() - started
+        results.append({"name": name, "status": status, "seconds": took, "detail": detail})
+        log(f"--- {status} {name} ({took:.1f} s)" + (f"\n{detail}" if detail else ""))
+        if not machine_is_up(machine):
+            log("the guest is down; stopping here")
+            break
+    if any(r["status"] == "FAIL" for r in results):
+        raise ScenarioFailed(results)
+    return results
+
+
+def machine_is_up(machine):
+    is_up = getattr(machine, "is_up", None)
+    if callable(is_up):
+        return is_up()
+    return getattr(machine, "booted", True)

@@ -1,0 +1,185 @@
+"""The Debian guest image: built once with mmdebstrap, cached by a hash of its recipe.
+
+The recipe is the package list, the mmdebstrap options, the apt sources file, the customize hook
+and everything it copies in (tests/vm/image/), and IMAGE_VERSION. Change any of them and the next
+run builds a new image; an unchanged recipe reuses the cached one (about 60-90 s saved). Building
+needs root (mmdebstrap --mode=root, and files owned by many users in the root file system).
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+# Bump to force a rebuild when something outside the hashed files changes the image.
+IMAGE_VERSION = "3"
+
+SUITE = "bookworm"
+
+# python3 (not python3-minimal): the agent needs json and the fake Slack needs http.server.
+PACKAGES = [
+    "systemd-sysv",
+    "udev",
+    "dbus",
+    "kmod",
+    "iproute2",
+    "procps",
+    "curl",
+    "polkitd",
+    "python3",
+    "prometheus",
+    "prometheus-alertmanager",
+    "linux-image-amd64",
+]
+
+# mmdebstrap installs no Recommends by default; say so explicitly so that prometheus'
+# recommended node-exporter can never slip in through a changed default.
+APT_OPTIONS = ['APT::Install-Recommends "false"']
+
+IMAGE_DIR = Path(__file__).resolve().parent.parent / "image"
+
+DEFAULT_SOURCES = "/etc/apt/sources.list.d/debian.sources"
+FALLBACK_MIRROR = "http://deb.debian.org/debian"
+
+DISK_SIZE = 4 << 30
+
+
+@dataclass
+class Image:
+    """A built image: the root file system and the kernel and initrd taken out of it."""
+
+    root: Path
+    kernel: Path
+    initrd: Path
+    key: str
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("AIOPS_VM_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.path.expanduser("~/.cache/aiops-vm"))
+
+
+def _sources() -> str:
+    """The apt source mmdebstrap uses: the host's deb822 file (its exact mirror), else Debian's."""
+    if os.path.exists(DEFAULT_SOURCES):
+        return DEFAULT_SOURCES
+    return FALLBACK_MIRROR
+
+
+def recipe_key() -> str:
+    h = hashlib.sha256()
+    h.update(f"image-version={IMAGE_VERSION}\nsuite={SUITE}\n".encode())
+    h.update(("packages=" + ",".join(PACKAGES) + "\n").encode())
+    h.update(("aptopts=" + "|".join(APT_OPTIONS) + "\n").encode())
+    src = _sources()
+    h.update(f"sources={src}\n".encode())
+    if os.path.exists(src):
+        h.update(Path(src).read_bytes())
+    for f in sorted(IMAGE_DIR.iterdir()):
+        if f.is_file():
+            h.update(f"file={f.name}\n".encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _need(tool: str, package: str) -> None:
+    if shutil.which(tool) is None:
+        raise SystemExit(
+            f"vm: {tool} is not installed; install it with: apt-get install -y {package}"
+        )
+
+
+def ensure_image(log=print, rebuild: bool = False) -> Image:
+    """Returns the cached image for the current recipe, building it first if needed."""
+    key = recipe_key()
+    base = cache_dir()
+    final = base / f"debian-{SUITE}-{key}"
+    image = Image(final / "root.img", final / "vmlinuz", final / "initrd.img", key)
+    if not rebuild and all(p.exists() for p in (image.root, image.kernel, image.initrd)):
+        log(f"vm: using cached image {final}")
+        return image
+    if os.geteuid() != 0:
+        raise SystemExit(
+            "vm: building the guest image needs root (mmdebstrap --mode=root creates files owned by "
+            f"other users); run tests/vm/run as root once, or point AIOPS_VM_CACHE at a cache that "
+            f"already holds {final.name}"
+        )
+    _need("mmdebstrap", "mmdebstrap")
+    _need("mkfs.ext4", "e2fsprogs")
+    base.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=base))
+    try:
+        rootfs = work / "rootfs"
+        cmd = [
+            "mmdebstrap",
+            "--mode=root",
+            "--variant=minbase",
+            "--include=" + ",".join(PACKAGES),
+            *(f"--aptopt={o}" for o in APT_OPTIONS),
+            f'--setup-hook={IMAGE_DIR / "setup-hook.sh"} "$1"',
+            f'--customize-hook={IMAGE_DIR / "customize.sh"} "$1"',
+            SUITE,
+            str(rootfs),
+            _sources(),
+        ]
+        log(f"vm: building image {key} (mmdebstrap, about 1-2 minutes)")
+        build_log = work / "mmdebstrap.log"
+        with open(build_log, "wb") as out:
+            proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT)
+        if proc.returncode != 0:
+            sys.stderr.write(build_log.read_text(errors="replace")[-6000:])
+            raise SystemExit(f"vm: mmdebstrap failed with status {proc.returncode}")
+        _check_rootfs(rootfs)
+        kernels = sorted((rootfs / "boot").glob("vmlinuz-*"))
+        initrds = sorted((rootfs / "boot").glob("initrd.img-*"))
+        if not kernels or not initrds:
+            raise SystemExit("vm: the image has no kernel or initrd in /boot")
+        shutil.copyfile(kernels[-1], work / "vmlinuz")
+        shutil.copyfile(initrds[-1], work / "initrd.img")
+        with open(work / "root.img", "wb") as f:
+            f.truncate(DISK_SIZE)
+        subprocess.run(
+            ["mkfs.ext4", "-q", "-F", "-L", "aiops-root", "-d", str(rootfs), str(work / "root.img")],
+            check=True,
+        )
+        (work / "recipe.json").write_text(
+            json.dumps({"key": key, "suite": SUITE, "packages": PACKAGES, "version": IMAGE_VERSION}, indent=2)
+        )
+        shutil.rmtree(rootfs)
+        build_log.unlink()
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(work, final)
+        # Older images (other recipes) are only disk space now.
+        for old in base.glob(f"debian-{SUITE}-*"):
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+    log(f"vm: image {key} built in {time.monotonic() - started:.0f} s")
+    return image
+
+
+def _check_rootfs(rootfs: Path) -> None:
+    """Facts the tests rely on, checked once at build time."""
+    status = (rootfs / "var/lib/dpkg/status").read_text(errors="replace")
+    installed = {
+        block.split("\n", 1)[0].removeprefix("Package: ")
+        for block in status.split("\n\n")
+        if "Status: install ok installed" in block
+    }
+    if "prometheus-node-exporter" in installed:
+        raise SystemExit("vm: prometheus-node-exporter was pulled into the image (Recommends?)")
+    for pkg in PACKAGES:
+        if pkg not in installed:
+            raise SystemExit(f"vm: package {pkg} is missing from the image")
