@@ -29,7 +29,7 @@ let
   settingsFormat = pkgs.formats.toml { };
   configFile = settingsFormat.generate "aiops-config.toml" cfg.settings;
 
-  # The unit the restart confinement is generated for; the Rust executor runs as this user.
+  # The account aiops-webhook.service runs as (User= in the unit file); the polkit rule names it.
   serviceUser = "aiops";
 
   actions = [
