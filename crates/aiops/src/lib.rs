@@ -13,6 +13,7 @@ pub mod cli;
 pub mod demo;
 pub mod exit;
 pub mod gate;
+pub mod policy;
 pub mod recommend;
 pub mod stress;
 
