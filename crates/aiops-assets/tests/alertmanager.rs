@@ -2,113 +2,12 @@
 //! the bearer token from the file, grouped by alert and service, and TargetDown mutes the same
 //! service's symptoms.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aiops_assets::{Ports, render};
 use serde_json::{Value, json};
 
-use crate::support::{Proc, closed_ports, http, tool_or_skip, wait_for};
-
-/// One request the receiver got.
-#[derive(Debug, Clone)]
-struct Received {
-    authorization: Option<String>,
-    body: Value,
-}
-
-/// A stand-in for aiops-webhook that records what Alertmanager posts and answers 200.
-struct Receiver {
-    port: u16,
-    got: Arc<Mutex<Vec<Received>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Receiver {
-    fn start() -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let port = listener.local_addr().expect("addr").port();
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (g, s) = (got.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((conn, _)) => {
-                        if let Some(r) = serve_one(conn) {
-                            g.lock().expect("lock").push(r);
-                        }
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            }
-        });
-        Receiver {
-            port,
-            got,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn received(&self) -> Vec<Received> {
-        self.got.lock().expect("lock").clone()
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn serve_one(mut conn: TcpStream) -> Option<Received> {
-    conn.set_nonblocking(false).ok()?;
-    conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = conn.read(&mut chunk).ok()?;
-        if n == 0 || buf.len() > 1 << 20 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let header = |name: &str| {
-        head.lines()
-            .filter_map(|l| l.split_once(':'))
-            .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.trim().to_owned())
-    };
-    let len: usize = header("content-length")?.parse().ok()?;
-    while buf.len() < head_end + len {
-        let n = conn.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let body = serde_json::from_slice(&buf[head_end..head_end + len]).ok()?;
-    conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    Some(Received {
-        authorization: header("authorization"),
-        body,
-    })
-}
+use crate::support::{Receiver, closed_ports, http, start_alertmanager, tool_or_skip, wait_for};
 
 fn alert(name: &str, service: &str) -> Value {
     let now = std::time::SystemTime::now()
@@ -176,22 +75,9 @@ fn alertmanager_delivers_with_the_token_and_inhibits_symptoms_of_a_down_target()
     };
     let r = render(&dir.path().join("etc"), &ports, &token).expect("render");
 
-    let mut cmd = Command::new(&am_bin);
-    cmd.arg(format!("--config.file={}", r.alertmanager_config.display()))
-        .arg(format!(
-            "--storage.path={}",
-            dir.path().join("am-data").display()
-        ))
-        .arg("--web.listen-address=127.0.0.1:0")
-        // No gossip: a lone Alertmanager would otherwise bind 0.0.0.0:9094.
-        .arg("--cluster.listen-address=");
-    let mut am = Proc::spawn("alertmanager", cmd, dir.path().join("alertmanager.log"));
-    let base = format!("http://127.0.0.1:{}", am.listening_port());
+    let (am, am_port) = start_alertmanager(&am_bin, dir.path(), &r.alertmanager_config);
+    let base = Ports::url(am_port);
     let agent = http();
-    wait_for("Alertmanager ready", Duration::from_secs(30), || {
-        let resp = agent.get(format!("{base}/-/ready")).call().ok()?;
-        (resp.status() == 200).then_some(())
-    });
 
     let alerts = json!([
         alert("TargetDown", "aiops-demo-app"),

@@ -2,15 +2,14 @@
 //! Prometheus scraping the real demo app.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aiops_assets::{DASHBOARD_UID, DATASOURCE_UID, GRAFANA_DASHBOARD_AIOPS_JSON, Ports, render};
+use aiops_assets::{DASHBOARD_UID, DATASOURCE_UID, GRAFANA_DASHBOARD_AIOPS_JSON, Ports};
 use serde_json::Value;
 
-use crate::support::{Proc, closed_ports, http, tool_or_skip, wait_for};
+use crate::support::{closed_ports, http, start_prometheus, tool_or_skip, wait_for};
 
 fn dashboard() -> Value {
     serde_json::from_str(GRAFANA_DASHBOARD_AIOPS_JSON).expect("aiops.json is JSON")
@@ -274,31 +273,15 @@ fn every_panel_query_runs_against_a_live_prometheus_and_service_panels_have_data
         grafana,
     };
     let token = dir.path().join("token");
-    let etc = dir.path().join("etc");
-    let r = render(&etc, &ports, &token).expect("render");
-
-    let mut cmd = Command::new(&prometheus);
-    cmd.arg(format!("--config.file={}", r.prometheus_config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg("--web.listen-address=127.0.0.1:0")
-        .arg("--web.enable-lifecycle");
-    let mut prom = Proc::spawn("prometheus", cmd, dir.path().join("prometheus.log"));
-    ports.prometheus = prom.listening_port();
-    let base = format!("http://127.0.0.1:{}", ports.prometheus);
+    let prom = start_prometheus(
+        &prometheus,
+        dir.path(),
+        &dir.path().join("etc"),
+        &mut ports,
+        &token,
+    );
+    let base = Ports::url(ports.prometheus);
     let agent = http();
-    wait_for("Prometheus ready", Duration::from_secs(60), || {
-        (agent.get(format!("{base}/-/ready")).call().ok()?.status() == 200).then_some(())
-    });
-    // Now that its port is known, Prometheus scrapes itself where it really is.
-    render(&etc, &ports, &token).expect("re-render");
-    let resp = agent
-        .post(format!("{base}/-/reload"))
-        .send_empty()
-        .expect("reload");
-    assert_eq!(resp.status(), 200, "{}", prom.log_text());
 
     let stop = Arc::new(AtomicBool::new(false));
     let load = traffic(app.url(), stop.clone());

@@ -2,10 +2,15 @@
 //! die with the test, bounded waits, and an HTTP client for loopback.
 
 use std::fs;
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 /// The repository root (two levels above this crate).
 pub fn repo() -> PathBuf {
@@ -144,4 +149,180 @@ pub fn http() -> ureq::Agent {
         .timeout_global(Some(Duration::from_secs(20)))
         .build()
         .into()
+}
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub at: Instant,
+    pub authorization: Option<String>,
+    pub body: Value,
+}
+
+/// A stand-in for aiops-webhook that records what Alertmanager posts and answers 200.
+#[derive(Debug)]
+pub struct Receiver {
+    pub port: u16,
+    got: Arc<Mutex<Vec<Received>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Receiver {
+    pub fn start() -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("addr").port();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (g, s) = (got.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        if let Some(r) = serve_one(conn) {
+                            g.lock().expect("lock").push(r);
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Receiver {
+            port,
+            got,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.got.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve_one(mut conn: TcpStream) -> Option<Received> {
+    conn.set_nonblocking(false).ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = conn.read(&mut chunk).ok()?;
+        if n == 0 || buf.len() > 1 << 20 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let header = |name: &str| {
+        head.lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_owned())
+    };
+    let len: usize = header("content-length")?.parse().ok()?;
+    while buf.len() < head_end + len {
+        let n = conn.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let at = Instant::now();
+    let body = serde_json::from_slice(&buf[head_end..head_end + len]).ok()?;
+    conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    Some(Received {
+        at,
+        authorization: header("authorization"),
+        body,
+    })
+}
+
+/// Prometheus on `127.0.0.1:0` with the tree rendered into `etc` for `ports`; once its port is
+/// known, the tree is rendered again with it and reloaded, so it scrapes itself where it is.
+/// Returns the process, with `ports.prometheus` set.
+pub fn start_prometheus(
+    bin: &Path,
+    dir: &Path,
+    etc: &Path,
+    ports: &mut aiops_assets::Ports,
+    token: &Path,
+) -> Proc {
+    let r = aiops_assets::render(etc, ports, token).expect("render");
+    let mut cmd = Command::new(bin);
+    cmd.arg(format!("--config.file={}", r.prometheus_config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("prometheus-data").display()
+        ))
+        .arg("--web.listen-address=127.0.0.1:0")
+        .arg("--web.enable-lifecycle");
+    let mut prom = Proc::spawn("prometheus", cmd, dir.join("prometheus.log"));
+    ports.prometheus = prom.listening_port();
+    let base = aiops_assets::Ports::url(ports.prometheus);
+    let agent = http();
+    wait_for("Prometheus ready", Duration::from_secs(60), || {
+        (agent.get(format!("{base}/-/ready")).call().ok()?.status() == 200).then_some(())
+    });
+    aiops_assets::render(etc, ports, token).expect("re-render");
+    let resp = agent
+        .post(format!("{base}/-/reload"))
+        .send_empty()
+        .expect("reload");
+    assert_eq!(resp.status(), 200, "{}", prom.log_text());
+    prom
+}
+
+/// Alertmanager on `127.0.0.1:0` with `config`, without clustering; returns it and its port.
+pub fn start_alertmanager(bin: &Path, dir: &Path, config: &Path) -> (Proc, u16) {
+    let mut cmd = Command::new(bin);
+    cmd.arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.path={}",
+            dir.join("alertmanager-data").display()
+        ))
+        .arg("--web.listen-address=127.0.0.1:0")
+        // No gossip: a lone Alertmanager would otherwise bind 0.0.0.0:9094.
+        .arg("--cluster.listen-address=");
+    let mut am = Proc::spawn("alertmanager", cmd, dir.join("alertmanager.log"));
+    let port = am.listening_port();
+    let base = aiops_assets::Ports::url(port);
+    let agent = http();
+    wait_for("Alertmanager ready", Duration::from_secs(60), || {
+        (agent.get(format!("{base}/-/ready")).call().ok()?.status() == 200).then_some(())
+    });
+    (am, port)
+}
+
+/// Runs an instant query; the result list, or Prometheus's error.
+pub fn instant(agent: &ureq::Agent, base: &str, expr: &str) -> Result<Vec<Value>, String> {
+    let mut resp = agent
+        .get(format!("{base}/api/v1/query"))
+        .query("query", expr)
+        .call()
+        .map_err(|e| format!("request failed: {e}"))?;
+    let body: Value = resp
+        .body_mut()
+        .read_json()
+        .map_err(|e| format!("not JSON: {e}"))?;
+    if body["status"] != "success" {
+        return Err(format!("{}: {}", body["errorType"], body["error"]));
+    }
+    Ok(body["data"]["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default())
 }

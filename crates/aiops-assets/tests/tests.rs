@@ -4,6 +4,7 @@ mod support;
 
 mod alertmanager;
 mod dashboard;
+mod detection;
 mod embedded;
 mod floor;
 mod render;
