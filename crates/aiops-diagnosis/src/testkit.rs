@@ -264,3 +264,248 @@ pub fn post_alert(
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A recorded history of the demo app for backfilling: steady traffic for a baseline period,
+/// then an error incident (a share of requests fail and the `errors` fault is on).
+#[derive(Debug, Clone)]
+pub struct ErrorIncident {
+    pub job: String,
+    pub instance: String,
+    /// First sample.
+    pub start: DateTime<Utc>,
+    /// When the errors begin.
+    pub incident_at: DateTime<Utc>,
+    /// Last sample.
+    pub end: DateTime<Utc>,
+    /// Requests per second, before and during the incident.
+    pub rps: f64,
+    /// Share of requests that fail during the incident.
+    pub error_ratio: f64,
+    /// When the process started (before `start`: no restart in the window).
+    pub process_start: DateTime<Utc>,
+    /// Scrape interval of the recording.
+    pub step_secs: i64,
+}
+
+impl ErrorIncident {
+    /// OpenMetrics text (what `promtool tsdb create-blocks-from openmetrics` reads), including
+    /// the `up` series a scrape would have written. `dead_job`, if given, is a second job whose
+    /// `up` is 0 throughout.
+    pub fn openmetrics(&self, dead_job: Option<&str>) -> String {
+        let step = self.step_secs.max(1);
+        let times: Vec<i64> = (0..)
+            .map(|i| self.start.timestamp() + i * step)
+            .take_while(|t| *t <= self.end.timestamp())
+            .collect();
+        let t_inc = self.incident_at.timestamp();
+        // Cumulative counts at each time, integrating piecewise-constant rates.
+        let ok_rate = |t: i64| {
+            if t >= t_inc {
+                self.rps * (1.0 - self.error_ratio)
+            } else {
+                self.rps
+            }
+        };
+        let err_rate = |t: i64| {
+            if t >= t_inc {
+                self.rps * self.error_ratio
+            } else {
+                0.0
+            }
+        };
+        let cumulative = |rate: &dyn Fn(i64) -> f64| -> Vec<f64> {
+            let mut acc = 1000.0;
+            times
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    if i > 0 {
+                        acc += rate(*t) * step as f64;
+                    }
+                    acc
+                })
+                .collect()
+        };
+        let ok = cumulative(&ok_rate);
+        let err = cumulative(&err_rate);
+        let base = format!("job=\"{}\",instance=\"{}\"", self.job, self.instance);
+        let series = |name: &str, labels: &str, values: &dyn Fn(usize, i64) -> f64| {
+            let mut out = String::new();
+            for (i, t) in times.iter().enumerate() {
+                out.push_str(&format!("{name}{{{labels}}} {} {t}\n", values(i, *t)));
+            }
+            out
+        };
+        let mut text = String::new();
+        // Families must be contiguous; each `series` call appends one series.
+        text.push_str("# TYPE http_requests counter\n");
+        text.push_str(&series(
+            "http_requests_total",
+            &format!("{base},method=\"GET\",route=\"/\",status=\"200\""),
+            &|i, _| ok[i],
+        ));
+        text.push_str(&series(
+            "http_requests_total",
+            &format!("{base},method=\"GET\",route=\"/\",status=\"500\""),
+            &|i, _| err[i],
+        ));
+        // Every request takes under 5 ms: p50 and p99 sit in the first bucket.
+        text.push_str("# TYPE http_request_duration_seconds histogram\n");
+        let total: Vec<f64> = ok.iter().zip(&err).map(|(a, b)| a + b).collect();
+        for le in ["0.005", "0.05", "0.25", "1.0", "+Inf"] {
+            text.push_str(&series(
+                "http_request_duration_seconds_bucket",
+                &format!("{base},method=\"GET\",route=\"/\",le=\"{le}\""),
+                &|i, _| total[i],
+            ));
+        }
+        text.push_str(&series(
+            "http_request_duration_seconds_count",
+            &format!("{base},method=\"GET\",route=\"/\""),
+            &|i, _| total[i],
+        ));
+        text.push_str(&series(
+            "http_request_duration_seconds_sum",
+            &format!("{base},method=\"GET\",route=\"/\""),
+            &|i, _| total[i] * 0.002,
+        ));
+        let t0 = times[0];
+        text.push_str("# TYPE process_cpu_seconds counter\n");
+        text.push_str(&series("process_cpu_seconds_total", &base, &|_, t| {
+            5.0 + 0.04 * (t - t0) as f64
+        }));
+        text.push_str("# TYPE process_resident_memory_bytes gauge\n");
+        text.push_str(&series("process_resident_memory_bytes", &base, &|_, _| {
+            41_943_040.0
+        }));
+        text.push_str("# TYPE process_start_time_seconds gauge\n");
+        let started = self.process_start.timestamp() as f64;
+        text.push_str(&series("process_start_time_seconds", &base, &|_, _| {
+            started
+        }));
+        text.push_str("# TYPE demo_fault_active gauge\n");
+        for kind in ["errors", "cpu", "latency", "leak"] {
+            text.push_str(&series(
+                "demo_fault_active",
+                &format!("{base},kind=\"{kind}\""),
+                &|_, t| {
+                    if kind == "errors" && t >= t_inc {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                },
+            ));
+        }
+        text.push_str("# TYPE demo_cache_entries gauge\n");
+        text.push_str(&series("demo_cache_entries", &base, &|_, _| 3000.0));
+        text.push_str("# TYPE demo_cache_capacity gauge\n");
+        text.push_str(&series("demo_cache_capacity", &base, &|_, _| 10000.0));
+        text.push_str("# TYPE demo_cache_hits counter\n");
+        text.push_str(&series("demo_cache_hits_total", &base, &|i, _| ok[i] * 0.9));
+        text.push_str("# TYPE demo_cache_misses counter\n");
+        text.push_str(&series("demo_cache_misses_total", &base, &|i, _| {
+            ok[i] * 0.1
+        }));
+        text.push_str("# TYPE up gauge\n");
+        text.push_str(&series("up", &base, &|_, _| 1.0));
+        if let Some(dead) = dead_job {
+            text.push_str(&series(
+                "up",
+                &format!("job=\"{dead}\",instance=\"127.0.0.1:1\""),
+                &|_, _| 0.0,
+            ));
+        }
+        text.push_str("# EOF\n");
+        text
+    }
+}
+
+/// Backfills the recording rules of `rules_file` over `[start, end]` by evaluating them against
+/// `server` (`promtool tsdb create-blocks-from rules`), writing blocks into `data`. Restart the
+/// server afterwards so it loads them.
+pub fn backfill_rules(
+    server: &Server,
+    rules_file: &Path,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    eval_interval: &str,
+    data: &Path,
+) -> std::io::Result<()> {
+    let promtool = find_binary(&["promtool"]).ok_or_else(|| {
+        std::io::Error::other("promtool is not on PATH (it ships with prometheus)")
+    })?;
+    let out_dir = data.with_file_name(format!(
+        "rules-out-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    let _ = fs::remove_dir_all(&out_dir);
+    let out = Command::new(promtool)
+        .args(["tsdb", "create-blocks-from", "rules"])
+        .arg(format!("--start={}", start.timestamp()))
+        .arg(format!("--end={}", end.timestamp()))
+        .arg(format!("--url={}", server.url))
+        .arg(format!("--eval-interval={eval_interval}"))
+        .arg(format!("--output-dir={}", out_dir.display()))
+        .arg(rules_file)
+        .output()?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(format!(
+            "promtool rules backfill failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    for entry in fs::read_dir(&out_dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            fs::rename(entry.path(), data.join(entry.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Prometheus holding `history` (raw series *and* recording rules from `rules_file`, evaluated
+/// over the whole history), with `rules_file` loaded and a long lookback so that "now" sees the
+/// last recorded samples. `None` if prometheus/promtool are missing.
+pub fn prometheus_with_history(
+    dir: &Path,
+    openmetrics: &str,
+    rules_file: &Path,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Option<std::io::Result<Server>> {
+    find_binary(&["promtool"])?;
+    let rules = fs::read_to_string(rules_file).ok()?;
+    let raw = PrometheusSpec {
+        config: "global:\n  evaluation_interval: 1h\n".into(),
+        openmetrics: Some(openmetrics.to_owned()),
+        lookback_delta: Some("1h".into()),
+        ..Default::default()
+    };
+    let data = dir.join("data");
+    // Two passes: promtool evaluates rules against the server, so a rule built on another
+    // recording rule (the error ratio) only sees that rule's output once it has been loaded.
+    let mut spec = raw;
+    for _pass in 0..2 {
+        let server = match start_prometheus(dir, &spec)? {
+            Ok(s) => s,
+            Err(e) => return Some(Err(e)),
+        };
+        if let Err(e) = backfill_rules(&server, rules_file, start, end, "15s", &data) {
+            return Some(Err(e));
+        }
+        drop(server);
+        spec.openmetrics = None;
+    }
+    let with_rules = PrometheusSpec {
+        config: "global:\n  evaluation_interval: 1h\nrule_files: [rules.yml]\n".into(),
+        files: [("rules.yml".to_owned(), rules)].into(),
+        openmetrics: None,
+        lookback_delta: Some("1h".into()),
+    };
+    start_prometheus(dir, &with_rules)
+}

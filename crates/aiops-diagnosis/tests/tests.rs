@@ -2,4 +2,5 @@
 
 mod catalog;
 mod engine;
+mod evidence;
 mod prom;
