@@ -88,10 +88,12 @@ pub fn alert(name: &str, starts_at: DateTime<Utc>, job: Option<&str>) -> AlertCo
 }
 
 fn engine(url: &str, timeout_ms: u64) -> Engine {
-    let mut config = aiops_core::Config::default();
-    config.prometheus = PrometheusConfig {
-        url: url.to_owned(),
-        timeout_ms,
+    let config = aiops_core::Config {
+        prometheus: PrometheusConfig {
+            url: url.to_owned(),
+            timeout_ms,
+        },
+        ..Default::default()
     };
     Engine::from_config(&config).unwrap()
 }
@@ -252,7 +254,7 @@ fn a_target_that_is_not_scraped_or_down_makes_the_engine_blind() {
     assert_eq!(d.evidence.target_up, None);
     match &d.recommendation {
         Recommendation::Blind { reason } => {
-            assert!(reason.contains("returns no series"), "{reason}")
+            assert!(reason.contains("returns no series"), "{reason}");
         }
         other => panic!("{other:?}"),
     }
@@ -328,7 +330,7 @@ fn an_unreachable_prometheus_is_blind_within_the_timeout() {
         ));
         match &d.recommendation {
             Recommendation::Blind { reason } => {
-                assert!(reason.contains("cannot reach Prometheus"), "{reason}")
+                assert!(reason.contains("cannot reach Prometheus"), "{reason}");
             }
             other => panic!("{other:?}"),
         }
