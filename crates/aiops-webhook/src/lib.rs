@@ -1,0 +1,418 @@
+//! The Alertmanager webhook receiver: it loses nothing it acknowledged, says nothing twice that
+//! it can avoid, and tells a human in Slack (or in its log) what fired, why, and what to approve.
+//!
+//! The path of one notification, and the module for each step:
+//!
+//! 1. [`server`]: `POST /` checks the bearer token, content type, size, time and payload
+//!    (version 4), then hands the body to the [`journal`].
+//! 2. [`journal`]: one writer thread appends everything queued with one write(2) and one
+//!    fdatasync (group commit) on the segmented, checksummed [`log`]; only then is the request
+//!    answered 200. If the disk refuses, 503 + Retry-After.
+//! 3. [`process`]: a processor thread reads durable records in order, applies the rule book
+//!    ([`process::decide`]: dedup, update, reminder, resolved follow-up), asks the [`advisor`]
+//!    about new firing groups off the async runtime, and commits each record as ONE entry of
+//!    the [`state`] log (group state + checkpoint + outbox message, atomically).
+//! 4. [`delivery`]: one worker sends the outbox FIFO to Slack (rendered by [`slack`], pure) or to
+//!    the log, with backoff, Retry-After and a dead-letter file.
+//!
+//! [`run`] is the entry point (mini-redis style: a bound listener, the configuration, an advisor
+//! and a shutdown future); `main.rs` only parses flags and sets up logging.
+//!
+//! State lives in `<state_dir>/webhook/`: `journal/` (received notifications), `state/`
+//! (state log, snapshot, `dead-letter.jsonl`) and a `lock` file held while running.
+
+pub mod advisor;
+pub mod delivery;
+pub mod journal;
+pub mod log;
+pub mod message;
+pub mod metrics;
+pub mod process;
+pub mod server;
+pub mod slack;
+pub mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use aiops_core::Config;
+use aiops_core::fsutil::{self, FsError};
+use aiops_core::secret::{self, SecretError};
+use serde::Serialize;
+use tokio::net::TcpListener;
+
+pub use advisor::{Advice, Advisor, NoAdvisor, Proposal, ProposedAction, TestAdvisor};
+pub use message::{Message, MessageKind};
+pub use metrics::Metrics;
+
+/// Why the receiver could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    #[error(
+        "another aiops-webhook already uses the state directory {0} (it holds {0}/lock); stop it or choose another --state-dir"
+    )]
+    Locked(PathBuf),
+    #[error("cannot start a worker thread: {0}")]
+    Thread(std::io::Error),
+    #[error("cannot read the listener's address: {0}")]
+    Listener(std::io::Error),
+}
+
+/// Knobs that are not part of the configuration file.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The registry `/metrics` serves. Other components of the process register their own
+    /// metrics on a clone of it before (or after) passing it here.
+    pub registry: prometheus::Registry,
+    /// Send a "still firing (reminder)" message when an unchanged firing group is re-sent this
+    /// long after the group's last message; `None` (the default) suppresses such repeats.
+    pub reminder_interval: Option<Duration>,
+    /// First retry delay of a failed delivery (doubles up to `slack.max_backoff_secs`).
+    pub initial_backoff: Duration,
+    /// Advice computations run at once.
+    pub max_advice_inflight: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            registry: prometheus::Registry::new(),
+            reminder_interval: None,
+            initial_backoff: Duration::from_secs(1),
+            max_advice_inflight: 4,
+        }
+    }
+}
+
+/// Health of the moving parts, for `/healthz`, the watchdog and the status line.
+#[derive(Debug)]
+pub struct Health {
+    pub journal: Arc<journal::Shared>,
+    pub processor: Arc<process::ProcessorStatus>,
+    pub delivery: Arc<delivery::DeliveryStatus>,
+    pub state: Arc<state::Shared>,
+}
+
+/// A heartbeat older than this means a thread is stuck.
+const STUCK_AFTER_MS: u64 = 15_000;
+
+/// What `/healthz` answers.
+#[derive(Debug, Serialize)]
+pub struct HealthReport {
+    pub healthy: bool,
+    pub status: &'static str,
+    pub problems: Vec<String>,
+    pub journal_durable_seq: u64,
+    pub processed_checkpoint: u64,
+    pub outbox_depth: usize,
+    pub outbox_oldest_age_seconds: f64,
+    pub last_delivery_age_seconds: Option<f64>,
+    pub last_delivery_error: Option<String>,
+}
+
+impl Health {
+    pub fn report(&self) -> HealthReport {
+        let now = journal::now_ms();
+        let mut problems = Vec::new();
+        if !self.journal.healthy.load(Ordering::Acquire) {
+            let e = self
+                .journal
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .unwrap_or_default();
+            problems.push(format!("journal not writable: {e}"));
+        }
+        if now.saturating_sub(self.journal.heartbeat_ms.load(Ordering::Acquire)) > STUCK_AFTER_MS {
+            problems.push("journal writer stuck".into());
+        }
+        if now.saturating_sub(self.processor.heartbeat_ms.load(Ordering::Acquire)) > STUCK_AFTER_MS
+            && !self.processor.stop.load(Ordering::Acquire)
+        {
+            problems.push("processor stuck".into());
+        }
+        if let Some(e) = self.processor.error() {
+            problems.push(format!("processor: {e}"));
+        }
+        let (checkpoint, depth, oldest) = {
+            let s = self.state.lock();
+            (s.checkpoint(), s.outbox_len(), s.oldest())
+        };
+        let last = self.delivery.last_delivery_ms.load(Ordering::Acquire);
+        HealthReport {
+            healthy: problems.is_empty(),
+            status: if problems.is_empty() {
+                "ok"
+            } else {
+                "unhealthy"
+            },
+            problems,
+            journal_durable_seq: self.journal.durable_seq.load(Ordering::Acquire),
+            processed_checkpoint: checkpoint,
+            outbox_depth: depth,
+            outbox_oldest_age_seconds: oldest.map_or(0.0, |t| {
+                (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0
+            }),
+            last_delivery_age_seconds: (last > 0).then(|| now.saturating_sub(last) as f64 / 1000.0),
+            last_delivery_error: self
+                .delivery
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        }
+    }
+
+    pub fn healthy(&self) -> bool {
+        self.report().healthy
+    }
+
+    pub(crate) fn update_gauges(&self, m: &Metrics) {
+        let s = self.state.lock();
+        m.outbox_depth.set(s.outbox_len() as i64);
+        m.outbox_oldest_age.set(s.oldest().map_or(0.0, |t| {
+            (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0
+        }));
+    }
+
+    /// `ok; outbox 0; last delivery 3 s ago`.
+    pub fn status_line(&self) -> String {
+        let r = self.report();
+        let mut s = String::from(r.status);
+        if !r.problems.is_empty() {
+            s.push_str(&format!(" ({})", r.problems.join("; ")));
+        }
+        s.push_str(&format!("; outbox {}", r.outbox_depth));
+        match r.last_delivery_age_seconds {
+            Some(age) => s.push_str(&format!("; last delivery {age:.0} s ago")),
+            None => s.push_str("; no delivery yet"),
+        }
+        s
+    }
+}
+
+/// Serves until `shutdown` resolves, with default [`Options`].
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    advisor: Arc<dyn Advisor>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    run_with(listener, config, advisor, Options::default(), shutdown).await
+}
+
+/// Serves until `shutdown` resolves: recovers the journal and state, starts the workers,
+/// reports readiness to systemd, and on shutdown stops accepting, finishes in-flight requests
+/// and the current processing step, syncs, and returns within `webhook.shutdown_grace_secs`.
+pub async fn run_with(
+    listener: TcpListener,
+    config: Config,
+    advisor: Arc<dyn Advisor>,
+    options: Options,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let addr: SocketAddr = listener.local_addr().map_err(Error::Listener)?;
+    let base = config.state_dir.join("webhook");
+    fsutil::ensure_dir(&base)?;
+    let _lock = fsutil::try_lock_exclusive(&base.join("lock"))?
+        .ok_or_else(|| Error::Locked(base.clone()))?;
+
+    let token = match secret::load(secret::WEBHOOK_TOKEN, config.webhook.token_file.as_deref())? {
+        Some((token, source)) => {
+            tracing::info!(?source, "bearer token required on POST /");
+            Some(token)
+        }
+        None => {
+            tracing::warn!(
+                "NO BEARER TOKEN CONFIGURED: anyone who can reach {addr} can post notifications. Set webhook.token_file or the webhook-token credential."
+            );
+            None
+        }
+    };
+    let sink = match secret::load(
+        secret::SLACK_WEBHOOK_URL,
+        config.slack.webhook_url_file.as_deref(),
+    )? {
+        Some((url, source)) => {
+            tracing::info!(?source, "delivering messages to Slack");
+            delivery::Sink::slack(url, Duration::from_secs(config.slack.timeout_secs.max(1)))
+        }
+        None => {
+            tracing::info!("no Slack URL configured: messages are written to this log");
+            delivery::Sink::Log
+        }
+    };
+
+    let metrics = Arc::new(Metrics::new(options.registry.clone()));
+    let (store, replayed) = state::Store::open(&base.join("state"))?;
+    tracing::info!(
+        entries = replayed.entries,
+        checkpoint = store.checkpoint(),
+        groups = store.groups(),
+        outbox = store.outbox_len(),
+        "state recovered"
+    );
+    let state = Arc::new(state::Shared::new(store));
+
+    let (events_tx, events_rx) = mpsc::channel();
+    let pstatus = Arc::new(process::ProcessorStatus::default());
+    pstatus
+        .heartbeat_ms
+        .store(journal::now_ms(), Ordering::Release);
+    let opened = {
+        let tx = events_tx.clone();
+        let pstatus = pstatus.clone();
+        journal::open(&base.join("journal"), metrics.clone(), move |_| {
+            if !pstatus.wake_queued.swap(true, Ordering::AcqRel) {
+                let _ = tx.send(process::Event::Durable);
+            }
+        })?
+    };
+    tracing::info!(
+        durable_seq = opened.journal.durable_seq(),
+        first_seq = opened.first_seq,
+        truncated_bytes = opened.truncated_bytes,
+        "journal recovered"
+    );
+    let journal = opened.journal.clone();
+
+    let grace = Duration::from_secs(config.webhook.shutdown_grace_secs.max(1));
+    let processor = process::Processor::new(
+        journal.dir().to_owned(),
+        journal.shared.clone(),
+        state.clone(),
+        advisor,
+        tokio::runtime::Handle::current(),
+        metrics.clone(),
+        process::Settings {
+            reminder: options.reminder_interval,
+            dashboard_url: config.webhook.dashboard_url.clone(),
+            max_inflight: options.max_advice_inflight,
+        },
+        pstatus.clone(),
+        (events_tx.clone(), events_rx),
+    );
+    let processor_thread = std::thread::Builder::new()
+        .name("processor".into())
+        .spawn(move || processor.run(grace / 3))
+        .map_err(Error::Thread)?;
+
+    let dstatus = Arc::new(delivery::DeliveryStatus::default());
+    let delivery_thread = {
+        let state = state.clone();
+        let metrics = metrics.clone();
+        let dstatus = dstatus.clone();
+        let backoff = delivery::Backoff {
+            initial: options.initial_backoff,
+            max: Duration::from_secs(config.slack.max_backoff_secs.max(1)),
+        };
+        std::thread::Builder::new()
+            .name("delivery".into())
+            .spawn(move || delivery::run(&sink, &state, &metrics, backoff, &dstatus))
+            .map_err(Error::Thread)?
+    };
+
+    let health = Arc::new(Health {
+        journal: journal.shared.clone(),
+        processor: pstatus.clone(),
+        delivery: dstatus.clone(),
+        state: state.clone(),
+    });
+    let app = Arc::new(server::App {
+        journal,
+        token,
+        metrics: metrics.clone(),
+        max_body_bytes: config.webhook.max_body_bytes,
+        body_timeout: Duration::from_secs(config.webhook.body_timeout_secs.max(1)),
+        health: health.clone(),
+    });
+
+    let watchdog = {
+        let health = health.clone();
+        aiops_core::systemd::spawn_watchdog(move || {
+            let r = health.report();
+            // A journal that refuses writes is reported, not restarted: a restart cannot fix a
+            // full disk. Stuck threads are what the watchdog is for.
+            !r.problems.iter().any(|p| p.ends_with("stuck"))
+        })
+    };
+    let status_task = {
+        let health = health.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                aiops_core::systemd::status(&health.status_line());
+            }
+        })
+    };
+    tracing::info!("listening on http://{addr}");
+    aiops_core::systemd::ready(&format!("listening on {addr}; {}", health.status_line()));
+
+    let limits = aiops_core::http::Limits {
+        header_timeout: Duration::from_secs(config.webhook.header_timeout_secs.max(1)),
+        shutdown_grace: grace / 2,
+        ..aiops_core::http::Limits::default()
+    };
+    let stop_started = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let shutdown = {
+        let stop_started = stop_started.clone();
+        async move {
+            shutdown.await;
+            *stop_started.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+            tracing::info!("shutting down: no new connections; finishing in-flight requests");
+            aiops_core::systemd::stopping("shutting down");
+        }
+    };
+    let handler = {
+        let app = app.clone();
+        move |req| server::handle(app.clone(), req)
+    };
+    let drained = aiops_core::http::serve(listener, limits, handler, shutdown).await;
+    let started = stop_started
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .unwrap_or_else(Instant::now);
+    let deadline = started + grace.saturating_sub(Duration::from_millis(200));
+
+    // Processing: finish the current step (in-flight advice gets a third of the grace).
+    pstatus.stop.store(true, Ordering::Release);
+    let _ = events_tx.send(process::Event::Stop);
+    dstatus.stop.store(true, Ordering::Release);
+    state.changed.notify_all();
+    let joined = tokio::task::spawn_blocking(move || {
+        let _ = processor_thread.join();
+    });
+    let _ = tokio::time::timeout_at(deadline.into(), joined).await;
+    let joined = tokio::task::spawn_blocking(move || {
+        let _ = delivery_thread.join();
+    });
+    if tokio::time::timeout_at(deadline.into(), joined)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "a delivery was still in progress at the end of the grace period; it is retried at the next start"
+        );
+    }
+    if let Err(e) = state.lock().sync() {
+        tracing::error!(error = %e, "final state sync failed");
+    }
+    status_task.abort();
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    tracing::info!(abandoned = drained.abandoned, "stopped");
+    Ok(())
+}

@@ -1,0 +1,74 @@
+//! `aiops-webhook`: the Alertmanager receiver. Parses flags, sets up logging, runs the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+
+/// Receives Alertmanager notifications, persists them durably before answering, and posts
+/// explained messages to Slack (or to this log when no Slack URL is configured).
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Configuration file (default: $AIOPS_CONFIG, else /etc/aiops/config.toml if present).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Listen address, overriding webhook.listen (port 0 picks a free port; the log says which).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// State directory, overriding state_dir.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    aiops_core::telemetry::init();
+    match real_main(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("aiops-webhook: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(args: Args) -> anyhow::Result<()> {
+    let (mut config, origin) = aiops_core::Config::discover(args.config.as_deref())
+        .context("loading the configuration")?;
+    if let Some(listen) = args.listen {
+        config.webhook.listen = listen;
+    }
+    if let Some(dir) = args.state_dir {
+        config.state_dir = dir;
+    }
+    tracing::info!(config = ?origin, state_dir = %config.state_dir.display(), "starting");
+    // A file size limit (LimitFSIZE=) must fail writes with EFBIG, not kill the process, so
+    // that the receiver answers 503 like on a full disk.
+    let _ = signal_hook::flag::register(
+        signal_hook::consts::SIGXFSZ,
+        Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let listener = aiops_core::http::bind(config.webhook.listen).await?;
+        let shutdown = async {
+            let sig = aiops_core::shutdown::signal().await;
+            tracing::info!(signal = sig, "stop requested");
+        };
+        aiops_webhook::run(
+            listener,
+            config,
+            Arc::new(aiops_webhook::NoAdvisor),
+            shutdown,
+        )
+        .await
+        .context("the receiver failed")
+    })
+}

@@ -1,0 +1,68 @@
+//! A message as it sits in the outbox: everything needed to render it, nothing rendered yet.
+
+use aiops_core::alertmanager::{Notification, Status};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::advisor::Advice;
+
+/// Why a message is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    /// A group started firing.
+    Firing,
+    /// A firing group changed: alerts were added or some resolved.
+    Update,
+    /// An unchanged firing group was re-sent after the reminder interval.
+    Reminder,
+    /// The group resolved.
+    Resolved,
+}
+
+impl MessageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Firing => "firing",
+            MessageKind::Update => "update",
+            MessageKind::Reminder => "reminder",
+            MessageKind::Resolved => "resolved",
+        }
+    }
+}
+
+/// Enough of an earlier message to refer to it (Slack incoming webhooks cannot thread).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRef {
+    pub id: String,
+    pub title: String,
+    pub at: DateTime<Utc>,
+}
+
+/// One message to deliver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// `m-` and 12 hex digits, derived from the notification; shown in the message.
+    pub id: String,
+    pub kind: MessageKind,
+    /// When the notification that caused it was received.
+    pub created_at: DateTime<Utc>,
+    pub notification: Notification,
+    pub advice: Option<Advice>,
+    /// The firing message this one follows up on.
+    pub original: Option<MessageRef>,
+    /// Alerts in this notification whose fingerprints the group had not shown before.
+    #[serde(default)]
+    pub new_alerts: usize,
+    pub dashboard_url: Option<String>,
+}
+
+impl Message {
+    pub fn group_key(&self) -> &str {
+        &self.notification.group_key
+    }
+
+    pub fn status(&self) -> Status {
+        self.notification.status
+    }
+}

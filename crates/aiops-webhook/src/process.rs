@@ -1,0 +1,673 @@
+//! From journal records to outbox messages: deduplication, the per-group rules, and advice.
+//!
+//! [`decide`] is the pure rule book. The [`Processor`] runs on its own thread: it reads durable
+//! journal records in order, asks the advisor (on tokio's blocking pool) for each new firing
+//! group, and commits each record as one state-log entry. Records of a group whose advice is
+//! still being computed wait in that group's queue, so a group's messages keep the journal's
+//! order while other groups proceed.
+//!
+//! Idempotency: a group remembers the journal sequence number of the last record processed for
+//! it (`last_seq`), and the dedup key of that notification. After a crash the processor resumes
+//! at the checkpoint (every record at or below it is done), skips records a group has already
+//! seen, and a notification whose dedup key equals the group's last key produces no message.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use aiops_core::alertmanager::{Notification, Status};
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+
+use crate::advisor::{Advice, Advisor};
+use crate::journal::{self, now_ms};
+use crate::log;
+use crate::message::{Message, MessageKind, MessageRef};
+use crate::metrics::Metrics;
+use crate::state::{self, Entry, GroupState};
+
+/// The dedup key: a hash of the group key, the group status and every alert's (fingerprint,
+/// status, startsAt, endsAt), alerts sorted. Alertmanager re-sending the same notification, or
+/// repeating an unchanged group, yields the same key.
+pub fn dedup_key(n: &Notification) -> String {
+    let mut alerts: Vec<String> = n
+        .alerts
+        .iter()
+        .map(|a| {
+            format!(
+                "{}\u{1f}{}\u{1f}{}\u{1f}{}",
+                a.fingerprint,
+                a.status.as_str(),
+                a.starts_at.timestamp_millis(),
+                a.ends_at.timestamp_millis()
+            )
+        })
+        .collect();
+    alerts.sort_unstable();
+    let mut h = Sha256::new();
+    h.update(n.group_key.as_bytes());
+    h.update([0x1e]);
+    h.update(n.status.as_str().as_bytes());
+    h.update(n.truncated_alerts.to_le_bytes());
+    for a in &alerts {
+        h.update([0x1e]);
+        h.update(a.as_bytes());
+    }
+    hex(&h.finalize()[..16])
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A message id derived from what the message is about, so re-processing makes the same id.
+pub fn message_id(kind: MessageKind, group_key: &str, key: &str, seq: u64) -> String {
+    let mut h = Sha256::new();
+    h.update(kind.as_str().as_bytes());
+    h.update([0]);
+    h.update(group_key.as_bytes());
+    h.update([0]);
+    h.update(key.as_bytes());
+    if kind == MessageKind::Reminder {
+        // Reminders repeat an unchanged key; the journal position tells them apart.
+        h.update(seq.to_le_bytes());
+    }
+    format!("m-{}", hex(&h.finalize()[..6]))
+}
+
+/// What to do with one notification.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// The message to send, if any.
+    pub kind: Option<MessageKind>,
+    pub message_id: Option<String>,
+    /// Why no message is sent.
+    pub suppressed: Option<&'static str>,
+    /// A new firing group: ask the advisor before sending.
+    pub needs_advice: bool,
+    /// The group resolved: tell the advisor.
+    pub resolved: bool,
+    /// Alerts whose fingerprints the group had not shown before.
+    pub new_alerts: usize,
+    /// The group's state after this notification (the firing message's reference is filled in
+    /// at commit).
+    pub state: GroupState,
+}
+
+/// The rule book, a pure function of the group's previous state and the notification.
+///
+/// - same dedup key as last time: nothing, or a reminder when `reminder` has passed since the
+///   group's last message (firing groups only);
+/// - firing, and the group is new or had resolved: a firing message, with advice;
+/// - firing, and the group already fires: an update (alerts joined or some resolved);
+/// - resolved, and the group fired: a follow-up quoting the firing message;
+/// - resolved, and the group is unknown: a resolved message without a reference;
+/// - resolved again with a different key: nothing.
+pub fn decide(
+    prev: Option<&GroupState>,
+    n: &Notification,
+    seq: u64,
+    received_at: DateTime<Utc>,
+    reminder: Option<Duration>,
+) -> Decision {
+    let key = dedup_key(n);
+    let firing: BTreeSet<String> = n
+        .alerts
+        .iter()
+        .filter(|a| a.status == Status::Firing)
+        .map(|a| a.fingerprint.clone())
+        .collect();
+    let fresh = || GroupState {
+        group_key: n.group_key.clone(),
+        status: n.status,
+        last_key: key.clone(),
+        last_seq: seq,
+        first_seen: received_at,
+        last_seen: received_at,
+        fingerprints: firing.clone(),
+        original: None,
+        last_message_at: Some(received_at),
+    };
+    let quiet = |state: GroupState, why: &'static str| Decision {
+        kind: None,
+        message_id: None,
+        suppressed: Some(why),
+        needs_advice: false,
+        resolved: false,
+        new_alerts: 0,
+        state,
+    };
+    let send = |kind: MessageKind, state: GroupState| Decision {
+        message_id: Some(message_id(kind, &n.group_key, &key, seq)),
+        kind: Some(kind),
+        suppressed: None,
+        needs_advice: kind == MessageKind::Firing,
+        resolved: kind == MessageKind::Resolved,
+        new_alerts: 0,
+        state,
+    };
+    match prev {
+        Some(g) if g.last_key == key => {
+            let mut state = g.clone();
+            state.last_seq = seq;
+            state.last_seen = received_at;
+            let since = g.last_message_at.unwrap_or(g.first_seen);
+            let due = reminder.is_some_and(|r| {
+                received_at - since
+                    >= chrono::Duration::from_std(r).unwrap_or(chrono::Duration::MAX)
+            });
+            if n.status == Status::Firing && g.status == Status::Firing && due {
+                state.last_message_at = Some(received_at);
+                send(MessageKind::Reminder, state)
+            } else {
+                quiet(state, "duplicate")
+            }
+        }
+        Some(g) if n.status == Status::Firing && g.status == Status::Firing => {
+            let mut state = g.clone();
+            let new_alerts = firing.difference(&g.fingerprints).count();
+            state.fingerprints.extend(firing.iter().cloned());
+            state.last_key = key.clone();
+            state.last_seq = seq;
+            state.last_seen = received_at;
+            state.last_message_at = Some(received_at);
+            let mut d = send(MessageKind::Update, state);
+            d.new_alerts = new_alerts;
+            d
+        }
+        None | Some(_) if n.status == Status::Firing => {
+            let mut d = send(MessageKind::Firing, fresh());
+            d.new_alerts = firing.len();
+            d
+        }
+        Some(g) if g.status == Status::Firing => {
+            let mut state = g.clone();
+            state.status = Status::Resolved;
+            state.last_key = key.clone();
+            state.last_seq = seq;
+            state.last_seen = received_at;
+            state.last_message_at = Some(received_at);
+            send(MessageKind::Resolved, state)
+        }
+        None => send(MessageKind::Resolved, fresh()),
+        Some(g) => {
+            let mut state = g.clone();
+            state.last_key = key.clone();
+            state.last_seq = seq;
+            state.last_seen = received_at;
+            quiet(state, "already_resolved")
+        }
+    }
+}
+
+/// Events that wake the processor.
+#[derive(Debug)]
+pub enum Event {
+    /// The journal has new durable records.
+    Durable,
+    /// Advice for the group's first queued record is ready.
+    Advice {
+        group: String,
+        advice: Option<Box<Advice>>,
+    },
+    /// Shut down after the current step.
+    Stop,
+}
+
+/// Settings of the processor.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub reminder: Option<Duration>,
+    pub dashboard_url: Option<String>,
+    /// Advice computations at once.
+    pub max_inflight: usize,
+}
+
+/// Liveness and errors, for `/healthz` and the watchdog.
+#[derive(Debug, Default)]
+pub struct ProcessorStatus {
+    pub heartbeat_ms: AtomicU64,
+    pub error: std::sync::Mutex<Option<String>>,
+    pub stop: AtomicBool,
+    /// Highest journal sequence number handled (committed or waiting for advice).
+    pub handled_seq: AtomicU64,
+    /// A wake-up event is already queued (the journal sends at most one at a time).
+    pub wake_queued: AtomicBool,
+}
+
+impl ProcessorStatus {
+    fn set_error(&self, e: Option<String>) {
+        *self.error.lock().unwrap_or_else(|p| p.into_inner()) = e;
+    }
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+struct Pending {
+    entry: journal::Entry,
+    n: Notification,
+    decision: Option<Decision>,
+}
+
+/// The processing loop's state (runs on its own thread, see [`Processor::run`]).
+pub struct Processor {
+    pub journal_dir: PathBuf,
+    pub journal: Arc<journal::Shared>,
+    pub state: Arc<state::Shared>,
+    pub advisor: Arc<dyn Advisor>,
+    pub runtime: tokio::runtime::Handle,
+    pub metrics: Arc<Metrics>,
+    pub settings: Settings,
+    pub status: Arc<ProcessorStatus>,
+    pub events: mpsc::Receiver<Event>,
+    pub events_tx: mpsc::Sender<Event>,
+    cursor: u64,
+    pending: HashMap<String, VecDeque<Pending>>,
+    queued: usize,
+    inflight: usize,
+    /// Reception times of records committed since the last sync (for the latency histogram).
+    committed: Vec<DateTime<Utc>>,
+    dirty: bool,
+}
+
+impl std::fmt::Debug for Processor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Processor")
+            .field("cursor", &self.cursor)
+            .field("inflight", &self.inflight)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Records read from the journal in one go.
+const READ_BATCH: usize = 512;
+/// Records waiting behind advice, over all groups, before reading pauses.
+const MAX_QUEUED: usize = 10_000;
+
+/// The processor stopped because it could not go on safely.
+#[derive(Debug)]
+struct Abandon;
+
+impl Processor {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        journal_dir: PathBuf,
+        journal: Arc<journal::Shared>,
+        state: Arc<state::Shared>,
+        advisor: Arc<dyn Advisor>,
+        runtime: tokio::runtime::Handle,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+        status: Arc<ProcessorStatus>,
+        events: (mpsc::Sender<Event>, mpsc::Receiver<Event>),
+    ) -> Self {
+        let cursor = state.lock().checkpoint() + 1;
+        Self {
+            journal_dir,
+            journal,
+            state,
+            advisor,
+            runtime,
+            metrics,
+            settings,
+            status,
+            events_tx: events.0,
+            events: events.1,
+            cursor,
+            pending: HashMap::new(),
+            queued: 0,
+            inflight: 0,
+            committed: Vec::new(),
+            dirty: false,
+        }
+    }
+
+    fn beat(&self) {
+        self.status.heartbeat_ms.store(now_ms(), Ordering::Release);
+    }
+
+    fn stopping(&self) -> bool {
+        self.status.stop.load(Ordering::Acquire)
+    }
+
+    /// Runs until [`Event::Stop`] (then finishes in-flight advice within `grace`).
+    pub fn run(mut self, grace: Duration) {
+        let mut reader = log::Reader::new(&self.journal_dir, self.cursor);
+        let mut last_compact = Instant::now();
+        let mut stop_deadline: Option<Instant> = None;
+        loop {
+            self.beat();
+            let durable = self.journal.durable_seq.load(Ordering::Acquire);
+            let can_read = stop_deadline.is_none()
+                && self.inflight < self.settings.max_inflight.max(1)
+                && self.queued < MAX_QUEUED;
+            if can_read && reader.next_seq() <= durable {
+                match reader.read(durable, READ_BATCH) {
+                    Ok(records) => {
+                        for rec in records {
+                            let seq = rec.seq;
+                            let entry = journal::Entry::from_record(rec);
+                            if self.handle(seq, entry).is_err() {
+                                return;
+                            }
+                        }
+                        self.status.set_error(None);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read the journal");
+                        self.status
+                            .set_error(Some(format!("cannot read the journal: {e}")));
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                }
+            }
+            if (self.dirty || self.state.dirty.swap(false, Ordering::AcqRel))
+                && self.sync().is_err()
+            {
+                return;
+            }
+            if last_compact.elapsed() >= Duration::from_secs(2) {
+                last_compact = Instant::now();
+                self.compact();
+            }
+            if let Some(deadline) = stop_deadline {
+                if self.inflight == 0 || Instant::now() >= deadline {
+                    if self.inflight > 0 {
+                        tracing::warn!(
+                            inflight = self.inflight,
+                            "advice still running at shutdown; those notifications are processed again at the next start"
+                        );
+                    }
+                    let _ = self.sync();
+                    return;
+                }
+            }
+            let more =
+                can_read && reader.next_seq() <= self.journal.durable_seq.load(Ordering::Acquire);
+            let event = if more {
+                self.events.try_recv().ok()
+            } else {
+                self.events.recv_timeout(Duration::from_millis(500)).ok()
+            };
+            match event {
+                None => {}
+                Some(Event::Durable) => self.status.wake_queued.store(false, Ordering::Release),
+                Some(Event::Stop) => {
+                    self.status.stop.store(true, Ordering::Release);
+                    stop_deadline.get_or_insert(Instant::now() + grace);
+                }
+                Some(Event::Advice { group, advice }) => {
+                    let result = self.advised(&group, advice.map(|a| *a));
+                    if result.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles the next journal record.
+    fn handle(&mut self, seq: u64, entry: Option<journal::Entry>) -> Result<(), Abandon> {
+        self.status.handled_seq.store(seq, Ordering::Release);
+        let Some(entry) = entry else {
+            // Probe records (empty) carry nothing.
+            self.cursor = seq + 1;
+            return self.commit_entry(seq, None, None);
+        };
+        let n = match Notification::parse(&entry.body) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(seq, error = %e, "skipping a journal record that does not parse");
+                self.cursor = seq + 1;
+                return self.commit_entry(seq, None, None);
+            }
+        };
+        self.cursor = seq + 1;
+        if let Some(q) = self.pending.get_mut(&n.group_key) {
+            q.push_back(Pending {
+                entry,
+                n,
+                decision: None,
+            });
+            self.queued += 1;
+            return Ok(());
+        }
+        self.run_one(Pending {
+            entry,
+            n,
+            decision: None,
+        })
+    }
+
+    /// Decides and either commits at once or starts advice (then the record heads its
+    /// group's queue).
+    fn run_one(&mut self, p: Pending) -> Result<(), Abandon> {
+        let prev = self.state.lock().group(&p.n.group_key).cloned();
+        if prev.as_ref().is_some_and(|g| p.entry.seq <= g.last_seq) {
+            // Already processed before a restart.
+            return Ok(());
+        }
+        let d = decide(
+            prev.as_ref(),
+            &p.n,
+            p.entry.seq,
+            p.entry.received_at,
+            self.settings.reminder,
+        );
+        if !d.needs_advice {
+            return self.commit(&p.entry, p.n, d, None);
+        }
+        let group = p.n.group_key.clone();
+        let advisor = self.advisor.clone();
+        let tx = self.events_tx.clone();
+        let n = p.n.clone();
+        let id = d.message_id.clone().unwrap_or_default();
+        self.inflight += 1;
+        self.pending
+            .entry(group.clone())
+            .or_default()
+            .push_front(Pending {
+                decision: Some(d),
+                ..p
+            });
+        self.queued += 1;
+        self.runtime.spawn_blocking(move || {
+            let advice = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                advisor.advise(&n, &id)
+            }))
+            .unwrap_or_else(|_| {
+                tracing::error!(group = %n.group_key, "the advisor panicked; sending the message without advice");
+                None
+            });
+            let _ = tx.send(Event::Advice {
+                group,
+                advice: advice.map(Box::new),
+            });
+        });
+        Ok(())
+    }
+
+    /// Advice arrived: commit the group's first record, then run the records queued behind it.
+    fn advised(&mut self, group: &str, advice: Option<Advice>) -> Result<(), Abandon> {
+        self.inflight = self.inflight.saturating_sub(1);
+        let Some(mut queue) = self.pending.remove(group) else {
+            return Ok(());
+        };
+        let Some(first) = queue.pop_front() else {
+            return Ok(());
+        };
+        self.queued -= 1 + queue.len();
+        // Put the rest back while committing so the checkpoint stays below them.
+        if !queue.is_empty() {
+            self.pending.insert(group.to_owned(), queue);
+        }
+        let d = first
+            .decision
+            .expect("the first queued record carries its decision");
+        self.commit(&first.entry, first.n, d, advice)?;
+        let rest = self.pending.remove(group).unwrap_or_default();
+        let mut rest = rest.into_iter();
+        while let Some(p) = rest.next() {
+            self.run_one(p)?;
+            if let Some(q) = self.pending.get_mut(group) {
+                // Advice started again: the remaining records wait behind it.
+                let remaining: Vec<Pending> = rest.collect();
+                self.queued += remaining.len();
+                q.extend(remaining);
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every journal record at or below this is done.
+    fn low_water(&self) -> u64 {
+        let min_pending = self
+            .pending
+            .values()
+            .flat_map(|q| q.iter().map(|p| p.entry.seq))
+            .min();
+        match min_pending {
+            Some(s) => (s - 1).min(self.cursor - 1),
+            None => self.cursor - 1,
+        }
+    }
+
+    fn commit(
+        &mut self,
+        entry: &journal::Entry,
+        n: Notification,
+        d: Decision,
+        advice: Option<Advice>,
+    ) -> Result<(), Abandon> {
+        let mut state = d.state;
+        let original = match d.kind {
+            Some(MessageKind::Firing) => None,
+            _ => state.original.clone(),
+        };
+        let resolved_call = d
+            .resolved
+            .then(|| (n.clone(), original.as_ref().map(|o| o.id.clone())));
+        let message = match (d.kind, d.message_id) {
+            (Some(kind), Some(id)) => {
+                let m = Message {
+                    id,
+                    kind,
+                    created_at: entry.received_at,
+                    notification: n,
+                    advice,
+                    original,
+                    new_alerts: d.new_alerts,
+                    dashboard_url: self.settings.dashboard_url.clone(),
+                };
+                if kind == MessageKind::Firing {
+                    state.original = Some(MessageRef {
+                        id: m.id.clone(),
+                        title: crate::slack::title(&m),
+                        at: m.created_at,
+                    });
+                }
+                self.metrics
+                    .messages
+                    .with_label_values(&[kind.as_str()])
+                    .inc();
+                Some(m)
+            }
+            _ => {
+                if let Some(why) = d.suppressed {
+                    self.metrics.suppressed.with_label_values(&[why]).inc();
+                }
+                None
+            }
+        };
+        self.commit_entry(entry.seq, Some(state), message)?;
+        self.committed.push(entry.received_at);
+        if let Some((n, original)) = resolved_call {
+            let advisor = self.advisor.clone();
+            self.runtime.spawn_blocking(move || {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    advisor.resolved(&n, original.as_deref());
+                }));
+            });
+        }
+        Ok(())
+    }
+
+    /// Appends one Processed entry, retrying while the disk refuses (the journal keeps the
+    /// records, so nothing is lost by waiting).
+    fn commit_entry(
+        &mut self,
+        seq: u64,
+        group: Option<GroupState>,
+        message: Option<Message>,
+    ) -> Result<(), Abandon> {
+        let entry = Entry::Processed {
+            seq,
+            checkpoint: self.low_water(),
+            group,
+            message,
+        };
+        loop {
+            let result = self.state.lock().append(entry.clone());
+            match result {
+                Ok(()) => {
+                    self.dirty = true;
+                    return Ok(());
+                }
+                Err(e) => self.wait_after_error(&format!("cannot write the state log: {e}"))?,
+            }
+        }
+    }
+
+    fn wait_after_error(&mut self, what: &str) -> Result<(), Abandon> {
+        tracing::error!("{what}; retrying in 1 s");
+        self.status.set_error(Some(what.to_owned()));
+        self.beat();
+        std::thread::sleep(Duration::from_secs(1));
+        // Only the flag: events (advice results) must stay queued for the main loop.
+        if self.stopping() {
+            return Err(Abandon);
+        }
+        Ok(())
+    }
+
+    /// One fsync for everything committed since the last one; then the messages go to delivery.
+    fn sync(&mut self) -> Result<(), Abandon> {
+        loop {
+            let result = self.state.lock().sync();
+            match result {
+                Ok(published) => {
+                    self.dirty = false;
+                    self.status.set_error(None);
+                    let now = Utc::now();
+                    for at in self.committed.drain(..) {
+                        let secs = (now - at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+                        self.metrics.processing_seconds.observe(secs);
+                    }
+                    if !published.is_empty() {
+                        self.state.changed.notify_all();
+                    }
+                    return Ok(());
+                }
+                Err(e) => self.wait_after_error(&format!("cannot sync the state log: {e}"))?,
+            }
+        }
+    }
+
+    /// Drops journal segments the durable checkpoint covers, and compacts the state log.
+    fn compact(&mut self) {
+        let checkpoint = {
+            let mut store = self.state.lock();
+            if let Err(e) = store.compact_if_over(state::COMPACT_AFTER_BYTES) {
+                tracing::warn!(error = %e, "cannot compact the state log");
+            }
+            store.checkpoint()
+        };
+        if let Err(e) = log::compact(&self.journal_dir, checkpoint + 1) {
+            tracing::warn!(error = %e, "cannot remove processed journal segments");
+        }
+    }
+}

@@ -1,0 +1,581 @@
+//! Rendering a [`Message`] as a Slack Block Kit payload or as readable plain text (pure functions).
+//!
+//! [`compose`] decides the content once, as blocks of lines of spans; [`slack_payload`] and
+//! [`plain_text`] only render it, so Slack and the log say the same thing. Slack's limits are
+//! respected here: a header holds at most [`HEADER_MAX`] characters, a section's text at most
+//! [`SECTION_MAX`], a message at most [`BLOCKS_MAX`] blocks. Long content is cut visibly
+//! ("… (cut, N characters more)"), and alert lists longer than [`ALERTS_LISTED`] end with
+//! "… and N more". Everything that comes from alert labels is escaped, so a label cannot
+//! mention `@channel` or forge a link.
+
+use aiops_core::alertmanager::{Alert, Status};
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use crate::advisor::{Advice, Proposal};
+use crate::message::{Message, MessageKind};
+
+pub const HEADER_MAX: usize = 150;
+pub const SECTION_MAX: usize = 3000;
+pub const FIELD_MAX: usize = 2000;
+pub const BLOCKS_MAX: usize = 50;
+/// Alerts listed one by one; the rest are counted.
+pub const ALERTS_LISTED: usize = 10;
+/// Evidence lines listed; the rest are counted.
+const EVIDENCE_LISTED: usize = 12;
+
+/// A piece of a line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Span {
+    Text(String),
+    Bold(String),
+    Code(String),
+    Link { label: String, url: String },
+}
+
+type Line = Vec<Span>;
+
+/// A block of content, before rendering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Block {
+    Header(String),
+    Section(Vec<Line>),
+    /// (name, value) pairs shown side by side.
+    Fields(Vec<(String, String)>),
+    Context(Vec<Line>),
+    Divider,
+}
+
+/// A message's content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Composed {
+    /// The notification-level fallback text (Slack shows it in notifications).
+    pub text: String,
+    pub blocks: Vec<Block>,
+}
+
+fn t(s: impl Into<String>) -> Span {
+    Span::Text(s.into())
+}
+fn b(s: impl Into<String>) -> Span {
+    Span::Bold(s.into())
+}
+fn code(s: impl Into<String>) -> Span {
+    Span::Code(s.into())
+}
+
+fn time(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+fn severity_emoji(severity: Option<&str>) -> &'static str {
+    match severity {
+        Some("critical") => "🔴",
+        Some("warning") => "🟠",
+        Some("info") => "🔵",
+        _ => "⚪",
+    }
+}
+
+/// The message's one-line title (also what follow-ups quote).
+pub fn title(m: &Message) -> String {
+    let n = &m.notification;
+    let name = n.alertname().unwrap_or("alert");
+    let severity = label(m, "severity");
+    let count = n.alerts.len() as u64 + n.truncated_alerts;
+    let count = if count > 1 {
+        format!(" ({count} alerts)")
+    } else {
+        String::new()
+    };
+    match m.kind {
+        MessageKind::Firing => format!("{} {name} firing{count}", severity_emoji(severity)),
+        MessageKind::Update => {
+            format!("{} {name} firing, updated{count}", severity_emoji(severity))
+        }
+        MessageKind::Reminder => format!("🔁 {name} still firing (reminder){count}"),
+        MessageKind::Resolved => format!("✅ {name} resolved{count}"),
+    }
+}
+
+/// A label shared by the group (common labels, or the only alert's).
+fn label<'a>(m: &'a Message, key: &str) -> Option<&'a str> {
+    let n = &m.notification;
+    let only = (n.alerts.len() == 1).then(|| &n.alerts[0]);
+    n.common_labels
+        .get(key)
+        .or_else(|| only.and_then(|a| a.labels.get(key)))
+        .map(String::as_str)
+}
+
+fn annotation<'a>(m: &'a Message, key: &str) -> Option<&'a str> {
+    let n = &m.notification;
+    n.common_annotations
+        .get(key)
+        .or_else(|| n.alerts.first().and_then(|a| a.annotations.get(key)))
+        .map(String::as_str)
+        .filter(|s| !s.trim().is_empty())
+}
+
+/// Decides what a message says.
+pub fn compose(m: &Message) -> Composed {
+    let n = &m.notification;
+    let title = title(m);
+    let mut blocks = vec![Block::Header(title.clone())];
+
+    // What happened.
+    let mut what: Vec<Line> = Vec::new();
+    if let Some(s) = annotation(m, "summary") {
+        what.push(vec![b(s)]);
+    }
+    if let Some(d) = annotation(m, "description") {
+        what.push(vec![t(d)]);
+    }
+    match m.kind {
+        MessageKind::Update if m.new_alerts > 0 => what.push(vec![t(format!(
+            "{} new alert(s) joined the group.",
+            m.new_alerts
+        ))]),
+        MessageKind::Update => {
+            let firing = n
+                .alerts
+                .iter()
+                .filter(|a| a.status == Status::Firing)
+                .count();
+            what.push(vec![t(format!(
+                "The group changed: {firing} of {} listed alerts still firing.",
+                n.alerts.len()
+            ))]);
+        }
+        _ => {}
+    }
+    if let Some(orig) = &m.original {
+        let verb = match m.kind {
+            MessageKind::Resolved => "Resolves",
+            _ => "Follows up on",
+        };
+        what.push(vec![
+            t(format!("{verb} message ")),
+            code(orig.id.clone()),
+            t(format!(" “{}” of {}.", orig.title, time(orig.at))),
+        ]);
+    } else if m.kind == MessageKind::Resolved {
+        what.push(vec![t(
+            "No firing message for this group is on record (it fired before this receiver kept state).",
+        )]);
+    }
+    if what.is_empty() {
+        what.push(vec![t(
+            "(the alert has no summary or description annotation)",
+        )]);
+    }
+    blocks.push(Block::Section(what));
+
+    // Key labels and times.
+    let mut fields = Vec::new();
+    for key in ["service", "unit", "instance", "severity"] {
+        if let Some(v) = label(m, key) {
+            fields.push((key.to_owned(), v.to_owned()));
+        }
+    }
+    if let Some(start) = n.alerts.iter().map(|a| a.starts_at).min() {
+        fields.push(("started".to_owned(), time(start)));
+    }
+    if m.kind == MessageKind::Resolved
+        && let Some(end) = n
+            .alerts
+            .iter()
+            .map(|a| a.ends_at)
+            .filter(|e| e.timestamp() > 0)
+            .max()
+    {
+        fields.push(("ended".to_owned(), time(end)));
+    }
+    if !fields.is_empty() {
+        blocks.push(Block::Fields(fields));
+    }
+
+    // The alerts, one line each.
+    blocks.push(Block::Section(alert_lines(m)));
+
+    // Links.
+    let mut links: Line = Vec::new();
+    let source = n
+        .alerts
+        .iter()
+        .map(|a| a.generator_url.as_str())
+        .find(|u| is_http(u));
+    if let Some(url) = source {
+        links.push(Span::Link {
+            label: "Alert source (Prometheus)".into(),
+            url: url.to_owned(),
+        });
+    }
+    if let Some(url) = m.dashboard_url.as_deref().filter(|u| is_http(u)) {
+        if !links.is_empty() {
+            links.push(t(" · "));
+        }
+        links.push(Span::Link {
+            label: "Dashboard".into(),
+            url: url.to_owned(),
+        });
+    }
+    if is_http(&n.external_url) {
+        if !links.is_empty() {
+            links.push(t(" · "));
+        }
+        links.push(Span::Link {
+            label: "Alertmanager".into(),
+            url: n.external_url.clone(),
+        });
+    }
+    if !links.is_empty() {
+        blocks.push(Block::Section(vec![links]));
+    }
+
+    if let Some(advice) = &m.advice {
+        blocks.push(Block::Divider);
+        advice_blocks(advice, &mut blocks);
+    }
+
+    blocks.push(Block::Context(vec![vec![
+        t("message "),
+        code(m.id.clone()),
+        t(format!(
+            " · {} · received {}",
+            m.kind.as_str(),
+            time(m.created_at)
+        )),
+    ]]));
+    blocks.truncate(BLOCKS_MAX);
+
+    let mut text = title;
+    if let Some(s) = annotation(m, "summary") {
+        text.push_str(": ");
+        text.push_str(s);
+    }
+    text.push_str(&format!(" [{}]", m.id));
+    Composed { text, blocks }
+}
+
+fn is_http(u: &str) -> bool {
+    u.starts_with("http://") || u.starts_with("https://")
+}
+
+fn alert_lines(m: &Message) -> Vec<Line> {
+    let n = &m.notification;
+    let mut lines = vec![vec![b("Alerts")]];
+    for a in n.alerts.iter().take(ALERTS_LISTED) {
+        lines.push(alert_line(a, n));
+    }
+    let omitted = n.alerts.len().saturating_sub(ALERTS_LISTED) as u64;
+    if omitted > 0 || n.truncated_alerts > 0 {
+        let more = omitted + n.truncated_alerts;
+        let why = if n.truncated_alerts > 0 {
+            format!(
+                " ({} truncated by Alertmanager: truncatedAlerts = {})",
+                n.truncated_alerts, n.truncated_alerts
+            )
+        } else {
+            String::new()
+        };
+        lines.push(vec![t(format!("… and {more} more{why}"))]);
+    }
+    lines
+}
+
+fn alert_line(a: &Alert, n: &aiops_core::alertmanager::Notification) -> Line {
+    let mut line = vec![t(format!(
+        "• {} {} ",
+        if a.status == Status::Firing {
+            "firing"
+        } else {
+            "resolved"
+        },
+        "since"
+    ))];
+    line.push(t(time(a.starts_at)));
+    // The labels that tell this alert apart from the rest of the group.
+    let own: Vec<String> = a
+        .labels
+        .iter()
+        .filter(|(k, v)| n.common_labels.get(*k) != Some(*v))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if !own.is_empty() {
+        line.push(t(" · "));
+        line.push(code(own.join(", ")));
+    }
+    if a.status == Status::Resolved && a.ends_at.timestamp() > 0 {
+        line.push(t(format!(" · ended {}", time(a.ends_at))));
+    }
+    line
+}
+
+fn advice_blocks(advice: &Advice, blocks: &mut Vec<Block>) {
+    use aiops_core::model::Recommendation;
+    let d = &advice.diagnosis;
+    blocks.push(Block::Section(vec![
+        vec![b("Diagnosis")],
+        vec![t(d.explanation.clone())],
+    ]));
+    if !d.evidence.items.is_empty() {
+        let mut lines = vec![vec![b("Evidence")]];
+        for item in d.evidence.items.iter().take(EVIDENCE_LISTED) {
+            lines.push(vec![t(format!("• {}: {}", item.label, item.describe()))]);
+            lines.push(vec![t("    "), code(item.query.clone())]);
+        }
+        let more = d.evidence.items.len().saturating_sub(EVIDENCE_LISTED);
+        if more > 0 {
+            lines.push(vec![t(format!("… and {more} more evidence items"))]);
+        }
+        blocks.push(Block::Section(lines));
+    }
+    let mut rec: Vec<Line> = Vec::new();
+    match (&d.recommendation, &advice.proposal) {
+        (
+            Recommendation::Act {
+                action,
+                unit,
+                risk,
+                confidence,
+                ..
+            },
+            Proposal::Action(p),
+        ) => {
+            rec.push(vec![
+                b("Recommendation: "),
+                t(format!("{action} ")),
+                code(unit.to_string()),
+                t(format!(
+                    " (risk {}, confidence {:.0}%)",
+                    risk.as_str(),
+                    confidence * 100.0
+                )),
+            ]);
+            rec.push(vec![
+                t("To approve, run "),
+                code(p.approve_command.clone()),
+                t(format!(" (expires {}).", time(p.expires_at))),
+            ]);
+        }
+        (_, Proposal::Action(p)) => {
+            rec.push(vec![b("Recommendation: "), t("an action is pending.")]);
+            rec.push(vec![
+                t("To approve, run "),
+                code(p.approve_command.clone()),
+                t(format!(" (expires {}).", time(p.expires_at))),
+            ]);
+        }
+        (_, Proposal::None { reason }) => {
+            rec.push(vec![b("No action proposed: "), t(reason.clone())]);
+        }
+    }
+    blocks.push(Block::Section(rec));
+}
+
+// ---- Rendering -------------------------------------------------------------------------------
+
+/// Escapes text for Slack mrkdwn (`&`, `<`, `>`), which also defuses `<!channel>` and links.
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn mrkdwn_line(line: &[Span]) -> String {
+    let mut out = String::new();
+    for span in line {
+        match span {
+            Span::Text(s) => out.push_str(&escape(s)),
+            Span::Bold(s) => {
+                out.push('*');
+                out.push_str(&escape(&s.replace('*', "∗")));
+                out.push('*');
+            }
+            Span::Code(s) => {
+                out.push('`');
+                out.push_str(&escape(&s.replace('`', "'").replace('\n', " ")));
+                out.push('`');
+            }
+            Span::Link { label, url } => {
+                let url = url
+                    .replace('|', "%7C")
+                    .replace('>', "%3E")
+                    .replace('<', "%3C")
+                    .replace(' ', "%20");
+                out.push('<');
+                out.push_str(&url);
+                out.push('|');
+                out.push_str(&escape(label));
+                out.push('>');
+            }
+        }
+    }
+    out
+}
+
+fn plain_line(line: &[Span]) -> String {
+    let mut out = String::new();
+    for span in line {
+        match span {
+            Span::Text(s) | Span::Bold(s) => out.push_str(s),
+            Span::Code(s) => {
+                out.push('`');
+                out.push_str(s);
+                out.push('`');
+            }
+            Span::Link { label, url } => {
+                out.push_str(label);
+                out.push_str(": ");
+                out.push_str(url);
+            }
+        }
+    }
+    out
+}
+
+/// Joins `lines` with newlines within `limit` characters; what does not fit is replaced by a
+/// visible "… (cut, N characters more)".
+pub fn fit(lines: &[String], limit: usize) -> String {
+    let total: usize =
+        lines.iter().map(|l| l.chars().count()).sum::<usize>() + lines.len().saturating_sub(1);
+    if total <= limit {
+        return lines.join("\n");
+    }
+    // Reserve room for the marker (its number has at most 20 digits).
+    let reserve = "… (cut, 00000000000000000000 characters more)"
+        .chars()
+        .count()
+        + 1;
+    let budget = limit.saturating_sub(reserve);
+    let mut out = String::new();
+    let mut used = 0;
+    for line in lines {
+        let len = line.chars().count();
+        let sep = usize::from(!out.is_empty());
+        if used + sep + len <= budget {
+            if sep == 1 {
+                out.push('\n');
+            }
+            out.push_str(line);
+            used += sep + len;
+        } else {
+            // Fill what is left with the start of this line, without breaking markup.
+            let room = budget.saturating_sub(used + sep);
+            if room >= 20 {
+                let part = safe_prefix(line, room);
+                if !part.is_empty() {
+                    if sep == 1 {
+                        out.push('\n');
+                    }
+                    used += sep + part.chars().count();
+                    out.push_str(&part);
+                }
+            }
+            break;
+        }
+    }
+    let more = total.saturating_sub(used);
+    out.push_str(if out.is_empty() { "" } else { "\n" });
+    out.push_str(&format!("… (cut, {more} characters more)"));
+    out
+}
+
+/// At most `max` characters of the mrkdwn `line`, cut where no entity (`&amp;`), link
+/// (`<url|label>`) or code span is left open.
+fn safe_prefix(line: &str, max: usize) -> String {
+    let mut part: String = line.chars().take(max).collect();
+    if let Some(amp) = part.rfind('&')
+        && !part[amp..].contains(';')
+    {
+        part.truncate(amp);
+    }
+    if let Some(lt) = part.rfind('<')
+        && !part[lt..].contains('>')
+    {
+        part.truncate(lt);
+    }
+    if part.matches('`').count() % 2 == 1 {
+        let tick = part.rfind('`').expect("odd count means at least one");
+        part.truncate(tick);
+    }
+    if part.matches('*').count() % 2 == 1 {
+        let star = part.rfind('*').expect("odd count means at least one");
+        part.truncate(star);
+    }
+    part
+}
+
+fn cut_chars(s: &str, limit: usize) -> String {
+    if s.chars().count() <= limit {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(limit.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// The Slack incoming-webhook payload: `text` fallback plus Block Kit `blocks`.
+pub fn slack_payload(m: &Message) -> Value {
+    let c = compose(m);
+    let blocks: Vec<Value> = c
+        .blocks
+        .iter()
+        .map(|block| match block {
+            Block::Header(s) => json!({
+                "type": "header",
+                "text": {"type": "plain_text", "text": cut_chars(s, HEADER_MAX), "emoji": true}
+            }),
+            Block::Section(lines) => {
+                let lines: Vec<String> = lines.iter().map(|l| mrkdwn_line(l)).collect();
+                json!({
+                    "type": "section",
+                    "text": {"type": "mrkdwn", "text": fit(&lines, SECTION_MAX)}
+                })
+            }
+            Block::Fields(fields) => json!({
+                "type": "section",
+                "fields": fields.iter().take(10).map(|(k, v)| json!({
+                    "type": "mrkdwn",
+                    "text": fit(&[format!("*{}*", escape(k)), escape(v)], FIELD_MAX),
+                })).collect::<Vec<_>>()
+            }),
+            Block::Context(lines) => {
+                let lines: Vec<String> = lines.iter().map(|l| mrkdwn_line(l)).collect();
+                json!({
+                    "type": "context",
+                    "elements": [{"type": "mrkdwn", "text": fit(&lines, FIELD_MAX)}]
+                })
+            }
+            Block::Divider => json!({"type": "divider"}),
+        })
+        .collect();
+    json!({ "text": cut_chars(&c.text, SECTION_MAX), "blocks": blocks })
+}
+
+/// The same content as readable plain text (for the log when no Slack URL is configured).
+pub fn plain_text(m: &Message) -> String {
+    let c = compose(m);
+    let mut parts: Vec<String> = Vec::new();
+    for block in &c.blocks {
+        match block {
+            Block::Header(s) => {
+                parts.push(format!("{}\n{}", s, "=".repeat(s.chars().count().min(72))));
+            }
+            Block::Section(lines) | Block::Context(lines) => {
+                let lines: Vec<String> = lines.iter().map(|l| plain_line(l)).collect();
+                parts.push(fit(&lines, SECTION_MAX));
+            }
+            Block::Fields(fields) => parts.push(
+                fields
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {v}"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
+            Block::Divider => parts.push("-".repeat(40)),
+        }
+    }
+    parts.join("\n")
+}

@@ -1,0 +1,390 @@
+//! The processor's durable state: per-group dedup state, the checkpoint and the outbox, kept as
+//! one append-only state log plus an occasional snapshot.
+//!
+//! Every processed notification becomes ONE [`Entry::Processed`] record that carries the new
+//! group state, the checkpoint and the message to send (if any). Writing that one record is the
+//! atomic "enqueue message + update group state + advance checkpoint" step: after a crash the
+//! log holds either all of it or none of it. Deliveries append [`Entry::Delivered`] or
+//! [`Entry::Dropped`]. Replaying snapshot + log rebuilds the same state.
+//!
+//! Compaction writes a snapshot (atomically, via `write_atomic`) that names the first state-log
+//! record it does not cover, then deletes the segments before it.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use aiops_core::alertmanager::Status;
+use aiops_core::fsutil::{self, FsError};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::log::{self, Appender};
+use crate::message::{Message, MessageRef};
+
+/// The state log is compacted into a snapshot when its current segment reaches this size.
+pub const COMPACT_AFTER_BYTES: u64 = 8 * 1024 * 1024;
+/// Groups not heard of for this long are forgotten (longer than any sane repeat_interval).
+pub const GROUP_RETENTION: chrono::Duration = chrono::Duration::days(7);
+/// Resolved groups are forgotten this long after they resolved.
+pub const RESOLVED_RETENTION: chrono::Duration = chrono::Duration::days(1);
+
+/// What the receiver remembers about one alert group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupState {
+    pub group_key: String,
+    pub status: Status,
+    /// Dedup key of the last notification processed for the group.
+    pub last_key: String,
+    /// Journal sequence number of that notification: records at or below it are done.
+    pub last_seq: u64,
+    /// When the current episode began (first firing notification received).
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    /// Fingerprints of the alerts seen firing during this episode.
+    pub fingerprints: BTreeSet<String>,
+    /// The episode's firing message.
+    pub original: Option<MessageRef>,
+    /// When a message about the group was last enqueued.
+    pub last_message_at: Option<DateTime<Utc>>,
+}
+
+/// One record of the state log.
+#[allow(clippy::large_enum_variant)] // serialized data, mostly the big variant
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Entry {
+    Processed {
+        /// Journal sequence number of the notification.
+        seq: u64,
+        /// Every journal record at or below this is processed.
+        checkpoint: u64,
+        /// The group's new state (`None` for a record that is not a notification).
+        group: Option<GroupState>,
+        message: Option<Message>,
+    },
+    Delivered {
+        id: String,
+        at: DateTime<Utc>,
+    },
+    Dropped {
+        id: String,
+        at: DateTime<Utc>,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Snapshot {
+    /// State-log records from this sequence number on are not covered by the snapshot.
+    log_from: u64,
+    checkpoint: u64,
+    groups: Vec<GroupState>,
+    outbox: Vec<Message>,
+}
+
+/// Errors opening or writing the state.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error(
+        "the state snapshot {path} is not valid JSON: {message}; move it away to start from the log alone"
+    )]
+    Snapshot { path: PathBuf, message: String },
+    #[error("cannot read the state log: {0}")]
+    Read(#[from] log::ReadError),
+}
+
+/// The store shared by the processor (writes) and the delivery worker (reads the outbox).
+#[derive(Debug)]
+pub struct Shared {
+    pub store: std::sync::Mutex<Store>,
+    /// Signalled when messages become deliverable or on shutdown.
+    pub changed: std::sync::Condvar,
+    /// Something was appended without a sync (deliveries); the processor syncs it soon.
+    pub dirty: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    pub fn new(store: Store) -> Self {
+        Self {
+            store: std::sync::Mutex::new(store),
+            changed: std::sync::Condvar::new(),
+            dirty: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Locks the store (a panic elsewhere does not make the state unusable).
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The processor's state, in memory and on disk.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    log: Appender,
+    checkpoint: u64,
+    groups: HashMap<String, GroupState>,
+    /// Messages durable in the state log and not yet delivered, in order.
+    outbox: VecDeque<Message>,
+    outbox_ids: HashSet<String>,
+    /// Messages written but not yet synced: invisible to delivery until [`Store::sync`].
+    staged: Vec<Message>,
+    dead_letter_path: PathBuf,
+    /// A write failed; the message says what.
+    pub last_error: Option<String>,
+}
+
+/// How replaying the state went.
+#[derive(Debug, Clone, Copy)]
+pub struct Replayed {
+    pub entries: u64,
+    pub truncated_bytes: u64,
+}
+
+impl Store {
+    /// Opens (or creates) the state in `dir`.
+    pub fn open(dir: &Path) -> Result<(Self, Replayed), StateError> {
+        fsutil::ensure_dir(dir)?;
+        let log_dir = dir.join("log");
+        let snap_path = dir.join("snapshot.json");
+        let snapshot = match std::fs::read(&snap_path) {
+            Ok(bytes) => Some(serde_json::from_slice::<Snapshot>(&bytes).map_err(|e| {
+                StateError::Snapshot {
+                    path: snap_path.clone(),
+                    message: e.to_string(),
+                }
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(FsError::new("cannot read", &snap_path, e).into()),
+        };
+        let _ = fsutil::remove_stale_temporaries(dir);
+        let log_from = snapshot.as_ref().map_or(1, |s| s.log_from);
+        let (appender, rec) = log::recover(&log_dir, log_from)?;
+        let mut store = Self {
+            dir: dir.to_owned(),
+            log: appender,
+            checkpoint: 0,
+            groups: HashMap::new(),
+            outbox: VecDeque::new(),
+            outbox_ids: HashSet::new(),
+            staged: Vec::new(),
+            dead_letter_path: dir.join("dead-letter.jsonl"),
+            last_error: None,
+        };
+        if let Some(s) = snapshot {
+            store.checkpoint = s.checkpoint;
+            for g in s.groups {
+                store.groups.insert(g.group_key.clone(), g);
+            }
+            for m in s.outbox {
+                store.enqueue(m);
+            }
+        }
+        let mut entries = 0;
+        let mut reader = log::Reader::new(&log_dir, log_from.max(rec.first_seq));
+        loop {
+            let batch = reader.read(rec.next_seq.saturating_sub(1), 1024)?;
+            if batch.is_empty() {
+                break;
+            }
+            for r in batch {
+                match serde_json::from_slice::<Entry>(&r.payload) {
+                    Ok(e) => {
+                        store.apply(e);
+                        entries += 1;
+                    }
+                    Err(e) => {
+                        tracing::error!(seq = r.seq, error = %e, "skipping an unreadable state-log record");
+                    }
+                }
+            }
+        }
+        store.publish_staged();
+        store.log.sync()?;
+        Ok((
+            store,
+            Replayed {
+                entries,
+                truncated_bytes: rec.truncated_bytes,
+            },
+        ))
+    }
+
+    fn enqueue(&mut self, m: Message) {
+        if self.outbox_ids.insert(m.id.clone()) {
+            self.outbox.push_back(m);
+        }
+    }
+
+    fn apply(&mut self, e: Entry) {
+        match e {
+            Entry::Processed {
+                checkpoint,
+                group,
+                message,
+                ..
+            } => {
+                self.checkpoint = self.checkpoint.max(checkpoint);
+                if let Some(g) = group {
+                    self.groups.insert(g.group_key.clone(), g);
+                }
+                if let Some(m) = message
+                    && !self.outbox_ids.contains(&m.id)
+                    && !self.staged.iter().any(|s| s.id == m.id)
+                {
+                    self.staged.push(m);
+                }
+            }
+            Entry::Delivered { id, .. } | Entry::Dropped { id, .. } => {
+                self.staged.retain(|m| m.id != id);
+                self.forget(&id);
+            }
+        }
+    }
+
+    /// Removes a message from the outbox in memory only.
+    pub fn forget(&mut self, id: &str) {
+        if self.outbox_ids.remove(id) {
+            if self.outbox.front().is_some_and(|m| m.id == id) {
+                self.outbox.pop_front();
+            } else {
+                self.outbox.retain(|m| m.id != id);
+            }
+        }
+    }
+
+    fn publish_staged(&mut self) {
+        for m in std::mem::take(&mut self.staged) {
+            self.enqueue(m);
+        }
+    }
+
+    /// Appends `entry` (write(2), not yet synced) and applies it. On error nothing is applied.
+    pub fn append(&mut self, entry: Entry) -> Result<(), FsError> {
+        let bytes = serde_json::to_vec(&entry).expect("state entries always serialize");
+        match self.log.write([bytes.as_slice()]) {
+            Ok(_) => {
+                self.last_error = None;
+                self.apply(entry);
+                Ok(())
+            }
+            Err(e) => {
+                self.last_error = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes everything appended durable and hands the staged messages to delivery; returns
+    /// how many messages became deliverable.
+    pub fn sync(&mut self) -> Result<Vec<Message>, FsError> {
+        if let Err(e) = self.log.sync() {
+            self.last_error = Some(e.to_string());
+            return Err(e);
+        }
+        let staged = std::mem::take(&mut self.staged);
+        let mut published = Vec::with_capacity(staged.len());
+        for m in staged {
+            published.push(m.clone());
+            self.enqueue(m);
+        }
+        Ok(published)
+    }
+
+    pub fn checkpoint(&self) -> u64 {
+        self.checkpoint
+    }
+
+    pub fn group(&self, key: &str) -> Option<&GroupState> {
+        self.groups.get(key)
+    }
+
+    pub fn groups(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// The next message to deliver.
+    pub fn front(&self) -> Option<&Message> {
+        self.outbox.front()
+    }
+
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Reception time of the oldest undelivered message.
+    pub fn oldest(&self) -> Option<DateTime<Utc>> {
+        self.outbox.front().map(|m| m.created_at)
+    }
+
+    /// Records a delivery (write(2) only: it survives SIGKILL; the next sync covers power loss).
+    pub fn delivered(&mut self, id: &str) -> Result<(), FsError> {
+        self.append(Entry::Delivered {
+            id: id.to_owned(),
+            at: Utc::now(),
+        })
+    }
+
+    /// Gives up on a message: appends it to `dead-letter.jsonl` and records the drop.
+    pub fn dropped(&mut self, m: &Message, reason: &str) -> Result<(), FsError> {
+        let line = serde_json::json!({
+            "at": Utc::now(), "reason": reason, "message": m,
+        });
+        let mut bytes = serde_json::to_vec(&line).expect("always serializes");
+        bytes.push(b'\n');
+        let path = &self.dead_letter_path;
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .and_then(|mut f| f.write_all(&bytes))
+            .map_err(|e| FsError::new("cannot append to", path, e))?;
+        self.append(Entry::Dropped {
+            id: m.id.clone(),
+            at: Utc::now(),
+            reason: reason.to_owned(),
+        })
+    }
+
+    /// Writes a snapshot and drops the state-log segments it covers, if the log has grown past
+    /// `max_bytes`. Forgets groups that are long over.
+    pub fn compact_if_over(&mut self, max_bytes: u64) -> Result<bool, FsError> {
+        if self.log.segment_len() < max_bytes {
+            return Ok(false);
+        }
+        self.compact()?;
+        Ok(true)
+    }
+
+    /// See [`Store::compact_if_over`].
+    pub fn compact(&mut self) -> Result<(), FsError> {
+        let now = Utc::now();
+        self.groups.retain(|_, g| {
+            let horizon = if g.status == Status::Resolved {
+                RESOLVED_RETENTION
+            } else {
+                GROUP_RETENTION
+            };
+            now - g.last_seen < horizon
+        });
+        self.log.rotate()?;
+        self.publish_staged();
+        let snapshot = Snapshot {
+            log_from: self.log.next_seq(),
+            checkpoint: self.checkpoint,
+            groups: self.groups.values().cloned().collect(),
+            outbox: self.outbox.iter().cloned().collect(),
+        };
+        let bytes = serde_json::to_vec(&snapshot).expect("snapshots always serialize");
+        fsutil::write_atomic(&self.dir.join("snapshot.json"), &bytes)?;
+        log::compact(self.log.dir(), self.log.next_seq())?;
+        Ok(())
+    }
+}

@@ -1,0 +1,154 @@
+//! Slack outages lose nothing and keep per-group order; 429 is honoured; permanent 4xx are
+//! dead-lettered.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aiops_webhook::NoAdvisor;
+
+use crate::support::*;
+
+#[test]
+fn an_outage_then_recovery_loses_nothing_and_keeps_group_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start();
+    let r = Receiver::start(dir.path(), Some(&sink.url()), Arc::new(NoAdvisor));
+    sink.outage(Behavior::ServerError);
+    let groups = ["G1", "G2", "G3"];
+    for g in groups {
+        assert_eq!(post(r.addr, &payload(g, &[alert(g)])).status, 200);
+    }
+    // Mixed failures while the outage lasts: 500s, then timeouts (slack.timeout_secs = 2).
+    wait_until(Duration::from_secs(10), "retries during the outage", || {
+        metric(r.addr, "aiops_slack_deliveries_total{outcome=\"retried\"}") >= 3.0
+    });
+    for g in groups {
+        assert_eq!(
+            post(r.addr, &payload(g, &[alert(g), alert(&format!("{g}b"))])).status,
+            200
+        );
+        assert_eq!(
+            post(
+                r.addr,
+                &payload(
+                    g,
+                    &[alert(g).resolved(), alert(&format!("{g}b")).resolved()]
+                )
+            )
+            .status,
+            200
+        );
+    }
+    sink.outage(Behavior::Hang(Duration::from_secs(3)));
+    wait_until(Duration::from_secs(10), "a timed-out attempt", || {
+        sink.seen().iter().any(|s| s.answered == "hang")
+    });
+    wait_until(Duration::from_secs(10), "the outbox to fill", || {
+        metric(r.addr, "aiops_outbox_depth") == 9.0
+    });
+    assert!(metric(r.addr, "aiops_outbox_oldest_age_seconds") > 0.0);
+    assert!(sink.delivered().is_empty());
+    sink.recover();
+    wait_until(
+        Duration::from_secs(20),
+        "every message after recovery",
+        || sink.delivered().len() == 9,
+    );
+    let texts = sink.texts();
+    for g in groups {
+        let mine: Vec<&String> = texts
+            .iter()
+            .filter(|t| t.contains(&format!("{g} ")))
+            .collect();
+        assert_eq!(mine.len(), 3, "{g}: {texts:?}");
+        assert!(mine[0].contains(&format!("{g} firing")), "{mine:?}");
+        assert!(mine[1].contains("updated"), "{mine:?}");
+        assert!(mine[2].contains("resolved"), "{mine:?}");
+    }
+    assert_eq!(metric(r.addr, "aiops_outbox_depth"), 0.0);
+    assert_eq!(
+        metric(r.addr, "aiops_slack_deliveries_total{outcome=\"dropped\"}"),
+        0.0
+    );
+}
+
+#[test]
+fn retry_after_is_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start();
+    let r = Receiver::start(dir.path(), Some(&sink.url()), Arc::new(NoAdvisor));
+    sink.script([Behavior::RateLimited(2)]);
+    assert_eq!(post(r.addr, &payload("Limited", &[alert("l")])).status, 200);
+    wait_until(
+        Duration::from_secs(10),
+        "the delivery after the rate limit",
+        || sink.delivered().len() == 1,
+    );
+    let seen = sink.seen();
+    assert_eq!(seen.len(), 2, "one 429, then one success");
+    assert_eq!(seen[0].answered, "429");
+    let waited = seen[1].at - seen[0].at;
+    // max_backoff_secs is 1 in tests, so only Retry-After explains a 2 s wait.
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "retried after {waited:?}"
+    );
+}
+
+#[test]
+fn a_permanent_400_is_dead_lettered_and_the_next_message_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start();
+    let r = Receiver::start(dir.path(), Some(&sink.url()), Arc::new(NoAdvisor));
+    sink.script([Behavior::InvalidBlocks]);
+    post(r.addr, &payload("Rejected", &[alert("x")]));
+    post(r.addr, &payload("Next", &[alert("y")]));
+    wait_until(Duration::from_secs(10), "the next message", || {
+        sink.delivered().len() == 1
+    });
+    assert!(sink.texts()[0].contains("Next firing"));
+    assert_eq!(
+        metric(r.addr, "aiops_slack_deliveries_total{outcome=\"dropped\"}"),
+        1.0
+    );
+    let dead =
+        std::fs::read_to_string(dir.path().join("state/webhook/state/dead-letter.jsonl")).unwrap();
+    assert_eq!(dead.lines().count(), 1);
+    let rec: serde_json::Value = serde_json::from_str(dead.lines().next().unwrap()).unwrap();
+    assert!(
+        rec["reason"].as_str().unwrap().contains("invalid_blocks"),
+        "{rec}"
+    );
+    assert_eq!(
+        rec["message"]["notification"]["commonLabels"]["alertname"],
+        "Rejected"
+    );
+    // Not retried after a restart either.
+    r.stop().unwrap();
+    let _r = Receiver::start(dir.path(), Some(&sink.url()), Arc::new(NoAdvisor));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sink.seen().len(), 2);
+}
+
+#[test]
+fn without_a_slack_url_messages_are_logged_and_counted_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), None, "");
+    let mut child = ChildGuard::webhook(&config, &[]);
+    let a = post(child.addr(), &payload("Logged", &[alert("l")]));
+    assert_eq!(a.status, 200);
+    wait_until(Duration::from_secs(10), "the message in the log", || {
+        child.log_text().contains("Logged firing")
+    });
+    let log = child.log_text();
+    assert!(!log.contains("NO BEARER TOKEN"), "a token is configured");
+    assert!(log.contains("Logged is happening"), "{log}");
+    assert!(
+        log.contains("Dashboard: http://127.0.0.1:3000/d/aiops"),
+        "{log}"
+    );
+    let status = child
+        .terminate(Duration::from_secs(10))
+        .expect("exits on SIGTERM");
+    assert!(status.success(), "{status:?}");
+}

@@ -1,0 +1,126 @@
+//! The Slack payloads people see, pinned: firing (with a diagnosis and a proposed action),
+//! resolved (referring to the original), and a truncated group with content cut visibly.
+
+use aiops_core::alertmanager::Notification;
+use aiops_webhook::TestAdvisor;
+use aiops_webhook::message::{Message, MessageKind, MessageRef};
+use aiops_webhook::slack;
+use chrono::{TimeZone, Utc};
+use serde_json::Value;
+
+use crate::support::*;
+
+fn at() -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 28, 12, 4, 5).unwrap()
+}
+
+fn notification(v: &Value) -> Notification {
+    Notification::parse(v.to_string().as_bytes()).unwrap()
+}
+
+fn firing() -> Message {
+    let n = notification(&payload("HighErrorRatio", &[alert("0123456789abcdef")]));
+    let advice = TestAdvisor::advice_for(&n, "m-1a2b3c4d5e6f", at());
+    Message {
+        id: "m-1a2b3c4d5e6f".into(),
+        kind: MessageKind::Firing,
+        created_at: at(),
+        notification: n,
+        advice: Some(advice),
+        original: None,
+        new_alerts: 1,
+        dashboard_url: Some("http://127.0.0.1:3000/d/aiops/aiops-demo".into()),
+    }
+}
+
+/// Every block stays within Slack's limits.
+fn assert_within_limits(p: &Value) {
+    let blocks = p["blocks"].as_array().unwrap();
+    assert!(blocks.len() <= slack::BLOCKS_MAX);
+    for b in blocks {
+        match b["type"].as_str().unwrap() {
+            "header" => {
+                assert!(b["text"]["text"].as_str().unwrap().chars().count() <= slack::HEADER_MAX);
+            }
+            "section" => {
+                if let Some(t) = b["text"]["text"].as_str() {
+                    assert!(
+                        t.chars().count() <= slack::SECTION_MAX,
+                        "{} chars",
+                        t.chars().count()
+                    );
+                }
+                for f in b["fields"].as_array().into_iter().flatten() {
+                    assert!(f["text"].as_str().unwrap().chars().count() <= slack::FIELD_MAX);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn firing_with_diagnosis_and_action() {
+    let m = firing();
+    let p = slack::slack_payload(&m);
+    assert_within_limits(&p);
+    insta::assert_json_snapshot!("firing", p);
+    insta::assert_snapshot!("firing_plain", slack::plain_text(&m));
+}
+
+#[test]
+fn resolved_refers_to_the_original() {
+    let n = notification(&payload(
+        "HighErrorRatio",
+        &[alert("0123456789abcdef").resolved()],
+    ));
+    let original = firing();
+    let m = Message {
+        id: "m-6f5e4d3c2b1a".into(),
+        kind: MessageKind::Resolved,
+        created_at: at() + chrono::Duration::minutes(7),
+        notification: n,
+        advice: None,
+        original: Some(MessageRef {
+            id: original.id.clone(),
+            title: slack::title(&original),
+            at: original.created_at,
+        }),
+        new_alerts: 0,
+        dashboard_url: original.dashboard_url.clone(),
+    };
+    let p = slack::slack_payload(&m);
+    assert_within_limits(&p);
+    insta::assert_json_snapshot!("resolved", p);
+}
+
+#[test]
+fn a_truncated_group_is_cut_visibly() {
+    let alerts: Vec<A> = (0..25).map(|i| alert(&format!("fp{i:02}"))).collect();
+    let mut v = payload(&"VeryLongAlertName".repeat(12), &alerts);
+    v["truncatedAlerts"] = Value::from(40);
+    v["commonAnnotations"]["description"] =
+        Value::from("A description that goes on and on. ".repeat(120));
+    v["commonLabels"]["service"] = Value::from("<!channel> *bold* & <http://evil|click>");
+    let n = notification(&v);
+    let m = Message {
+        id: "m-777777777777".into(),
+        kind: MessageKind::Firing,
+        created_at: at(),
+        notification: n,
+        advice: None,
+        original: None,
+        new_alerts: 25,
+        dashboard_url: None,
+    };
+    let p = slack::slack_payload(&m);
+    assert_within_limits(&p);
+    let text = p.to_string();
+    assert!(
+        text.contains("… and 55 more (40 truncated by Alertmanager: truncatedAlerts = 40)"),
+        "{text}"
+    );
+    assert!(text.contains("characters more)"), "{text}");
+    assert!(!text.contains("<!channel>"), "labels are escaped: {text}");
+    insta::assert_json_snapshot!("truncated", p);
+}

@@ -1,0 +1,12 @@
+//! The receiver's integration tests (one binary; see each module).
+
+mod support;
+
+mod crash;
+mod delivery;
+mod disk;
+mod idempotency;
+mod inputs;
+mod props;
+mod real_stack;
+mod snapshots;
