@@ -32,4 +32,9 @@ pub enum Command {
     /// Run the whole stack (Prometheus, Alertmanager, Grafana if installed, the demo app and the
     /// receiver) on this machine as the current user.
     Demo(crate::demo::Args),
+    /// Check or print the configuration.
+    Config {
+        #[command(subcommand)]
+        command: crate::config_cmd::Command,
+    },
 }

@@ -7,9 +7,11 @@
 //! - [`recommend`]: diagnose firing alerts on demand.
 //! - [`gate`]: the human gate — `pending`, `show`, `approve`, `reject`, `history`, `audit`.
 //! - [`demo`]: the whole stack on one machine, supervised.
+//! - [`config_cmd`]: `aiops config check|show`.
 //! - [`exit`]: exit codes, decided in one place.
 
 pub mod cli;
+pub mod config_cmd;
 pub mod demo;
 pub mod exit;
 pub mod gate;
@@ -43,5 +45,8 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Recommend(args) => recommend::run(&args, &load()?, cli.json),
         cli::Command::Gate(cmd) => gate::run(cmd, &load()?, cli.json),
         cli::Command::Demo(args) => demo::run(&args),
+        cli::Command::Config { command } => {
+            config_cmd::run(&command, cli.config.as_deref(), cli.json)
+        }
     }
 }
