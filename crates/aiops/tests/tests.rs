@@ -1,1 +1,2 @@
 //! Integration tests of the `aiops` command, one binary with a module per area.
+mod recommend;
