@@ -29,7 +29,8 @@ pub fn run(cmd: &Command, explicit: Option<&Path>, json: bool) -> anyhow::Result
     );
     match cmd {
         Command::Check if json => {
-            println!("{}", serde_json::json!({ "valid": true, "source": source }))
+            let report = serde_json::json!({ "valid": true, "source": source });
+            println!("{report}");
         }
         Command::Check => println!("ok: {origin} is valid"),
         Command::Show if json => println!("{}", serde_json::to_string_pretty(&config)?),
