@@ -118,14 +118,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Latency histogram with buckets growing by 2^(1/4) from 1 µs: ~19% relative error, lock-free.
-struct Histogram {
+pub(crate) struct Histogram {
     buckets: Vec<AtomicU64>,
 }
 
 impl Histogram {
     const BUCKETS: usize = 128;
 
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             buckets: (0..Self::BUCKETS).map(|_| AtomicU64::new(0)).collect(),
         }
@@ -162,8 +162,9 @@ impl Histogram {
     }
 }
 
+/// Request outcomes, shared by the client threads.
 #[derive(Default)]
-struct Counters {
+pub(crate) struct Counters {
     sent: AtomicU64,
     ok: AtomicU64,
     server_errors: AtomicU64,
@@ -244,7 +245,15 @@ pub fn run(args: &Args, config: &aiops_core::Config, json: bool) -> anyhow::Resu
     let workers = if args.no_traffic {
         Vec::new()
     } else {
-        spawn_workers(args, &base, deadline, &stop, &counters, &histogram)
+        spawn_workers(
+            &base,
+            usize::from(args.concurrency),
+            args.rate,
+            deadline,
+            &stop,
+            &counters,
+            &histogram,
+        )
     };
 
     let interrupted = watch(args, &counters, &histogram, started, deadline, &stop);
@@ -388,16 +397,18 @@ fn switch_off(agent: &ureq::Agent, base: &str, kind: &str) {
     }
 }
 
-fn spawn_workers(
-    args: &Args,
+/// Starts `n` client threads sending the traffic mix to `base`, `rate` requests per second in all
+/// (0: unpaced), until `deadline` or `stop`. `aiops demo` uses it for its background traffic.
+pub(crate) fn spawn_workers(
     base: &str,
+    n: usize,
+    rate: f64,
     deadline: Instant,
     stop: &Arc<AtomicBool>,
     counters: &Arc<Counters>,
     histogram: &Arc<Histogram>,
 ) -> Vec<std::thread::JoinHandle<()>> {
-    let n = usize::from(args.concurrency);
-    let interval = (args.rate > 0.0).then(|| Duration::from_secs_f64(n as f64 / args.rate));
+    let interval = (rate > 0.0).then(|| Duration::from_secs_f64(n as f64 / rate));
     (0..n)
         .map(|worker| {
             let base = base.to_owned();
