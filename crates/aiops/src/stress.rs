@@ -59,8 +59,9 @@ pub enum Mode {
     },
     /// Burn CPU in the app.
     Cpu {
-        /// Threads spinning at full speed.
-        #[arg(long, default_value_t = 1)]
+        /// Threads spinning at full speed (two make the 0.5-core alert fire within a minute even
+        /// on a busy machine).
+        #[arg(long, default_value_t = 2)]
         threads: u32,
     },
     /// Add latency to the app's API routes.
