@@ -8,7 +8,7 @@
 //! - this file: [`App`] (the shared state and the server entry point [`App::serve`], like
 //!   mini-redis's `server::run`), [`run`], [`BackgroundServer`] for tests in other crates, and
 //!   the small pieces `main` needs ([`resolve_config`], [`probe`], [`status_line`]).
-//! - [`routes`](crate) (private): routing, instrumentation and the handlers.
+//! - `routes` (private): routing, instrumentation and the handlers.
 //! - [`metrics`]: the registry, route templates and cached label handles.
 //! - [`process`]: the `process_*` metrics (CPU seconds at clock-tick precision).
 //! - [`cache`]: the sharded bounded cache.

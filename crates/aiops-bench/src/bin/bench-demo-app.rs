@@ -4,7 +4,8 @@
 //! 1. `GET /` throughput and p99 of `hello-hyper` and of the app, and `GET /metrics` of the app,
 //!    with `wrk --latency` (alternating servers, `--rounds` times; the best round counts), and
 //!    each server's RSS after its load;
-//! 2. the app's `/metrics` latency scraped once a second while 64 clients hammer its JSON API;
+//! 2. the app's `/metrics` latency scraped once a second while 64 clients hammer its JSON API,
+//!    and, as a control, hello-hyper probed the same way under 64 clients;
 //! 3. time from spawn to first answered request, median of `--spawns` starts of each.
 //!
 //! Prints markdown tables for docs/BENCHMARKS.md and a verdict against the targets.
@@ -132,6 +133,44 @@ impl Best {
     }
 }
 
+/// Runs `load` while a thread sends `GET path` to `addr` once a second on a fresh connection
+/// (as Prometheus scrapes); returns wrk's report and the probe latencies.
+fn probe_under_load(
+    load: &wrk::Run<'_>,
+    addr: std::net::SocketAddr,
+    path: &'static str,
+) -> anyhow::Result<(wrk::Report, Vec<Duration>)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let prober = {
+        let stop = stop.clone();
+        std::thread::spawn(move || -> anyhow::Result<Vec<Duration>> {
+            let mut samples = Vec::new();
+            let mut next = Instant::now() + Duration::from_secs(1);
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let t = Instant::now();
+                let (status, body) = http_get(addr, path, Duration::from_secs(5))?;
+                let took = t.elapsed();
+                if status != 200 || body.is_empty() {
+                    bail!("GET {path} answered {status} under load");
+                }
+                samples.push(took);
+                next += Duration::from_secs(1);
+            }
+            Ok(samples)
+        })
+    };
+    let report = load.run();
+    stop.store(true, Ordering::Relaxed);
+    let samples = prober
+        .join()
+        .map_err(|_| anyhow::anyhow!("the probe thread panicked"))??;
+    Ok((report?, samples))
+}
+
 /// A wrk command line with the ephemeral port replaced by `PORT`.
 fn generic(command: String) -> String {
     match command.find("http://127.0.0.1:") {
@@ -233,39 +272,21 @@ fn main() -> anyhow::Result<()> {
     commands.push(
         generic(api_run.command_line()).replace(&script.path().display().to_string(), "api.lua"),
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    let scraper = {
-        let stop = stop.clone();
-        let addr = app.addr;
-        std::thread::spawn(move || -> anyhow::Result<Vec<Duration>> {
-            let mut samples = Vec::new();
-            let mut next = Instant::now() + Duration::from_secs(1);
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(next.saturating_duration_since(Instant::now()));
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let t = Instant::now();
-                let (status, body) = http_get(addr, "/metrics", Duration::from_secs(5))?;
-                let took = t.elapsed();
-                if status != 200 || body.is_empty() {
-                    bail!("/metrics answered {status} during the API load");
-                }
-                samples.push(took);
-                next += Duration::from_secs(1);
-            }
-            Ok(samples)
-        })
-    };
-    let api = api_run.run();
-    stop.store(true, Ordering::Relaxed);
-    let scrapes = scraper
-        .join()
-        .map_err(|_| anyhow::anyhow!("the scrape thread panicked"))??;
-    let api = api?;
+    let (api, scrapes) = probe_under_load(&api_run, app.addr, "/metrics")?;
     let rss_after_api = app.rss_bytes()?;
     let (_, metrics_body) = http_get(app.addr, "/metrics", Duration::from_secs(5))?;
     drop(app);
+
+    // 2b. The control: the same once-a-second probe against hello-hyper under 64 clients shows
+    // the latency floor this machine imposes on any server under that load.
+    let hello = Spawned::start(servers.hello_cmd(), "/", START_TIMEOUT)?;
+    let control_run = wrk::Run {
+        connections: 64,
+        ..wrk_run(&args, hello.url("/"), None, args.scrape_secs)
+    };
+    commands.push(generic(control_run.command_line()));
+    let (control, control_probes) = probe_under_load(&control_run, hello.addr, "/")?;
+    drop(hello);
 
     // 3. Time to first response, alternating.
     let mut first_app = Vec::new();
@@ -329,6 +350,18 @@ fn main() -> anyhow::Result<()> {
             fmt_duration(scrape_p50),
             fmt_duration(scrape_p99),
             fmt_duration(scrape_max)
+        ),
+    ])
+    .row(vec![
+        format!(
+            "control: hello-hyper `GET /` probed the same way under 64 clients ({:.0} req/s)",
+            control.requests_per_sec
+        ),
+        format!(
+            "p50 {}, p99 {}, max {}",
+            fmt_duration(percentile(&control_probes, 0.5).unwrap_or_default()),
+            fmt_duration(percentile(&control_probes, 0.99).unwrap_or_default()),
+            fmt_duration(control_probes.iter().max().copied().unwrap_or_default())
         ),
     ])
     .row(vec![
