@@ -109,13 +109,17 @@ class Machine:
         append = " ".join(
             [
                 "root=/dev/vda rw console=ttyS0 panic=-1 net.ifnames=0",
-                "systemd.show_status=1 loglevel=4 random.trust_cpu=on",
+                "systemd.show_status=error loglevel=4 random.trust_cpu=on",
                 self.append,
             ]
         ).strip()
         cmd = [
             "qemu-system-x86_64",
             "-name", self.name,
+            # q35 without default devices: no floppy, IDE, VGA or parallel port to probe at boot.
+            "-machine", "q35",
+            "-nodefaults",
+            "-vga", "none",
             # KVM on these machines is a software hypervisor that hangs a stock kernel: use TCG.
             # -cpu max exposes the host's instruction set extensions, so host-built binaries run.
             "-accel", "tcg",
