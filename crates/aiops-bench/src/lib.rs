@@ -10,7 +10,8 @@
 //! - [`rss_bytes`]: resident memory of a process from `/proc/PID/status`.
 //! - [`Table`], [`percentile`], [`fmt_duration`]: report helpers (markdown tables).
 //!
-//! Bins: `bench-demo-app` (the demo app against `hello-hyper`, a minimal hyper 1.x server).
+//! Bins: `bench-demo-app` (the demo app against `hello-hyper`, a minimal hyper 1.x server);
+//! `bench-webhook` (the receiver against a Node relay of the seed's design; helpers in [`webhook`]).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -224,6 +225,8 @@ pub fn parse_vmrss(status: &str) -> Option<u64> {
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
+
+pub mod webhook;
 
 pub mod wrk {
     //! Running `wrk --latency` and reading its report.

@@ -265,6 +265,9 @@ pub struct Processor {
     pub events: mpsc::Receiver<Event>,
     pub events_tx: mpsc::Sender<Event>,
     cursor: u64,
+    /// Records read from the journal but not handled yet (handling pauses while the advice
+    /// slots are full).
+    backlog: VecDeque<(u64, Option<journal::Entry>)>,
     pending: HashMap<String, VecDeque<Pending>>,
     queued: usize,
     inflight: usize,
@@ -317,6 +320,7 @@ impl Processor {
             events_tx: events.0,
             events: events.1,
             cursor,
+            backlog: VecDeque::new(),
             pending: HashMap::new(),
             queued: 0,
             inflight: 0,
@@ -341,19 +345,16 @@ impl Processor {
         loop {
             self.beat();
             let durable = self.journal.durable_seq.load(Ordering::Acquire);
-            let can_read = stop_deadline.is_none()
-                && self.inflight < self.settings.max_inflight.max(1)
-                && self.queued < MAX_QUEUED;
-            if can_read && reader.next_seq() <= durable {
+            let slots = self.settings.max_inflight.max(1);
+            let can_read = stop_deadline.is_none() && self.queued < MAX_QUEUED;
+            if can_read && self.backlog.is_empty() && reader.next_seq() <= durable {
                 match reader.read(durable, READ_BATCH) {
                     Ok(records) => {
-                        for rec in records {
-                            let seq = rec.seq;
-                            let entry = journal::Entry::from_record(rec);
-                            if self.handle(seq, entry).is_err() {
-                                return;
-                            }
-                        }
+                        self.backlog.extend(
+                            records
+                                .into_iter()
+                                .map(|r| (r.seq, journal::Entry::from_record(r))),
+                        );
                         self.status.set_error(None);
                     }
                     Err(e) => {
@@ -362,6 +363,14 @@ impl Processor {
                             .set_error(Some(format!("cannot read the journal: {e}")));
                         std::thread::sleep(Duration::from_secs(1));
                     }
+                }
+            }
+            while can_read && self.inflight < slots {
+                let Some((seq, entry)) = self.backlog.pop_front() else {
+                    break;
+                };
+                if self.handle(seq, entry).is_err() {
+                    return;
                 }
             }
             if (self.dirty || self.state.dirty.swap(false, Ordering::AcqRel))
