@@ -1129,7 +1129,10 @@ impl Gate {
                 if let Err(e) = self.step(&mut a, ActionState::Verifying, None) {
                     tracing::error!(error = %e, id = %a.id, "cannot record verifying");
                 }
-                progress(&format!("{} done; verifying", verify::action_words(a.kind)));
+                progress(match a.kind {
+                    ActionKind::Restart => "restart done; verifying",
+                    ActionKind::ClearCache => "cache cleared; verifying",
+                });
                 let v = Verification {
                     prom: &self.prom,
                     executor: self.executor.as_ref(),
@@ -1168,9 +1171,6 @@ impl Gate {
             .with_label_values(&[a.kind.as_str(), end.as_str()])
             .inc();
         self.emit(&a, &system, outcome.summary.clone());
-        if !outcome.fixed {
-            progress(&outcome.summary);
-        }
         Finished {
             fixed: outcome.fixed,
             summary: outcome.summary,

@@ -159,7 +159,6 @@ impl Verification<'_> {
                                 a.alert.alertname
                             ),
                         };
-                        progress(&summary);
                         return Outcome {
                             fixed: true,
                             summary,

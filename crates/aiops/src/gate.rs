@@ -121,7 +121,9 @@ fn call(
     req: &Request,
     on_progress: &mut dyn FnMut(&str),
 ) -> Result<ReplyData, Exit> {
-    client(config).call(req, on_progress).map_err(|e| exit_of(&e))
+    client(config)
+        .call(req, on_progress)
+        .map_err(|e| exit_of(&e))
 }
 
 fn print_json<T: serde::Serialize>(v: &T) {
@@ -430,7 +432,7 @@ pub fn render_show(s: &ShowData) -> String {
     let rows: Vec<Vec<String>> = s
         .evidence_now
         .iter()
-        .flat_map(|e| {
+        .map(|e| {
             let then = a
                 .diagnosis
                 .evidence
@@ -442,13 +444,19 @@ pub fn render_show(s: &ShowData) -> String {
                 (None, Some(v)) => e.unit.format(v),
                 (None, None) => "no data".into(),
             };
-            vec![
-                vec![format!("  {}", e.label), then, now],
-                vec![format!("    {}", e.query), String::new(), String::new()],
-            ]
+            vec![format!("  {}", e.label), then, now]
         })
         .collect();
-    out.push_str(&table(&["  WHAT", "THEN", "NOW"], &rows));
+    // The PromQL goes under each row, outside the columns, so long queries do not widen them.
+    let rendered = table(&["  WHAT", "THEN", "NOW"], &rows);
+    let mut lines = rendered.lines();
+    if let Some(header) = lines.next() {
+        let _ = writeln!(out, "{header}");
+    }
+    for (line, e) in lines.zip(&s.evidence_now) {
+        let _ = writeln!(out, "{line}");
+        let _ = writeln!(out, "      PromQL: {}", e.query);
+    }
     out.push_str("\nhistory:\n");
     for t in &a.history {
         let _ = writeln!(
