@@ -562,7 +562,7 @@ fn human_output_snapshots() {
         summary,
     };
     insta::assert_snapshot!("approve_finished", aiops::gate::render_finished(&finished));
-    let mut rejected = a.clone();
+    let mut rejected = a;
     rejected.id = ActionId::parse("0a1b2c3d").unwrap();
     rejected
         .transition(
