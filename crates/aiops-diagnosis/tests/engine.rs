@@ -79,6 +79,11 @@ fn every_catalog_entry_over_recorded_evidence() {
             Some("errors-after-restart"),
         ),
         (
+            "in_process_fault",
+            Expect::Act(ActionKind::Restart),
+            Some("in-process-fault"),
+        ),
+        (
             "runaway_cpu",
             Expect::Act(ActionKind::Restart),
             Some("runaway-cpu"),
@@ -197,7 +202,7 @@ fn a_restart_will_not_help_says_why_with_numbers() {
         panic!("{:?}", d.recommendation)
     };
     assert!(
-        reason.contains("a restart will not help: the process started 4.0 min ago"),
+        reason.contains("a restart will not help: the process was restarted 4.0 min ago"),
         "{reason}"
     );
 }
@@ -521,12 +526,10 @@ fn regenerate_fixtures() {
     let fixtures: Vec<(&str, Fixture)> = vec![
         ("bad_state_errors", build(alert("HighErrorRatio"), &with(&[
             (keys::ERROR_RATIO, Some(0.231), Some(0.004)),
-            (keys::FAULT_ERRORS, Some(1.0), None),
         ]), ok.clone())),
         ("bad_state_latency", build(alert("HighLatencyP99"), &with(&[
             (keys::LATENCY_P99, Some(0.62), Some(0.04)),
             (keys::LATENCY_P50, Some(0.31), Some(0.004)),
-            (keys::FAULT_LATENCY, Some(1.0), None),
         ]), ok.clone())),
         ("traffic_surge", build(alert("HighLatencyP99"), &with(&[
             (keys::REQUEST_RATE, Some(74.4), Some(12.0)),
@@ -539,16 +542,22 @@ fn regenerate_fixtures() {
             (keys::UPTIME, Some(240.0), None),
             (keys::RESTARTS, Some(1.0), None),
         ]), ok.clone())),
+        // The demo's replay case: the app was restarted minutes ago (which alone would mean "a
+        // restart will not help"), but it reports an injected in-process fault right now.
+        ("in_process_fault", build(alert("HighErrorRatio"), &with(&[
+            (keys::ERROR_RATIO, Some(0.29), Some(0.004)),
+            (keys::UPTIME, Some(180.0), None),
+            (keys::RESTARTS, Some(1.0), None),
+            (keys::FAULT_ERRORS, Some(1.0), None),
+        ]), ok.clone())),
         ("runaway_cpu", build(alert("HighCpuUsage"), &with(&[
             (keys::CPU, Some(1.91), Some(0.05)),
             (keys::LATENCY_P99, Some(0.08), Some(0.04)),
-            (keys::FAULT_CPU, Some(1.0), None),
         ]), ok.clone())),
         ("memory_leak", build(alert("MemoryGrowth"), &with(&[
             (keys::MEMORY_GROWTH, Some(MIB), Some(0.0)),
             (keys::MEMORY, Some(600.0 * MIB), Some(40.0 * MIB)),
             (keys::UPTIME, Some(7200.0), None),
-            (keys::FAULT_LEAK, Some(1.0), None),
         ]), ok.clone())),
         ("cache_thrash", build(alert("HighLatencyP99"), &with(&[
             (keys::CACHE_FILL, Some(1.0), None),

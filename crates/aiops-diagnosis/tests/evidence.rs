@@ -199,7 +199,7 @@ fn evidence_from_a_real_prometheus_matches_the_recorded_incident() {
         } => {
             assert_eq!(*action, ActionKind::Restart);
             assert_eq!(unit.as_str(), "aiops-demo-app.service");
-            assert_eq!(hypothesis, "process-bad-state");
+            assert_eq!(hypothesis, "in-process-fault");
         }
         other => panic!("{other:?}\n{}", d.explanation),
     }

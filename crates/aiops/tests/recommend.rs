@@ -240,7 +240,7 @@ fn recommend_against_real_prometheus_and_alertmanager() {
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     assert!(
         stdout.contains(
-            "Recommendation: restart aiops-demo-app.service (risk medium, confidence 70%, process-bad-state) once a human approves"
+            "Recommendation: restart aiops-demo-app.service (risk low, confidence 90%, in-process-fault) once a human approves"
         ),
         "{stdout}"
     );
