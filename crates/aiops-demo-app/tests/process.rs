@@ -221,6 +221,21 @@ fn flags_override_the_configuration_file() {
 }
 
 #[test]
+fn listen_comes_from_flag_then_environment_then_file() {
+    let file = "[demo_app]\nlisten = \"127.0.0.3:0\"\n";
+    let bin = Binary::start_raw(file, &[], &[]);
+    assert_eq!(bin.addr.ip().to_string(), "127.0.0.3");
+    drop(bin);
+    let env = [("AIOPS_DEMO_LISTEN", "127.0.0.2:0")];
+    let bin = Binary::start_raw(file, &[], &env);
+    assert_eq!(bin.addr.ip().to_string(), "127.0.0.2");
+    assert_eq!(get(bin.addr, "/healthz").status, 200);
+    drop(bin);
+    let bin = Binary::start_raw(file, &["--listen", "127.0.0.1:0"], &env);
+    assert_eq!(bin.addr.ip().to_string(), "127.0.0.1");
+}
+
+#[test]
 fn a_bad_configuration_fails_with_a_message_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");

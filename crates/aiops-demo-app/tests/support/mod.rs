@@ -408,13 +408,19 @@ impl Binary {
     /// Starts the binary on 127.0.0.1:0 with a configuration file holding `config_toml`,
     /// extra `args` and `env`, and waits (bounded) for its "listening on" line.
     pub fn start(config_toml: &str, args: &[&str], env: &[(&str, &str)]) -> Binary {
+        let mut all = vec!["--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        Binary::start_raw(config_toml, &all, env)
+    }
+
+    /// Like [`Binary::start`] without the `--listen` flag.
+    pub fn start_raw(config_toml: &str, args: &[&str], env: &[(&str, &str)]) -> Binary {
         let dir = tempfile::tempdir().expect("temp dir");
         let config: PathBuf = dir.path().join("config.toml");
         std::fs::write(&config, config_toml).expect("write config");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_aiops-demo-app"));
         cmd.arg("--config")
             .arg(&config)
-            .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "info")
             .env_remove("NOTIFY_SOCKET")
