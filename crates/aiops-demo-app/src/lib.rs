@@ -132,6 +132,28 @@ impl App {
 }
 
 /// Serves a fresh [`App`] built from `config` on `listener` until `shutdown` resolves.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let addr = listener.local_addr()?;
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// let config = aiops_core::config::DemoAppConfig::default();
+/// let server = tokio::spawn(async move {
+///     aiops_demo_app::run(listener, &config, async {
+///         let _ = stopped.await;
+///     })
+///     .await
+/// });
+/// aiops_demo_app::probe(addr, std::time::Duration::from_secs(5))
+///     .await
+///     .expect("serving");
+/// let _ = stop.send(());
+/// assert_eq!(server.await?.abandoned, 0);
+/// # Ok(())
+/// # }
+/// ```
 pub async fn run(
     listener: TcpListener,
     config: &DemoAppConfig,
@@ -232,6 +254,16 @@ pub async fn probe(addr: SocketAddr, timeout: Duration) -> Result<(), ProbeError
 /// The app running on its own thread and runtime, for tests in any crate (sync or async):
 /// `BackgroundServer::start_ephemeral()` serves on `127.0.0.1:<free port>` until dropped or
 /// [`stop`](Self::stop)ped.
+///
+/// ```
+/// let server = aiops_demo_app::BackgroundServer::start_ephemeral()?;
+/// let base = server.url(); // http://127.0.0.1:PORT
+/// // Drive it over HTTP (`{base}/admin/faults/errors?ratio=0.3&duration=60`, ...) or directly:
+/// assert!(server.app().faults().active().is_empty());
+/// # let _ = base;
+/// assert_eq!(server.stop().abandoned, 0);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct BackgroundServer {
     addr: SocketAddr,
