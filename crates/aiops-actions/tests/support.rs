@@ -163,6 +163,12 @@ fn spawn_child() -> (Child, String) {
 
 impl Supervisor {
     pub fn start(dir: &Path) -> Self {
+        Self::start_with(dir, Arc::new(|| {}))
+    }
+
+    /// Like [`Supervisor::start`]; `on_restart` runs after each restart (a test's stand-in for
+    /// "the fault lived in the old process").
+    pub fn start_with(dir: &Path, on_restart: Arc<dyn Fn() + Send + Sync>) -> Self {
         let socket = dir.join("supervisor.sock");
         let listener = UnixListener::bind(&socket).unwrap();
         let restarts = Arc::new(AtomicU32::new(0));
@@ -188,6 +194,7 @@ impl Supervisor {
                             }
                             *guard = Some(spawn_child());
                             restarts.fetch_add(1, Ordering::SeqCst);
+                            on_restart();
                         }
                         let (c, inv) = guard.as_ref().unwrap();
                         Response {

@@ -3,5 +3,6 @@
 mod audit;
 mod control;
 mod gate;
+mod live;
 mod store;
 mod support;

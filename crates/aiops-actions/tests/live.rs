@@ -1,0 +1,207 @@
+//! Stale checks and verification against a real Prometheus and Alertmanager (skipped, with the
+//! reason, when the binaries are missing).
+//!
+//! Prometheus scrapes a small metrics endpoint of this test whose error ratio the supervisor's
+//! restart brings back to normal, as a restart of the demo app clears its in-process fault.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use aiops_actions::{ActionState, Gate, GateOptions, Proposal, Refusal};
+use aiops_core::config::ActionKind;
+use aiops_diagnosis::testkit::{self, PrometheusSpec};
+
+use crate::support::*;
+
+/// Serves `demo_error_ratio <value>` on 127.0.0.1:0 until dropped.
+struct Metrics {
+    addr: String,
+    ratio: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Metrics {
+    fn start(ratio: f64) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let value = Arc::new(AtomicU64::new(ratio.to_bits()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (v, st) = (value.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if st.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf);
+                let body = format!(
+                    "# TYPE demo_error_ratio gauge\ndemo_error_ratio{{job_hint=\"demo\"}} {}\n",
+                    f64::from_bits(v.load(Ordering::SeqCst))
+                );
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Self {
+            addr,
+            ratio: value,
+            stop,
+        }
+    }
+
+    fn set(&self, ratio: f64) {
+        self.ratio.store(ratio.to_bits(), Ordering::SeqCst);
+    }
+}
+
+impl Drop for Metrics {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(&self.addr);
+    }
+}
+
+const RULES: &str = "groups:\n  - name: test\n    rules:\n      - alert: HighErrorRatio\n        expr: demo_error_ratio > 0.05\n        labels:\n          severity: critical\n";
+
+/// Waits (bounded) until `query` has (or has not) a result.
+fn wait_for(prom: &aiops_diagnosis::prom::Prom, query: &str, present: bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if prom
+            .instant(query, None)
+            .map(|s| s.is_empty() != present)
+            .unwrap_or(false)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{query} did not become {present} within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn stale_checks_and_verification_against_real_prometheus_and_alertmanager() {
+    let dir = tempdir();
+    let metrics = Arc::new(Metrics::start(0.231));
+    let spec = PrometheusSpec {
+        config: format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [rules.yml]\nscrape_configs:\n  - job_name: app\n    static_configs:\n      - targets: ['{}']\n",
+            metrics.addr
+        ),
+        files: BTreeMap::from([("rules.yml".to_owned(), RULES.to_owned())]),
+        ..PrometheusSpec::default()
+    };
+    let Some(prom) = testkit::start_prometheus(&dir.path().join("prom"), &spec) else {
+        eprintln!("SKIP: prometheus is not on PATH (apt-get install prometheus)");
+        return;
+    };
+    let prom = prom.unwrap();
+    let Some(am) = testkit::start_alertmanager(&dir.path().join("am"), testkit::QUIET_ALERTMANAGER)
+    else {
+        eprintln!("SKIP: alertmanager is not on PATH (apt-get install prometheus-alertmanager)");
+        return;
+    };
+    let am = am.unwrap();
+
+    let healed = metrics;
+    let sup = Supervisor::start_with(dir.path(), Arc::new(move || healed.set(0.001)));
+    let mut c = config(dir.path(), &sup.socket);
+    c.prometheus.url = prom.url.clone();
+    c.alertmanager.url = am.url.clone();
+    c.remediation.verify_timeout_secs = 60;
+    let options = GateOptions {
+        poll_interval: Duration::from_millis(250),
+        ..GateOptions::default()
+    };
+    let g = Gate::open_with(&c, &prometheus::Registry::new(), options).unwrap();
+    let client = aiops_diagnosis::prom::Prom::new(&c.prometheus);
+    wait_for(&client, "demo_error_ratio > 0.05", true);
+
+    // The alert fires in Alertmanager with exactly these labels.
+    let mut a = alert("live", UNIT);
+    let labels = a.labels.clone();
+    a.fingerprints.clear();
+    testkit::post_alert(&am.url, &labels, &BTreeMap::new(), a.starts_at).unwrap();
+    let mut d = diagnosis(UNIT, ActionKind::Restart);
+    d.evidence.items[0].query = "demo_error_ratio".into();
+
+    // An alert Alertmanager does not know is stale.
+    let mut unknown = alert("ghost", UNIT);
+    unknown.labels.insert("instance".into(), "elsewhere".into());
+    let Proposal::Pending { id: ghost, .. } = g.propose(&unknown, &d).unwrap() else {
+        panic!()
+    };
+    match g.approve(Some(ghost.as_str()), &alice(), false, &|_| {}) {
+        Err(aiops_actions::GateError::Refused {
+            reason: Refusal::Stale,
+            message,
+        }) => {
+            assert!(message.contains("no longer fires"), "{message}");
+            assert!(!message.contains("evidence no longer holds"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    g.reject(ghost.as_str(), &alice(), "test").unwrap();
+
+    // Fresh: approved without --force, restarted, verified with the number.
+    let Proposal::Pending { id, .. } = g.propose(&a, &d).unwrap() else {
+        panic!()
+    };
+    let lines = std::sync::Mutex::new(Vec::new());
+    let f = g
+        .approve(Some(id.as_str()), &alice(), false, &|m| {
+            lines.lock().unwrap().push(m.to_owned());
+        })
+        .unwrap();
+    assert!(f.fixed, "{f:?} {:?}", lines.lock().unwrap());
+    assert_eq!(f.action.state, ActionState::Succeeded);
+    assert!(!f.action.forced);
+    assert!(
+        f.summary.starts_with("verified: error ratio back to 0.1% ")
+            && f.summary.ends_with(" s after the restart"),
+        "{}",
+        f.summary
+    );
+    assert_eq!(sup.restarts(), 1);
+    let stats = g.outcome_stats("HighErrorRatio", ActionKind::Restart);
+    assert_eq!((stats.succeeded, stats.consecutive_failures), (1, 0));
+
+    // The alert still fires in Alertmanager, but the evidence no longer holds: stale, with numbers.
+    let mut again = alert("live2", UNIT);
+    again.labels = labels;
+    again.fingerprints.clear();
+    let Proposal::Pending { id: late, .. } = g.propose(&again, &d).unwrap() else {
+        panic!()
+    };
+    match g.approve(Some(late.as_str()), &bob(), false, &|_| {}) {
+        Err(aiops_actions::GateError::Refused {
+            reason: Refusal::Stale,
+            message,
+        }) => {
+            assert!(
+                message.contains("the evidence no longer holds"),
+                "{message}"
+            );
+            assert!(
+                message.contains("error ratio is 0.1% now (23.1% when proposed)"),
+                "{message}"
+            );
+            assert!(!message.contains("no longer fires"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sup.restarts(), 1);
+    assert!(g.audit_verify().ok);
+}
