@@ -6,3 +6,4 @@ mod gate;
 mod live;
 mod store;
 mod support;
+mod systemd;
