@@ -89,17 +89,12 @@ impl LimitsState {
         }
         match serde_json::from_slice::<Self>(&bytes) {
             Ok(s) => Ok(s),
-            Err(e) => {
-                // The limits must never silently reset to "no cooldown": move the file aside,
-                // report it, and let the caller refuse to act until someone looks.
-                let moved_to = std::path::PathBuf::from(format!("{}.corrupt", path.display()));
-                let _ = std::fs::rename(path, &moved_to);
-                Err(StoreError::Corrupt {
-                    path: path.to_owned(),
-                    moved_to,
-                    message: e.to_string(),
-                })
-            }
+            // The limits must never silently reset to "no cooldown": leave the file where it
+            // is and refuse to act until someone looks.
+            Err(e) => Err(StoreError::LimitsUnreadable {
+                path: path.to_owned(),
+                message: e.to_string(),
+            }),
         }
     }
 

@@ -38,6 +38,10 @@ pub enum StoreError {
         moved_to: PathBuf,
         message: String,
     },
+    #[error(
+        "the safety limits in {path} are unreadable ({message}); aiops acts on nothing until the file is repaired or removed (removing it forgets cooldowns, the hourly count and the breaker)"
+    )]
+    LimitsUnreadable { path: PathBuf, message: String },
     #[error("action {id}: {source}")]
     Transition {
         id: ActionId,

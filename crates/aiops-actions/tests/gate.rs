@@ -463,3 +463,27 @@ fn interrupted_actions_fail_at_the_next_start() {
     assert_eq!(a.state, ActionState::Failed);
     assert!(a.outcome.unwrap().summary.contains("interrupted"));
 }
+
+#[test]
+fn unreadable_limits_stop_everything_instead_of_resetting() {
+    let dir = tempdir();
+    let sup = Supervisor::start(dir.path());
+    let c = config(dir.path(), &sup.socket);
+    let g = gate(&c);
+    let id = pending_id(
+        &g.propose(&alert("lim", UNIT), &diagnosis(UNIT, ActionKind::Restart))
+            .unwrap(),
+    );
+    let limits = c.state_dir.join("limits.json");
+    std::fs::write(&limits, b"{\"schema\":1,\"runs\":[").unwrap();
+    let err = g
+        .approve(Some(&id), &alice(), true, &|_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("limits.json") && err.contains("unreadable"),
+        "{err}"
+    );
+    assert!(limits.exists(), "the file is left for a human to look at");
+    assert_eq!(sup.restarts(), 0);
+}
