@@ -308,7 +308,7 @@ class Scenario:
         since = len(self.slack_messages())
         self.m.succeed(
             "systemd-run --unit=aiops-stress-1 --collect --quiet "
-            "aiops stress errors --ratio 0.6 --duration 240s --rate 20"
+            "$(command -v aiops) stress errors --ratio 0.6 --duration 240s --rate 20"
         )
         _, msg, text = self.wait_for_message(
             lambda m, t: "HighErrorRatio" in t and re.search(r"aiops approve \S+", t),
@@ -356,7 +356,7 @@ class Scenario:
         self.m.execute("systemctl stop aiops-stress-1 2>/dev/null; true")
         self.m.succeed(
             "systemd-run --unit=aiops-stress-2 --collect --quiet "
-            "aiops stress errors --ratio 0.6 --duration 240s --rate 20"
+            "$(command -v aiops) stress errors --ratio 0.6 --duration 240s --rate 20"
         )
         _, _, text = self.wait_for_message(
             lambda m, t: "HighErrorRatio" in t and re.search(r"aiops approve \S+", t),
@@ -395,7 +395,7 @@ done
 echo done >> /tmp/burst.codes
 """.replace("TOKEN", TOKEN_FILE).replace("PORT", str(PORT_WEBHOOK)).replace("N", str(n))
         self.m.succeed(f"cat > /tmp/burst.sh <<'EOF'\n{script}\nEOF")
-        self.m.succeed("systemd-run --unit=aiops-burst --collect --quiet /bin/bash /tmp/burst.sh")
+        self.m.succeed("systemd-run --unit=aiops-burst --collect --quiet $(command -v bash) /tmp/burst.sh")
         self.m.wait_until_succeeds("test $(wc -l < /tmp/burst.codes) -ge 15", timeout=120)
         self.m.succeed(f"systemctl kill --kill-whom=main --signal=SIGKILL {WEBHOOK}")
         self.m.wait_until_succeeds("grep -q done /tmp/burst.codes", timeout=300)
