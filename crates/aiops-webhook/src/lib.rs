@@ -74,8 +74,10 @@ pub struct Options {
     /// The registry `/metrics` serves. Other components of the process register their own
     /// metrics on a clone of it before (or after) passing it here.
     pub registry: prometheus::Registry,
-    /// Send a "still firing (reminder)" message when an unchanged firing group is re-sent this
-    /// long after the group's last message; `None` (the default) suppresses such repeats.
+    /// Send a "still firing (reminder)" message when an unchanged firing group is re-sent at
+    /// least this long after the group's last message (Alertmanager's `repeat_interval`); re-sends
+    /// sooner than that are retries and produce nothing. `None` suppresses every repeat.
+    /// Default: 30 minutes (half of the shipped `repeat_interval: 1h`).
     pub reminder_interval: Option<Duration>,
     /// First retry delay of a failed delivery (doubles up to `slack.max_backoff_secs`).
     pub initial_backoff: Duration,
@@ -87,7 +89,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             registry: prometheus::Registry::new(),
-            reminder_interval: None,
+            reminder_interval: Some(Duration::from_secs(30 * 60)),
             initial_backoff: Duration::from_secs(1),
             max_advice_inflight: 4,
         }
