@@ -1,9 +1,16 @@
 //! Evidence for one firing alert, gathered concurrently from Prometheus.
 //!
 //! [`plan`] decides *what* to ask (pure: the keys, labels, units and exact PromQL of every item);
-//! [`gather`] asks it, one HTTP call per query, all at once on scoped threads, and returns an
-//! [`Evidence`] whose every item keeps its query, evaluation time and value so anyone can replay
-//! it in the Prometheus UI.
+//! [`gather`] asks it and returns an [`Evidence`] whose every item keeps its own query,
+//! evaluation time and value so anyone can replay it in the Prometheus UI.
+//!
+//! How values are fetched is an implementation detail that never shows in the evidence:
+//! [`evaluate`] asks all "now" queries in ONE batched request and all baselines in a second one,
+//! both at once ([`Prom::instant_batch`]; two HTTP calls instead of one per query). If a batch
+//! fails although Prometheus answered (one bad sub-query fails the whole union), every query of
+//! that batch is asked on its own ([`evaluate_each`]), so one bad item cannot blind the whole
+//! diagnosis, and only the failing item carries an error. If Prometheus cannot be reached, that
+//! is not retried: every item carries the error and the evidence says so.
 //!
 //! Time: "now" items are evaluated at the gathering time; baseline items at the moment the alert
 //! started, over the preceding `diagnosis.baseline_secs` (default 1 h), and their query pins that
@@ -243,7 +250,7 @@ pub fn plan(job: &str, baseline_secs: u64, baseline_end: DateTime<Utc>) -> Vec<P
     ]
 }
 
-/// Gathers every planned item for `ctx` at `now`, concurrently, and derives the evidence id.
+/// Gathers every planned item for `ctx` at `now` and derives the evidence id.
 ///
 /// Never fails: an unreachable Prometheus gives [`PrometheusHealth::Unreachable`] and items
 /// carrying the error, which the engine's sanity gate turns into "monitoring is blind".
@@ -253,49 +260,67 @@ pub fn gather(
     config: &DiagnosisConfig,
     now: DateTime<Utc>,
 ) -> Evidence {
-    let job = ctx.job(&config.job);
     let baseline_at = ctx.starts_at.min(now);
-    let planned = plan(job, config.baseline_secs, baseline_at);
-    // One thread per query: they wait on the network, not the CPU, so the wall time is that of
-    // the slowest query rather than the sum.
-    let results: Vec<(QueryResult, Option<QueryResult>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = planned
-            .iter()
-            .map(|p| {
-                let now_h = s.spawn(move || prom.instant_value(&p.query, Some(now)));
-                let base_h = p
-                    .baseline_query
-                    .as_ref()
-                    .map(|q| s.spawn(move || prom.instant_value(q, Some(baseline_at))));
-                (now_h, base_h)
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|(n, b)| (join(n), b.map(join)))
-            .collect()
+    let planned = plan(ctx.job(&config.job), config.baseline_secs, baseline_at);
+    gather_planned(prom, planned, now, baseline_at)
+}
+
+/// [`gather`] for items already planned: "now" queries evaluated at `now`, baselines at
+/// `baseline_at` (they pin that moment with `@` themselves). Public so tests can add an item
+/// that fails and check that it blinds nothing else.
+pub fn gather_planned(
+    prom: &Prom,
+    planned: Vec<PlannedItem>,
+    now: DateTime<Utc>,
+    baseline_at: DateTime<Utc>,
+) -> Evidence {
+    let current: Vec<&str> = planned.iter().map(|p| p.query.as_str()).collect();
+    let baselines: Vec<&str> = planned
+        .iter()
+        .filter_map(|p| p.baseline_query.as_deref())
+        .collect();
+    // The two batches do not depend on each other: ask both at once.
+    let (current, baselines) = std::thread::scope(|s| {
+        let b = s.spawn(|| evaluate(prom, &baselines, baseline_at));
+        let c = evaluate(prom, &current, now);
+        (c, b.join().unwrap_or_else(|_| panicked(baselines.len())))
     });
 
     let mut unreachable = None;
+    let mut note = |e: &PromError| {
+        if e.is_unreachable() && unreachable.is_none() {
+            unreachable = Some(e.to_string());
+        }
+    };
+    let Evaluation {
+        results: current,
+        fetch: current_fetch,
+    } = current;
+    let Evaluation {
+        results: baselines,
+        fetch: baseline_fetch,
+    } = baselines;
+    let mut baselines = baselines.into_iter();
     let mut items = Vec::with_capacity(planned.len());
-    for (p, (value, baseline)) in planned.into_iter().zip(results) {
+    for (p, value) in planned.into_iter().zip(current) {
         let mut error = None;
-        let mut note = |e: PromError| {
-            if e.is_unreachable() && unreachable.is_none() {
-                unreachable = Some(e.to_string());
-            }
-            error.get_or_insert(e.to_string());
-        };
         let value = value.unwrap_or_else(|e| {
-            note(e);
+            note(&e);
+            error = Some(describe_error(&current_fetch, &e));
             None
         });
-        let baseline = baseline.and_then(|b| {
-            b.unwrap_or_else(|e| {
-                note(e);
-                None
-            })
-        });
+        let baseline = match p.baseline_query {
+            None => None,
+            Some(_) => match baselines.next() {
+                Some(Ok(v)) => v,
+                Some(Err(e)) => {
+                    note(&e);
+                    error.get_or_insert_with(|| describe_error(&baseline_fetch, &e));
+                    None
+                }
+                None => None,
+            },
+        };
         items.push(EvidenceItem {
             key: p.key.to_owned(),
             label: p.label.to_owned(),
@@ -331,16 +356,99 @@ pub fn gather(
     ev
 }
 
-/// What one query gave: a value, no series, or an error.
-type QueryResult = Result<Option<f64>, PromError>;
+/// What one query gave: its first series' value, `None` for no series, or an error.
+pub type QueryResult = Result<Option<f64>, PromError>;
 
-fn join<T>(h: std::thread::ScopedJoinHandle<'_, Result<T, PromError>>) -> Result<T, PromError> {
-    h.join().unwrap_or_else(|_| {
-        Err(PromError::Decode {
-            url: String::new(),
-            message: "the query thread panicked".into(),
-        })
+/// How a set of queries was answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fetch {
+    /// In one batched request (or none at all: no queries).
+    Batched,
+    /// The batch failed with this error although Prometheus answered; every query was then
+    /// asked on its own.
+    FellBack(PromError),
+    /// Prometheus could not be reached; nothing was retried.
+    Unreachable,
+}
+
+/// The answers to a set of queries, in their order, and how they were obtained.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    pub results: Vec<QueryResult>,
+    pub fetch: Fetch,
+}
+
+/// The error text an item shows. After a fallback it also says that this query is what failed
+/// the batch, so nobody wonders why the other items were fetched one by one.
+fn describe_error(fetch: &Fetch, e: &PromError) -> String {
+    match fetch {
+        Fetch::FellBack(_) => format!(
+            "{e} (this query also failed the batched evaluation; the other items were asked one by one and are unaffected)"
+        ),
+        Fetch::Batched | Fetch::Unreachable => e.to_string(),
+    }
+}
+
+/// Evaluates `queries` at `at`: in one batched request, or, if the batch fails although
+/// Prometheus answered, each on its own (concurrently). Each result is the value of the query's
+/// first series, exactly as `prom.instant_value(query, Some(at))` gives it.
+pub fn evaluate(prom: &Prom, queries: &[&str], at: DateTime<Utc>) -> Evaluation {
+    match prom.instant_batch(queries, Some(at)) {
+        Ok(samples) => Evaluation {
+            results: samples
+                .into_iter()
+                .map(|s| Ok(s.first().map(|s| s.value)))
+                .collect(),
+            fetch: Fetch::Batched,
+        },
+        Err(e) if e.is_unreachable() => Evaluation {
+            results: vec![Err(e); queries.len()],
+            fetch: Fetch::Unreachable,
+        },
+        Err(e) => {
+            tracing::debug!(error = %e, "the batched evidence query failed; asking each query on its own");
+            Evaluation {
+                results: evaluate_each(prom, queries, at),
+                fetch: Fetch::FellBack(e),
+            }
+        }
+    }
+}
+
+/// Evaluates each of `queries` at `at` in its own request, all at once on scoped threads (they
+/// wait on the network, not the CPU): the fallback of [`evaluate`], and the reference the
+/// batched path is tested against.
+pub fn evaluate_each(prom: &Prom, queries: &[&str], at: DateTime<Utc>) -> Vec<QueryResult> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = queries
+            .iter()
+            .map(|q| s.spawn(move || prom.instant_value(q, Some(at))))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(PromError::Decode {
+                        url: String::new(),
+                        message: "the query thread panicked".into(),
+                    })
+                })
+            })
+            .collect()
     })
+}
+
+fn panicked(n: usize) -> Evaluation {
+    Evaluation {
+        results: vec![
+            Err(PromError::Decode {
+                url: String::new(),
+                message: "the query thread panicked".into(),
+            });
+            n
+        ],
+        fetch: Fetch::Batched,
+    }
 }
 
 /// `ev-` + the first 12 hex digits of SHA-256 over the evidence's canonical JSON (with an empty

@@ -1,10 +1,13 @@
 //! The Prometheus HTTP API client: the only code in the project that talks to Prometheus.
 //!
 //! Blocking (ureq 3), one HTTP call per method, every call bounded by
-//! `prometheus.timeout_ms`. Callers that want several queries at once run them on scoped threads
-//! (see [`crate::evidence`]); the client is `Sync` and shares one connection pool.
+//! `prometheus.timeout_ms`. The client is `Sync` and shares one keep-alive connection pool, so
+//! callers may run calls on scoped threads (see [`crate::evidence`]).
 //!
 //! - [`Prom::instant`]: `/api/v1/query`, vector and scalar results, `NaN`/`±Inf` values.
+//! - [`Prom::instant_batch`]: several instant-vector queries evaluated in ONE request (see
+//!   [`batch_query`]) and split back per query; the answer for each is what [`Prom::instant`]
+//!   would give for it alone.
 //! - [`Prom::rules`] / [`Prom::alert_rule`]: `/api/v1/rules`, to find an alert's expression.
 //! - [`Prom::targets_up`]: the `up` series of one job.
 //! - [`label_value`]: the PromQL string-literal escaper. Any text that did not come from our own
@@ -23,6 +26,11 @@ use serde::{Deserialize, Serialize};
 
 /// Largest response body we read (a rules listing of a big server fits easily).
 const MAX_BODY_BYTES: u64 = 8 * 1024 * 1024;
+
+/// The label [`batch_query`] puts on every series of sub-query `i`, with the value `i`. Names
+/// starting with `__` are reserved for Prometheus' internal use, so no scraped or recorded
+/// series carries it (and it cannot collide with a label a query relies on).
+pub const BATCH_LABEL: &str = "__aiops_item";
 
 /// Why a Prometheus call gave no data.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -140,11 +148,64 @@ impl Prom {
         if let Some(at) = at {
             req = req.query("time", prom_time(at));
         }
-        let data: QueryData = self.call(&url, req)?;
+        let data: QueryData = self.decode(&url, req.call())?;
         data.into_samples().map_err(|message| PromError::Decode {
             url: url.clone(),
             message,
         })
+    }
+
+    /// Evaluates every query of `queries` at `at` in ONE `/api/v1/query` request and returns,
+    /// for each, the samples [`Prom::instant`] would return for it alone (same values, same
+    /// labels; only the order of several series of one query may differ, as it may between two
+    /// runs of the same query).
+    ///
+    /// Every query must yield an instant vector (a scalar, a string or a range vector makes the
+    /// whole batch fail with Prometheus' `bad_data`), and any query that fails fails the batch:
+    /// callers that must not lose the others then ask each query on its own (as
+    /// [`crate::evidence`] does). The request is a form POST, so a long batch meets no URL
+    /// length limit of Prometheus or of a proxy in front of it.
+    pub fn instant_batch(
+        &self,
+        queries: &[&str],
+        at: Option<DateTime<Utc>>,
+    ) -> Result<Vec<Vec<Sample>>, PromError> {
+        if queries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let url = format!("{}/api/v1/query", self.base);
+        let batch = batch_query(queries);
+        let mut form = vec![("query", batch)];
+        if let Some(at) = at {
+            form.push(("time", prom_time(at)));
+        }
+        let data: QueryData = self.decode(&url, self.agent.post(&url).send_form(form))?;
+        let decode = |message: String| PromError::Decode {
+            url: url.clone(),
+            message,
+        };
+        if data.result_type != "vector" {
+            return Err(decode(format!(
+                "a batched query returned a {:?}, not a vector",
+                data.result_type
+            )));
+        }
+        let mut out = vec![Vec::new(); queries.len()];
+        for mut sample in data.into_samples().map_err(decode)? {
+            let i = sample
+                .labels
+                .remove(BATCH_LABEL)
+                .and_then(|v| v.parse::<usize>().ok())
+                .filter(|i| *i < queries.len())
+                .ok_or_else(|| {
+                    decode(format!(
+                        "a series of the batched answer has no valid {BATCH_LABEL} label: {:?}",
+                        sample.labels
+                    ))
+                })?;
+            out[i].push(sample);
+        }
+        Ok(out)
     }
 
     /// The value of a query that yields at most one series: `None` for an empty result. With
@@ -160,8 +221,7 @@ impl Prom {
     /// Every loaded rule, alerting and recording, through `/api/v1/rules`.
     pub fn rules(&self) -> Result<Vec<Rule>, PromError> {
         let url = format!("{}/api/v1/rules", self.base);
-        let req = self.agent.get(&url);
-        let data: RulesData = self.call(&url, req)?;
+        let data: RulesData = self.decode(&url, self.agent.get(&url).call())?;
         let mut out = Vec::new();
         for group in data.groups {
             for r in group.rules {
@@ -206,12 +266,13 @@ impl Prom {
         self.instant(&format!("up{{job={}}}", label_value(job)), at)
     }
 
-    fn call<T: serde::de::DeserializeOwned>(
+    /// Reads and decodes the answer to a request sent (GET or POST) to `url`.
+    fn decode<T: serde::de::DeserializeOwned>(
         &self,
         url: &str,
-        req: ureq::RequestBuilder<ureq::typestate::WithoutBody>,
+        sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> Result<T, PromError> {
-        let mut resp = req.call().map_err(|e| self.transport_error(url, &e))?;
+        let mut resp = sent.map_err(|e| self.transport_error(url, &e))?;
         let status = resp.status().as_u16();
         let body = resp
             .body_mut()
@@ -383,6 +444,38 @@ struct ApiRule {
     labels: BTreeMap<String, String>,
     #[serde(default)]
     duration: f64,
+}
+
+/// One PromQL expression whose result is the union of the results of `queries`, each series
+/// marked with [`BATCH_LABEL`]`="i"` (its query's index):
+///
+/// ```text
+/// label_replace(
+/// <query 0>
+/// , "__aiops_item", "0", "", "") or label_replace(
+/// <query 1>
+/// , "__aiops_item", "1", "", "") or ...
+/// ```
+///
+/// `or` keeps a right-hand series only if no left-hand series has the same label set; the
+/// distinct index label makes every label set distinct, so no series of any query is dropped,
+/// and a query's own labels (including `__name__`) are left as they are. The newlines end a `#`
+/// comment a query may close with, so it cannot swallow the rest of the batch.
+pub fn batch_query(queries: &[&str]) -> String {
+    let mut out = String::with_capacity(queries.iter().map(|q| q.len() + 48).sum());
+    for (i, q) in queries.iter().enumerate() {
+        if i > 0 {
+            out.push_str(" or ");
+        }
+        out.push_str("label_replace(\n");
+        out.push_str(q);
+        out.push_str("\n, \"");
+        out.push_str(BATCH_LABEL);
+        out.push_str("\", \"");
+        out.push_str(&i.to_string());
+        out.push_str("\", \"\", \"\")");
+    }
+    out
 }
 
 /// `s` as a PromQL double-quoted string literal, quotes included: `"a\"b"`.

@@ -339,3 +339,160 @@ fn an_unreachable_prometheus_is_blind_within_the_timeout() {
     }
     drop(silent);
 }
+
+fn same(a: Option<f64>, b: Option<f64>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a == b || (a.is_nan() && b.is_nan()),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+fn values(results: &[evidence::QueryResult]) -> Vec<Option<f64>> {
+    results
+        .iter()
+        .map(|r| *r.as_ref().expect("query answered"))
+        .collect()
+}
+
+#[test]
+fn batched_values_equal_per_item_values_for_every_item() {
+    let Some(rec) = start_recorded() else { return };
+    let inc = &rec.incident;
+    let starts_at = inc.incident_at + Duration::minutes(1);
+    let now = inc.end;
+    let prom = Prom::new(&PrometheusConfig {
+        url: rec.server.url.clone(),
+        timeout_ms: 5000,
+    });
+    // The healthy job, the job whose scrapes fail (no app series, up == 0) and one never scraped.
+    for job in ["aiops-demo-app", "dead-app", "not-scraped"] {
+        let planned = evidence::plan(job, 3600, starts_at);
+        let current: Vec<&str> = planned.iter().map(|p| p.query.as_str()).collect();
+        let baselines: Vec<&str> = planned
+            .iter()
+            .filter_map(|p| p.baseline_query.as_deref())
+            .collect();
+        assert_eq!(current.len(), 16);
+        assert_eq!(baselines.len(), 8);
+        for (queries, at) in [(&current, now), (&baselines, starts_at)] {
+            let batched = evidence::evaluate(&prom, queries, at);
+            assert_eq!(batched.fetch, evidence::Fetch::Batched, "{job}");
+            let each = evidence::evaluate_each(&prom, queries, at);
+            let (b, e) = (values(&batched.results), values(&each));
+            for (i, q) in queries.iter().enumerate() {
+                assert!(
+                    same(b[i], e[i]),
+                    "{job}: {q}: batched {:?} vs alone {:?}",
+                    b[i],
+                    e[i]
+                );
+            }
+            if job == "aiops-demo-app" {
+                // Every item of the healthy job has data, so nothing is vacuously equal.
+                assert!(b.iter().all(Option::is_some), "{job}: {b:?}");
+            }
+        }
+
+        // And what the evidence shows is exactly the per-item answer, for every item.
+        let ev = evidence::gather_planned(&prom, planned.clone(), now, starts_at);
+        assert_eq!(ev.items.len(), planned.len());
+        for (item, p) in ev.items.iter().zip(&planned) {
+            assert_eq!(item.query, p.query);
+            assert_eq!(item.baseline_query, p.baseline_query);
+            assert!(
+                item.error.is_none(),
+                "{job}: {}: {:?}",
+                item.key,
+                item.error
+            );
+            let alone = prom.instant_value(&p.query, Some(now)).unwrap();
+            assert_eq!(
+                item.value,
+                alone.filter(|v| v.is_finite()),
+                "{job}: {}",
+                item.key
+            );
+            if let Some(bq) = &p.baseline_query {
+                // Replayed at any time: `@` pins it, so "now" gives the same answer.
+                let replay = prom.instant_value(bq, None).unwrap();
+                assert_eq!(
+                    item.baseline,
+                    replay.filter(|v| v.is_finite()),
+                    "{job}: {bq}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_bad_item_falls_back_to_per_item_queries_and_blinds_nothing_else() {
+    use aiops_core::model::ValueUnit;
+    let Some(rec) = start_recorded() else { return };
+    let inc = &rec.incident;
+    let starts_at = inc.incident_at + Duration::minutes(1);
+    let now = inc.end;
+    let prom = Prom::new(&PrometheusConfig {
+        url: rec.server.url.clone(),
+        timeout_ms: 5000,
+    });
+    let good = evidence::plan("aiops-demo-app", 3600, starts_at);
+    let reference = evidence::gather_planned(&prom, good.clone(), now, starts_at);
+
+    let mut planned = good;
+    // A query that does not parse, among the "now" queries.
+    planned.insert(
+        3,
+        evidence::PlannedItem {
+            key: "broken",
+            label: "broken",
+            unit: ValueUnit::Count,
+            query: "sum(".into(),
+            baseline_query: None,
+        },
+    );
+    // A scalar (fine alone, refused inside the batch) with a range-vector baseline (refused
+    // either way): the scalar must still get its value, the baseline its error.
+    planned.push(evidence::PlannedItem {
+        key: "scalar",
+        label: "scalar",
+        unit: ValueUnit::Count,
+        query: "scalar(vector(3))".into(),
+        baseline_query: Some("up[5m]".into()),
+    });
+    let now_queries: Vec<&str> = planned.iter().map(|p| p.query.as_str()).collect();
+    assert!(matches!(
+        evidence::evaluate(&prom, &now_queries, now).fetch,
+        evidence::Fetch::FellBack(aiops_diagnosis::PromError::Api { .. })
+    ));
+
+    let ev = evidence::gather_planned(&prom, planned, now, starts_at);
+    assert_eq!(ev.prometheus, PrometheusHealth::Reachable);
+    assert_eq!(ev.target_up, Some(true));
+    let broken = ev.get("broken").unwrap();
+    let err = broken.error.as_deref().unwrap();
+    assert!(
+        err.contains("bad_data") && err.contains("failed the batched evaluation"),
+        "{err}"
+    );
+    assert_eq!(broken.value, None);
+    let scalar = ev.get("scalar").unwrap();
+    assert_eq!(scalar.value, Some(3.0));
+    let err = scalar.error.as_deref().unwrap();
+    assert!(
+        err.contains("range vector") && err.contains("failed the batched evaluation"),
+        "{err}"
+    );
+    // Every other item is exactly what the all-good batch gave, with no error.
+    for want in &reference.items {
+        let got = ev.get(&want.key).unwrap();
+        assert_eq!(got, want, "{}", want.key);
+    }
+    assert_eq!(
+        ev.items.iter().filter(|i| i.error.is_some()).count(),
+        2,
+        "{:#?}",
+        ev.items
+    );
+}

@@ -157,3 +157,75 @@ fn a_silent_server_times_out_as_unreachable() {
     );
     drop(l);
 }
+
+/// Sorted by labels, so two answers compare regardless of series order.
+fn sorted(mut s: Vec<aiops_diagnosis::prom::Sample>) -> Vec<aiops_diagnosis::prom::Sample> {
+    s.sort_by(|a, b| a.labels.cmp(&b.labels));
+    s
+}
+
+#[test]
+fn a_batch_answers_each_query_as_if_it_were_asked_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(server) = start(dir.path()) else {
+        return;
+    };
+    let p = client(&server.url);
+    let at = chrono::Utc::now() - chrono::Duration::seconds(5);
+    let queries = [
+        // Label sets that collide: a plain `or` would keep only the first of these three.
+        "vector(1)",
+        "vector(2)",
+        r#"label_replace(vector(0.25), "job", "a\"b", "", "")"#,
+        r#"label_replace(vector(0.5), "job", "a\"b", "", "")"#,
+        // Several series in one query, one of them with the same labels as another query's.
+        r#"label_replace(vector(3), "k", "x", "", "") or label_replace(vector(4), "k", "y", "", "")"#,
+        r#"label_replace(vector(5), "k", "x", "", "")"#,
+        // A vector built on time(), NaN and infinities, an empty result, a metric name kept.
+        "time() - vector(100)",
+        "vector(0) / 0",
+        "vector(1) / 0",
+        "absent(vector(1))",
+        "up{job=\"nope\"}",
+        "prometheus_build_info",
+        // A trailing comment must not swallow the rest of the batch.
+        "vector(7) # the answer",
+    ];
+    let batch = p.instant_batch(&queries, Some(at)).unwrap();
+    assert_eq!(batch.len(), queries.len());
+    for (q, got) in queries.iter().zip(batch) {
+        let alone = p.instant(q, Some(at)).unwrap();
+        assert_eq!(got.len(), alone.len(), "{q}: {got:?} vs {alone:?}");
+        for (g, a) in sorted(got).iter().zip(sorted(alone)) {
+            assert_eq!(g.labels, a.labels, "{q}");
+            assert!(
+                g.value == a.value || (g.value.is_nan() && a.value.is_nan()),
+                "{q}: {} vs {}",
+                g.value,
+                a.value
+            );
+        }
+    }
+    assert_eq!(
+        p.instant_batch(&[], Some(at)).unwrap(),
+        Vec::<Vec<_>>::new()
+    );
+
+    // One bad query fails the whole batch with Prometheus' own error; so does a scalar, which
+    // label_replace does not take (the evidence module then asks each query alone).
+    for bad in ["sum(", "scalar(vector(3))", "up[1m]"] {
+        match p.instant_batch(&["vector(1)", bad], Some(at)) {
+            Err(PromError::Api { error_type, .. }) => assert_eq!(error_type, "bad_data", "{bad}"),
+            other => panic!("{bad}: expected bad_data, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn batch_queries_mark_each_sub_query() {
+    let q = aiops_diagnosis::prom::batch_query(&["a", "b # c"]);
+    assert_eq!(
+        q,
+        "label_replace(\na\n, \"__aiops_item\", \"0\", \"\", \"\") or label_replace(\nb # c\n, \"__aiops_item\", \"1\", \"\", \"\")"
+    );
+}
