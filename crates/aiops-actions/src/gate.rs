@@ -189,6 +189,9 @@ pub struct Gate {
     /// Serializes this process's decisions in front of the flock.
     decide: Mutex<()>,
     options: GateOptions,
+    /// Held for the gate's life when it was free at open: only its holder recovers interrupted
+    /// actions, so a second process opening the same state dir never fails a live one's work.
+    executor_lock: Option<aiops_core::fsutil::LockGuard>,
 }
 
 fn when(t: DateTime<Utc>) -> String {
@@ -226,6 +229,9 @@ impl Gate {
             )),
         };
         let timeout = Duration::from_millis(config.prometheus.timeout_ms.max(1));
+        let executor_lock =
+            aiops_core::fsutil::try_lock_exclusive(&config.state_dir.join("executor.lock"))
+                .map_err(StoreError::from)?;
         let gate = Self {
             config: config.clone(),
             store,
@@ -237,8 +243,14 @@ impl Gate {
             events: broadcast::channel(256).0,
             decide: Mutex::new(()),
             options,
+            executor_lock,
         };
-        if gate.options.recover_interrupted {
+        if gate.executor_lock.is_none() {
+            tracing::warn!(
+                state_dir = %config.state_dir.display(),
+                "another process holds this state directory's executor lock; not recovering interrupted actions"
+            );
+        } else if gate.options.recover_interrupted {
             gate.recover_interrupted()?;
         }
         gate.expire_due()?;

@@ -452,6 +452,11 @@ fn interrupted_actions_fail_at_the_next_start() {
     a.transition(ActionState::Approved, &alice(), chrono::Utc::now(), None)
         .unwrap();
     std::fs::write(&path, serde_json::to_vec(&a).unwrap()).unwrap();
+    // A second process opening the state dir while the first lives must not touch its work.
+    let other = gate(&c);
+    let still = other.list(true).unwrap();
+    assert_eq!(still[0].state, ActionState::Approved);
+    drop(other);
     drop(g);
     let g = gate(&c);
     let a = g
