@@ -171,13 +171,19 @@ class Machine:
         _LIVE.add(self)
         started = time.monotonic()
         deadline = started + timeout
-        while not self.shell_path.exists():
+        # qemu creates the socket file before it listens on it: retry until connected.
+        while True:
             self._check_alive()
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(str(self.shell_path))
+                self._sock = sock
+                break
+            except OSError:
+                sock.close()
             if time.monotonic() > deadline:
-                raise MachineError(f"qemu did not create its shell socket within {timeout} s")
+                raise MachineError(f"qemu's shell socket {self.shell_path} did not accept within {timeout} s")
             time.sleep(0.05)
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.connect(str(self.shell_path))
         self._buf = b""
         # Ping until the agent answers; unanswered pings are drained by id.
         while True:
