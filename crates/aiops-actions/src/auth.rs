@@ -1,4 +1,6 @@
-//! Who may use the control socket: root, or a member of `webhook.operators_group`.
+//! Who may use the control socket: root, a member of `webhook.operators_group`, or the account
+//! the executor itself runs as (in `aiops demo` that is the person running the demo; on a host
+//! it is the service account, which no person logs in as).
 //!
 //! The identity is the peer's uid as the kernel reports it (`SO_PEERCRED`), resolved to a name by
 //! the user database; nothing the client says about itself counts. Membership is read from the
@@ -17,9 +19,9 @@ pub struct Peer {
     pub groups: Vec<u32>,
 }
 
-/// The decision itself.
-pub fn is_operator(peer: &Peer, operators_gid: Option<u32>) -> bool {
-    peer.uid == 0 || operators_gid.is_some_and(|g| peer.groups.contains(&g))
+/// The decision itself. `own_uid` is the uid the executor runs as.
+pub fn is_operator(peer: &Peer, operators_gid: Option<u32>, own_uid: u32) -> bool {
+    peer.uid == 0 || peer.uid == own_uid || operators_gid.is_some_and(|g| peer.groups.contains(&g))
 }
 
 /// Looks up a uid's groups in the user database (empty if the uid has no entry).
@@ -50,7 +52,7 @@ pub fn operators_gid(name: &str) -> Option<u32> {
 pub fn authorize(uid: u32, operators_group: &str) -> Result<Actor, String> {
     let actor = Actor::from_uid(uid);
     let gid = operators_gid(operators_group);
-    if is_operator(&peer_of_uid(uid), gid) {
+    if is_operator(&peer_of_uid(uid), gid, nix::unistd::geteuid().as_raw()) {
         return Ok(actor);
     }
     Err(match gid {
@@ -86,12 +88,15 @@ mod tests {
             uid: 1002,
             groups: vec![1002, 27],
         };
-        assert!(is_operator(&root, Some(4242)));
-        assert!(is_operator(&root, None));
-        assert!(is_operator(&member, Some(4242)));
-        assert!(is_operator(&primary, Some(4242)));
-        assert!(!is_operator(&other, Some(4242)));
-        assert!(!is_operator(&member, None));
+        let own = 999;
+        assert!(is_operator(&root, Some(4242), own));
+        assert!(is_operator(&root, None, own));
+        assert!(is_operator(&member, Some(4242), own));
+        assert!(is_operator(&primary, Some(4242), own));
+        assert!(!is_operator(&other, Some(4242), own));
+        assert!(!is_operator(&member, None, own));
+        // The executor's own account (the person running `aiops demo`).
+        assert!(is_operator(&other, None, other.uid));
     }
 
     #[test]
