@@ -205,7 +205,6 @@ class Scenario:
         """StateDirectory: owned by the service account, mode 0700; files inside are private."""
         out = self.m.succeed(f"stat -c '%U:%G %a' {STATE_DIR}").strip()
         check(out == f"{SERVICE_USER}:{SERVICE_USER} 700", f"{STATE_DIR} is {out}, expected aiops:aiops 700")
-        self.m.succeed(f"test -S {CONTROL_SOCKET}")
         leaky = self.m.succeed(f"find {STATE_DIR} -perm /o=rwx -print").strip()
         check(leaky == "", f"world-accessible files in {STATE_DIR} (UMask=0077 not applied?):\n{leaky}")
         check(
@@ -306,6 +305,7 @@ class Scenario:
     def whole_loop(self):
         """stress -> alert -> recommendation in Slack -> mallory refused -> alice approves ->
         new InvocationID -> verified outcome (CLI and Slack) -> audit chain verifies."""
+        self.m.succeed(f"test -S {CONTROL_SOCKET}")
         since = len(self.slack_messages())
         self.m.succeed(
             "systemd-run --unit=aiops-stress-1 --collect --quiet "

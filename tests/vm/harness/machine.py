@@ -21,7 +21,6 @@ import base64
 import ctypes
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -303,7 +302,8 @@ class Machine:
         if self.verbose:
             self.log(f"$ {command}")
         try:
-            ans = self._request({"cmd": command, "timeout": timeout}, timeout + 15)
+            # Like the NixOS driver, which runs `( set -euo pipefail; CMD )`.
+            ans = self._request({"cmd": f"set -euo pipefail\n{command}", "timeout": timeout}, timeout + 15)
         except TimeoutError as e:
             raise MachineError(f"command timed out: {command}: {e}") from None
         err = ans.get("stderr", "")
@@ -422,12 +422,3 @@ class Machine:
             q = q.replace("'", "\\'")
             return self.execute(f"su -l {user} --shell /bin/sh -c $'XDG_RUNTIME_DIR=/run/user/`id -u` systemctl --user {q}'")
         return self.execute(f"systemctl {q}")
-
-    def copy_from_vm(self, source: str, target_dir: str = "") -> None:  # pragma: no cover - not used
-        raise NotImplementedError("copy_from_vm is not supported by the Debian VM harness")
-
-
-def shell_quote(s: str) -> str:
-    if re.fullmatch(r"[A-Za-z0-9_./:=@%+-]+", s):
-        return s
-    return "'" + s.replace("'", "'\"'\"'") + "'"

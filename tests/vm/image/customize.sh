@@ -34,7 +34,8 @@ done
 # (-cpu max advertises SVM/VMX, so udev would load kvm, for instance).
 mkdir -p "$root/etc/modprobe.d"
 for mod in kvm kvm_amd kvm_intel floppy pcspkr parport parport_pc ppdev bochs drm drm_kms_helper \
-    snd_pcsp sr_mod cdrom sg psmouse serio_raw evdev joydev i2c_i801 i2c_smbus lpc_ich iTCO_wdt; do
+    snd_pcsp sr_mod cdrom sg psmouse serio_raw evdev joydev i2c_i801 i2c_smbus lpc_ich iTCO_wdt \
+    ahci libahci libata; do
     echo "blacklist $mod"
     echo "install $mod /bin/false"
 done > "$root/etc/modprobe.d/aiops-vm-blacklist.conf"
