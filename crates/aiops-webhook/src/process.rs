@@ -274,6 +274,10 @@ pub struct Processor {
     /// Reception times of records committed since the last sync (for the latency histogram).
     committed: Vec<DateTime<Utc>>,
     dirty: bool,
+    /// Records were handled without a state-log entry (duplicates) since the last entry.
+    unrecorded: bool,
+    /// Entries with messages were appended since the last sync.
+    messages_staged: bool,
 }
 
 impl std::fmt::Debug for Processor {
@@ -285,6 +289,8 @@ impl std::fmt::Debug for Processor {
     }
 }
 
+/// Checkpoint-only entries and delivery records are synced at most this often.
+const SYNC_EVERY: Duration = Duration::from_millis(500);
 /// Records read from the journal in one go.
 const READ_BATCH: usize = 512;
 /// Records waiting behind advice, over all groups, before reading pauses.
@@ -326,6 +332,8 @@ impl Processor {
             inflight: 0,
             committed: Vec::new(),
             dirty: false,
+            unrecorded: false,
+            messages_staged: false,
         }
     }
 
@@ -341,6 +349,7 @@ impl Processor {
     pub fn run(mut self, grace: Duration) {
         let mut reader = log::Reader::new(&self.journal_dir, self.cursor);
         let mut last_compact = Instant::now();
+        let mut last_lazy_sync = Instant::now();
         let mut stop_deadline: Option<Instant> = None;
         loop {
             self.beat();
@@ -373,13 +382,31 @@ impl Processor {
                     return;
                 }
             }
-            if (self.dirty || self.state.dirty.swap(false, Ordering::AcqRel))
-                && self.sync().is_err()
-            {
+            // Messages wait for a sync before delivery, so sync at once when there are any.
+            // Checkpoints and delivery records only need to be durable soon (a lost one means
+            // re-checking a few duplicates, or the syscall window of delivery), so they are
+            // synced at most every SYNC_EVERY: fewer fsyncs competing with the journal's.
+            let lazy_due = last_lazy_sync.elapsed() >= SYNC_EVERY || stop_deadline.is_some();
+            if lazy_due {
+                if self.checkpoint_if_behind().is_err() {
+                    return;
+                }
+                if self.state.dirty.swap(false, Ordering::AcqRel) {
+                    self.dirty = true;
+                }
+            }
+            if (self.messages_staged || (lazy_due && self.dirty)) && self.sync().is_err() {
                 return;
+            }
+            if lazy_due {
+                last_lazy_sync = Instant::now();
             }
             if last_compact.elapsed() >= Duration::from_secs(2) {
                 last_compact = Instant::now();
+                // The checkpoint must be durable before journal segments it covers go.
+                if self.checkpoint_if_behind().is_err() || (self.dirty && self.sync().is_err()) {
+                    return;
+                }
                 self.compact();
             }
             if let Some(deadline) = stop_deadline {
@@ -592,8 +619,18 @@ impl Processor {
                 None
             }
         };
-        self.commit_entry(entry.seq, Some(state), message)?;
-        self.committed.push(entry.received_at);
+        if message.is_none() && d.suppressed == Some("duplicate") {
+            // A pure repeat changes nothing worth a record: replaying it decides "duplicate"
+            // again. The checkpoint moves past it with the next record (or a checkpoint-only
+            // one, see `checkpoint_if_behind`).
+            self.unrecorded = true;
+        } else {
+            let enqueued = message.is_some();
+            self.commit_entry(entry.seq, Some(state), message)?;
+            if enqueued {
+                self.committed.push(entry.received_at);
+            }
+        }
         if let Some((n, original)) = resolved_call {
             let advisor = self.advisor.clone();
             self.runtime.spawn_blocking(move || {
@@ -601,6 +638,19 @@ impl Processor {
                     advisor.resolved(&n, original.as_deref());
                 }));
             });
+        }
+        Ok(())
+    }
+
+    /// Records the checkpoint when only unrecorded duplicates moved it.
+    fn checkpoint_if_behind(&mut self) -> Result<(), Abandon> {
+        if !self.unrecorded {
+            return Ok(());
+        }
+        self.unrecorded = false;
+        let low = self.low_water();
+        if low > self.state.lock().checkpoint() {
+            self.commit_entry(low, None, None)?;
         }
         Ok(())
     }
@@ -613,6 +663,7 @@ impl Processor {
         group: Option<GroupState>,
         message: Option<Message>,
     ) -> Result<(), Abandon> {
+        let has_message = message.is_some();
         let entry = Entry::Processed {
             seq,
             checkpoint: self.low_water(),
@@ -624,6 +675,7 @@ impl Processor {
             match result {
                 Ok(()) => {
                     self.dirty = true;
+                    self.messages_staged |= has_message;
                     return Ok(());
                 }
                 Err(e) => self.wait_after_error(&format!("cannot write the state log: {e}"))?,
@@ -650,6 +702,7 @@ impl Processor {
             match result {
                 Ok(published) => {
                     self.dirty = false;
+                    self.messages_staged = false;
                     self.status.set_error(None);
                     let now = Utc::now();
                     for at in self.committed.drain(..) {

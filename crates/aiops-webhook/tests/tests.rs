@@ -10,3 +10,4 @@ mod inputs;
 mod props;
 mod real_stack;
 mod snapshots;
+mod systemd;
