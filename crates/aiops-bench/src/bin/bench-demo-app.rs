@@ -2,8 +2,8 @@
 //!
 //! Measures, on 127.0.0.1 only:
 //! 1. `GET /` throughput and p99 of `hello-hyper` and of the app, and `GET /metrics` of the app,
-//!    with `wrk --latency` (alternating servers, `--rounds` times; the best round counts), and
-//!    each server's RSS after its load;
+//!    with `wrk --latency` (both servers up, wrk alternating between them `--rounds` times; the
+//!    median round counts), and each server's RSS after its load;
 //! 2. the app's `/metrics` latency scraped once a second while 64 clients hammer its JSON API,
 //!    and, as a control, hello-hyper probed the same way under 64 clients;
 //! 3. time from spawn to first answered request, median of `--spawns` starts of each.
@@ -34,8 +34,8 @@ struct Args {
     /// wrk connections.
     #[arg(long, default_value_t = 64)]
     connections: u32,
-    /// Throughput rounds (servers alternate; the best round of each is reported).
-    #[arg(long, default_value_t = 2)]
+    /// Throughput rounds (wrk alternates between the servers; the median round is reported).
+    #[arg(long, default_value_t = 3)]
     rounds: u32,
     /// Seconds of the API load during which /metrics is scraped once a second.
     #[arg(long, default_value_t = 30)]
@@ -109,27 +109,39 @@ end
 "#;
 
 #[derive(Debug, Default, Clone)]
-struct Best {
-    report: Option<wrk::Report>,
+struct Rounds {
+    reports: Vec<wrk::Report>,
+    /// The largest RSS seen after a round.
     rss: u64,
-    all: Vec<f64>,
 }
 
-impl Best {
+impl Rounds {
     fn add(&mut self, r: wrk::Report, rss: u64) {
-        self.all.push(r.requests_per_sec);
-        if self
-            .report
-            .as_ref()
-            .is_none_or(|b| r.requests_per_sec > b.requests_per_sec)
-        {
-            self.report = Some(r);
-        }
+        self.reports.push(r);
         self.rss = self.rss.max(rss);
     }
 
-    fn get(&self) -> &wrk::Report {
-        self.report.as_ref().expect("at least one round")
+    fn rps(&self) -> Vec<f64> {
+        self.reports.iter().map(|r| r.requests_per_sec).collect()
+    }
+
+    fn median_rps(&self) -> f64 {
+        median(&self.rps())
+    }
+
+    fn median_of(&self, f: impl Fn(&wrk::Report) -> Duration) -> Duration {
+        let v: Vec<Duration> = self.reports.iter().map(f).collect();
+        percentile(&v, 0.5).unwrap_or_default()
+    }
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
 
@@ -220,43 +232,34 @@ fn main() -> anyhow::Result<()> {
         "bench-demo-app: {cpus} CPUs, load average {} at start",
         loadavg()
     );
-    // 1. Throughput, alternating servers so drifting background load hits both alike.
-    let mut hello_root = Best::default();
-    let mut app_root = Best::default();
-    let mut app_metrics = Best::default();
+    // 1. Throughput. Both servers run side by side for the whole phase and wrk alternates
+    // between them, so drifting background load hits both alike; each round gives one ratio,
+    // and the median round is reported.
+    let mut hello_root = Rounds::default();
+    let mut app_root = Rounds::default();
+    let mut app_metrics = Rounds::default();
     let mut commands = Vec::new();
+    let hello = Spawned::start(servers.hello_cmd(), "/", START_TIMEOUT)?;
+    let app = Spawned::start(servers.app_cmd(), "/healthz", START_TIMEOUT)?;
     for round in 1..=args.rounds {
-        {
-            let hello = Spawned::start(servers.hello_cmd(), "/", START_TIMEOUT)?;
-            let r = wrk_run(&args, hello.url("/"), None, args.duration);
+        for (server, path, into) in [
+            (&hello, "/", &mut hello_root),
+            (&app, "/", &mut app_root),
+            (&app, "/metrics", &mut app_metrics),
+        ] {
+            let r = wrk_run(&args, server.url(path), None, args.duration);
             commands.push(generic(r.command_line()));
             let report = r.run()?;
             eprintln!(
-                "round {round}: hello-hyper GET /: {:.0} req/s",
-                report.requests_per_sec
+                "round {round}: {} GET {path}: {:.0} req/s, p99 {}",
+                server.name().rsplit('/').next().unwrap_or_default(),
+                report.requests_per_sec,
+                fmt_duration(report.p99)
             );
-            hello_root.add(report, hello.rss_bytes()?);
-        }
-        {
-            let app = Spawned::start(servers.app_cmd(), "/healthz", START_TIMEOUT)?;
-            let r = wrk_run(&args, app.url("/"), None, args.duration);
-            commands.push(generic(r.command_line()));
-            let report = r.run()?;
-            eprintln!(
-                "round {round}: aiops-demo-app GET /: {:.0} req/s",
-                report.requests_per_sec
-            );
-            app_root.add(report, app.rss_bytes()?);
-            let r = wrk_run(&args, app.url("/metrics"), None, args.duration);
-            commands.push(generic(r.command_line()));
-            let report = r.run()?;
-            eprintln!(
-                "round {round}: aiops-demo-app GET /metrics: {:.0} req/s",
-                report.requests_per_sec
-            );
-            app_metrics.add(report, app.rss_bytes()?);
+            into.add(report, server.rss_bytes()?);
         }
     }
+    drop((hello, app));
 
     // 2. /metrics under API load, scraped once a second like Prometheus at a 1 s interval.
     let mut script = tempfile::Builder::new()
@@ -297,10 +300,16 @@ fn main() -> anyhow::Result<()> {
     }
 
     // Report.
-    let (h, a) = (hello_root.get(), app_root.get());
-    let ratio = a.requests_per_sec / h.requests_per_sec;
-    let rounds = |b: &Best| {
-        b.all
+    // One ratio per round (app and hello measured back to back), and the median of those.
+    let ratios: Vec<f64> = app_root
+        .rps()
+        .iter()
+        .zip(hello_root.rps())
+        .map(|(a, h)| a / h)
+        .collect();
+    let ratio = median(&ratios);
+    let rounds = |b: &Rounds| {
+        b.rps()
             .iter()
             .map(|r| format!("{r:.0}"))
             .collect::<Vec<_>>()
@@ -308,8 +317,8 @@ fn main() -> anyhow::Result<()> {
     };
     let mut t = Table::new(&[
         "server, request",
-        "req/s (best round)",
-        "all rounds",
+        "req/s (median round)",
+        "each round",
         "p50",
         "p99",
         "non-2xx",
@@ -320,14 +329,13 @@ fn main() -> anyhow::Result<()> {
         ("aiops-demo-app `GET /`", &app_root),
         ("aiops-demo-app `GET /metrics`", &app_metrics),
     ] {
-        let r = b.get();
         t.row(vec![
             name.into(),
-            format!("{:.0}", r.requests_per_sec),
+            format!("{:.0}", b.median_rps()),
             rounds(b),
-            fmt_duration(r.p50),
-            fmt_duration(r.p99),
-            r.non_2xx.to_string(),
+            fmt_duration(b.median_of(|r| r.p50)),
+            fmt_duration(b.median_of(|r| r.p99)),
+            b.reports.iter().map(|r| r.non_2xx).sum::<u64>().to_string(),
             fmt_mib(b.rss),
         ]);
     }
@@ -388,7 +396,15 @@ fn main() -> anyhow::Result<()> {
     let mut v = Table::new(&["target", "measured", "verdict"]);
     v.row(vec![
         "`GET /` ≥ 80% of hello-hyper req/s".into(),
-        format!("{:.0}%", ratio * 100.0),
+        format!(
+            "{:.0}% (median of the rounds' ratios: {})",
+            ratio * 100.0,
+            ratios
+                .iter()
+                .map(|r| format!("{:.0}%", r * 100.0))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         verdict(ratio >= 0.8).into(),
     ])
     .row(vec![
