@@ -205,6 +205,29 @@ fn cpu_burn_shows_in_process_cpu_seconds_and_stops_on_time() {
 }
 
 #[test]
+fn the_leak_is_resident_and_stays_after_the_fault() {
+    let bin = Binary::start(CONFIG, &[], &[]);
+    let a = bin.addr;
+    let rss = || support::scrape(a).value("process_resident_memory_bytes", &[]);
+    let before = rss();
+    let r = post(a, "/admin/faults/leak?bytes_per_sec=16777216&duration=2");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(wait_until(Duration::from_secs(8), || {
+        support::scrape(a).value("demo_fault_active", &[("kind", "leak")]) == 0.0
+    }));
+    let leaked = support::scrape(a).value("demo_leaked_bytes", &[]);
+    assert!(leaked >= 24.0 * 1048576.0, "leaked {leaked}");
+    // Touched, so resident: RSS grew by most of what was leaked, and it stays.
+    let grown = rss() - before;
+    assert!(
+        grown >= 0.8 * leaked,
+        "RSS grew {grown} for {leaked} leaked"
+    );
+    assert_eq!(get(a, "/healthz").status, 200);
+    assert!(rss() - before >= 0.8 * leaked, "the leak was given back");
+}
+
+#[test]
 fn flags_override_the_configuration_file() {
     let file = "[demo_app]\ncache_capacity = 7\n";
     let bin = Binary::start(file, &[], &[]);
