@@ -483,8 +483,8 @@ fn pick_path(rng: &mut u64) -> String {
     let r = next_random(rng);
     match r % 100 {
         0..=59 => {
-            // Skewed ids: low ids are hot.
-            let id = (next_random(rng) % 64) * (next_random(rng) % 8 + 1);
+            // Skewed ids (the app's ids start at 1): low ids are hot.
+            let id = (next_random(rng) % 64) * (next_random(rng) % 8 + 1) + 1;
             format!("/api/items/{id}")
         }
         60..=74 => {
