@@ -205,8 +205,8 @@ class Scenario:
         """StateDirectory: owned by the service account, mode 0700; files inside are private."""
         out = self.m.succeed(f"stat -c '%U:%G %a' {STATE_DIR}").strip()
         check(out == f"{SERVICE_USER}:{SERVICE_USER} 700", f"{STATE_DIR} is {out}, expected aiops:aiops 700")
-        leaky = self.m.succeed(f"find {STATE_DIR} -perm /o=rwx -print").strip()
-        check(leaky == "", f"world-accessible files in {STATE_DIR} (UMask=0077 not applied?):\n{leaky}")
+        leaky = self.m.succeed(f"find {STATE_DIR} -perm /go=rwx -print").strip()
+        check(leaky == "", f"group- or world-accessible files in {STATE_DIR} (UMask=0077 not applied?):\n{leaky}")
         check(
             self.m.execute(as_user(OPERATOR, f"ls {STATE_DIR}"))[0] != 0,
             f"{OPERATOR} can list {STATE_DIR}: the state must be reachable only through the gate",

@@ -44,6 +44,8 @@ APT_OPTIONS = ['APT::Install-Recommends "false"']
 
 IMAGE_DIR = Path(__file__).resolve().parent.parent / "image"
 
+EATMYDATA_HOOKS = "/usr/share/mmdebstrap/hooks/eatmydata"
+
 DEFAULT_SOURCES = "/etc/apt/sources.list.d/debian.sources"
 FALLBACK_MIRROR = "http://deb.debian.org/debian"
 
@@ -79,6 +81,7 @@ def recipe_key() -> str:
     h.update(f"image-version={IMAGE_VERSION}\nsuite={SUITE}\n".encode())
     h.update(("packages=" + ",".join(PACKAGES) + "\n").encode())
     h.update(("aptopts=" + "|".join(APT_OPTIONS) + "\n").encode())
+    h.update(f"eatmydata={os.path.isdir(EATMYDATA_HOOKS)}\n".encode())
     src = _sources()
     h.update(f"sources={src}\n".encode())
     if os.path.exists(src):
@@ -125,6 +128,8 @@ def ensure_image(log=print, rebuild: bool = False) -> Image:
             "--variant=minbase",
             "--include=" + ",".join(PACKAGES),
             *(f"--aptopt={o}" for o in APT_OPTIONS),
+            # dpkg without fsync while building (mmdebstrap removes eatmydata again at the end).
+            *([f"--hook-dir={EATMYDATA_HOOKS}"] if os.path.isdir(EATMYDATA_HOOKS) else []),
             f'--setup-hook={IMAGE_DIR / "setup-hook.sh"} "$1"',
             f'--customize-hook={IMAGE_DIR / "customize.sh"} "$1"',
             SUITE,
