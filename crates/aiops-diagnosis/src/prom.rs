@@ -27,6 +27,15 @@ use serde::{Deserialize, Serialize};
 /// Largest response body we read (a rules listing of a big server fits easily).
 const MAX_BODY_BYTES: u64 = 8 * 1024 * 1024;
 
+/// ureq's input and output buffer per connection. The output buffer must hold a request's
+/// head, so a GET's URL (with its query) must fit: [`Prom::instant`] sends longer queries as a
+/// form POST instead.
+const IO_BUFFER_BYTES: usize = 16 * 1024;
+
+/// Queries longer than this go in a POST body rather than the URL (leaves room for the rest of
+/// the request head in [`IO_BUFFER_BYTES`] after URL encoding, which can triple the length).
+const MAX_GET_QUERY_BYTES: usize = 4 * 1024;
+
 /// The label [`batch_query`] puts on every series of sub-query `i`, with the value `i`. Names
 /// starting with `__` are reserved for Prometheus' internal use, so no scraped or recorded
 /// series carries it (and it cannot collide with a label a query relies on).
@@ -114,6 +123,14 @@ impl Prom {
             // Prometheus puts its error (bad_data, ...) in 4xx/5xx bodies; we read them ourselves.
             .http_status_as_error(false)
             .user_agent(concat!("aiops-diagnosis/", env!("CARGO_PKG_VERSION")))
+            // Answers to evidence queries are a few KiB: compressing them costs both ends CPU
+            // (Prometheus sets up a gzip writer per response) and saves nothing worth having.
+            .accept_encoding("")
+            // ureq's 128 KiB default buffers per connection cost more to zero and fault in than
+            // a whole evidence exchange; request heads and answer heads are far smaller, and
+            // bodies stream through in chunks whatever their size.
+            .input_buffer_size(IO_BUFFER_BYTES)
+            .output_buffer_size(IO_BUFFER_BYTES)
             .build()
             .into();
         Self {
@@ -144,11 +161,20 @@ impl Prom {
         at: Option<DateTime<Utc>>,
     ) -> Result<Vec<Sample>, PromError> {
         let url = format!("{}/api/v1/query", self.base);
-        let mut req = self.agent.get(&url).query("query", query);
-        if let Some(at) = at {
-            req = req.query("time", prom_time(at));
-        }
-        let data: QueryData = self.decode(&url, req.call())?;
+        let sent = if query.len() <= MAX_GET_QUERY_BYTES {
+            let mut req = self.agent.get(&url).query("query", query);
+            if let Some(at) = at {
+                req = req.query("time", prom_time(at));
+            }
+            req.call()
+        } else {
+            let mut form = vec![("query", query.to_owned())];
+            if let Some(at) = at {
+                form.push(("time", prom_time(at)));
+            }
+            self.agent.post(&url).send_form(form)
+        };
+        let data: QueryData = self.decode(&url, sent)?;
         data.into_samples().map_err(|message| PromError::Decode {
             url: url.clone(),
             message,

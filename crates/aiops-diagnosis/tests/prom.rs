@@ -211,6 +211,13 @@ fn a_batch_answers_each_query_as_if_it_were_asked_alone() {
         Vec::<Vec<_>>::new()
     );
 
+    // A query far longer than a URL should carry (it goes as a form POST) still works.
+    let long = format!("vector(1){}", " + vector(0)".repeat(3000));
+    assert!(long.len() > 30_000);
+    assert_eq!(p.instant_value(&long, Some(at)).unwrap(), Some(1.0));
+    let b = p.instant_batch(&[&long, "vector(2)"], Some(at)).unwrap();
+    assert_eq!((b[0][0].value, b[1][0].value), (1.0, 2.0));
+
     // One bad query fails the whole batch with Prometheus' own error; so does a scalar, which
     // label_replace does not take (the evidence module then asks each query alone).
     for bad in ["sum(", "scalar(vector(3))", "up[1m]"] {
