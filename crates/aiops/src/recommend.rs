@@ -63,26 +63,28 @@ pub fn run(args: &Args, config: &aiops_core::Config, json: bool) -> anyhow::Resu
     let allowed = &config.remediation.allowed;
     // No outcome history here: the receiver's action store feeds it when it diagnoses.
     let past = |_: &str, _: aiops_core::config::ActionKind| OutcomeStats::default();
-    // Alerts are diagnosed side by side; each diagnosis queries Prometheus concurrently itself.
-    let diagnoses: Vec<Diagnosis> = std::thread::scope(|s| {
-        let handles: Vec<_> = selected
-            .iter()
-            .map(|a| {
-                let ctx = AlertContext::from_api_alert(a);
-                let engine = &engine;
-                s.spawn(move || engine.diagnose_alert(&ctx, past, allowed))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("a diagnosis thread panicked"))
-            .collect()
-    });
-
     let contexts: Vec<AlertContext> = selected
         .iter()
         .map(|a| AlertContext::from_api_alert(a))
         .collect();
+    // Several alerts are diagnosed side by side (each diagnosis asks Prometheus two batched
+    // queries at once); the usual single alert needs no thread of its own.
+    let diagnoses: Vec<Diagnosis> = match contexts.as_slice() {
+        [ctx] => vec![engine.diagnose_alert(ctx, past, allowed)],
+        _ => std::thread::scope(|s| {
+            let handles: Vec<_> = contexts
+                .iter()
+                .map(|ctx| {
+                    let engine = &engine;
+                    s.spawn(move || engine.diagnose_alert(ctx, past, allowed))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a diagnosis thread panicked"))
+                .collect()
+        }),
+    };
     if json {
         println!(
             "{}",
@@ -120,9 +122,14 @@ pub fn run(args: &Args, config: &aiops_core::Config, json: bool) -> anyhow::Resu
 pub fn firing_alerts(base_url: &str) -> anyhow::Result<Vec<ApiAlert>> {
     let base = base_url.trim_end_matches('/');
     let url = format!("{base}/api/v2/alerts");
+    // One call per run: no compression (a few KiB on loopback, and it costs both ends CPU) and
+    // small buffers (ureq's 128 KiB defaults cost more to fault in than the whole exchange).
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(ALERTMANAGER_TIMEOUT))
         .http_status_as_error(false)
+        .accept_encoding("")
+        .input_buffer_size(16 * 1024)
+        .output_buffer_size(16 * 1024)
         .build()
         .into();
     let unavailable = |why: String| {
