@@ -5,7 +5,12 @@
 //!
 //! Usage (see docs/BENCHMARKS.md):
 //!   cargo build --release -p aiops -p aiops-bench
-//!   target/release/bench-recommend [--runs 30] [--aiops target/release/aiops]
+//!   target/release/bench-recommend [--runs 30] [--aiops target/release/aiops] [--compare OLD]
+//!
+//! The timed commands run interleaved (one run of each in turn), so load that drifts during the
+//! bench hits all of them alike. `--compare` times a second aiops binary (e.g. a build of an
+//! older commit) in the same rounds; `--hold-secs` keeps the stack up and prints how to reach it
+//! instead of timing, for profiling by hand.
 //!
 //! `requests` is installed from PyPI into a temporary venv unless `--python` names an
 //! interpreter that already has it. Everything listens on 127.0.0.1; every process started here
@@ -34,6 +39,13 @@ struct Args {
     /// A python3 that has `requests`; default: a temp venv with requests from PyPI.
     #[arg(long)]
     python: Option<PathBuf>,
+    /// A second aiops binary timed in the same rounds (e.g. one built from an older commit).
+    #[arg(long)]
+    compare: Option<PathBuf>,
+    /// Do not time anything: print the config path, keep Prometheus and Alertmanager up this
+    /// many seconds (or until Enter), then stop them.
+    #[arg(long)]
+    hold_secs: Option<u64>,
 }
 
 /// The seed's recommender: four instant queries, a state file, a Slack POST.
@@ -133,30 +145,41 @@ fn python_with_requests(dir: &Path, explicit: Option<PathBuf>) -> anyhow::Result
     Ok(venv.join("bin/python"))
 }
 
-fn time_runs(runs: usize, mut cmd: impl FnMut() -> Command) -> anyhow::Result<Vec<Duration>> {
+/// Runs every command 3 times as a warm-up (each must succeed), then `runs` rounds of one timed
+/// run of each command in turn. Returns each command's times, sorted.
+fn time_interleaved(
+    runs: usize,
+    cmds: &mut [&mut dyn FnMut() -> Command],
+) -> anyhow::Result<Vec<Vec<Duration>>> {
     for _ in 0..3 {
-        let out = cmd().output()?;
-        if !out.status.success() {
-            bail!(
-                "warm-up run failed: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+        for cmd in cmds.iter_mut() {
+            let out = cmd().output()?;
+            if !out.status.success() {
+                bail!(
+                    "warm-up run failed: {}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
         }
     }
-    let mut times = Vec::with_capacity(runs);
+    let mut times = vec![Vec::with_capacity(runs); cmds.len()];
     for _ in 0..runs {
-        let mut c = cmd();
-        c.stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        let t = Instant::now();
-        let st = c.status()?;
-        times.push(t.elapsed());
-        if !st.success() {
-            bail!("a timed run failed with {st}");
+        for (cmd, times) in cmds.iter_mut().zip(&mut times) {
+            let mut c = cmd();
+            c.stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+            let t = Instant::now();
+            let st = c.status()?;
+            times.push(t.elapsed());
+            if !st.success() {
+                bail!("a timed run failed with {st}");
+            }
         }
     }
-    times.sort();
+    for t in &mut times {
+        t.sort();
+    }
     Ok(times)
 }
 
@@ -170,11 +193,13 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if !args.aiops.is_file() {
-        bail!(
-            "{} not found: build it first with `cargo build --release -p aiops`",
-            args.aiops.display()
-        );
+    for bin in std::iter::once(&args.aiops).chain(&args.compare) {
+        if !bin.is_file() {
+            bail!(
+                "{} not found: build it first with `cargo build --release -p aiops`",
+                bin.display()
+            );
+        }
     }
     let dir = tempfile::tempdir()?;
     let rules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../prometheus/rules.yml");
@@ -213,48 +238,111 @@ fn main() -> anyhow::Result<()> {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
-    testkit::post_alert(
-        &am.url,
-        &labels,
-        &BTreeMap::new(),
-        incident.incident_at + chrono::Duration::minutes(1),
-    )?;
-    let config = dir.path().join("config.toml");
+    let starts_at = incident.incident_at + chrono::Duration::minutes(1);
+    testkit::post_alert(&am.url, &labels, &BTreeMap::new(), starts_at)?;
+    // Alertmanager resolves an alert without endsAt after its resolve_timeout (5 min): keep it
+    // firing, as Prometheus would, for as long as the bench runs.
+    let (stop_refresh, stopped) = std::sync::mpsc::channel::<()>();
+    let refresher = {
+        let am_url = am.url.clone();
+        std::thread::spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(Duration::from_secs(60))
+            {
+                if let Err(e) = testkit::post_alert(&am_url, &labels, &BTreeMap::new(), starts_at) {
+                    eprintln!("cannot re-post the alert to keep it firing: {e}");
+                }
+            }
+        })
+    };
+    let result = run_bench(&args, dir.path(), &prom.url, &am.url);
+    drop(stop_refresh);
+    let _ = refresher.join();
+    result
+}
+
+fn run_bench(args: &Args, dir: &Path, prom_url: &str, am_url: &str) -> anyhow::Result<()> {
+    let config = dir.join("config.toml");
     std::fs::write(
         &config,
         format!(
             "state_dir = {:?}\n[prometheus]\nurl = {:?}\n[alertmanager]\nurl = {:?}\n",
-            dir.path().join("state"),
-            prom.url,
-            am.url
+            dir.join("state"),
+            prom_url,
+            am_url
         ),
     )?;
+    if let Some(secs) = args.hold_secs {
+        println!(
+            "Prometheus {} and Alertmanager {} (one firing HighErrorRatio) are up for {secs} s; try:\n  {} --config {} recommend --alert HighErrorRatio",
+            prom_url,
+            am_url,
+            args.aiops.display(),
+            config.display()
+        );
+        // Until the time is up or a line arrives on stdin (EOF, e.g. from /dev/null, does not
+        // stop it, so the mode also works in the background).
+        let (line_tx, line_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            if std::io::stdin().read_line(&mut line).unwrap_or(0) > 0 {
+                let _ = line_tx.send(());
+            }
+            // On EOF the sender stays alive so the wait below runs to its timeout.
+            std::mem::forget(line_tx);
+        });
+        let _ = line_rx.recv_timeout(Duration::from_secs(secs));
+        return Ok(());
+    }
     let (slack, posts) = slack_sink()?;
     eprintln!("preparing python3 + requests ...");
-    let python = python_with_requests(dir.path(), args.python.clone())?;
-    let script = dir.path().join("recommender.py");
+    let python = python_with_requests(dir, args.python.clone())?;
+    let script = dir.join("recommender.py");
     std::fs::write(&script, PYTHON_RECOMMENDER)?;
-    let state = dir.path().join("state.json");
+    let state = dir.join("state.json");
 
-    eprintln!("timing {} runs each ...", args.runs);
-    let rust = time_runs(args.runs, || {
-        let mut c = Command::new(&args.aiops);
+    let aiops_cmd = |bin: &Path| {
+        let mut c = Command::new(bin);
         c.arg("--config")
             .arg(&config)
             .args(["recommend", "--alert", "HighErrorRatio"])
             .env("RUST_LOG", "warn");
         c
-    })?;
-    let py = time_runs(args.runs, || {
+    };
+    let mut rust = || aiops_cmd(&args.aiops);
+    let mut rust_compare = || aiops_cmd(args.compare.as_deref().unwrap_or(&args.aiops));
+    let mut py = || {
         let mut c = Command::new(&python);
-        c.arg(&script).arg(&prom.url).arg(&slack).arg(&state);
+        c.arg(&script).arg(prom_url).arg(&slack).arg(&state);
         c
-    })?;
-    let py_noop = time_runs(args.runs, || {
+    };
+    let mut py_noop = || {
         let mut c = Command::new(&python);
         c.args(["-c", "import requests"]);
         c
-    })?;
+    };
+    let mut names = vec![format!(
+        "`aiops recommend --alert HighErrorRatio` (Rust, {}: 16 evidence items, 2 batched queries + Alertmanager)",
+        args.aiops.display()
+    )];
+    let mut cmds: Vec<&mut dyn FnMut() -> Command> = vec![&mut rust];
+    if let Some(old) = &args.compare {
+        names.push(format!("the same with {}", old.display()));
+        cmds.push(&mut rust_compare);
+    }
+    names.push("Python seed design (python3 + requests: 4 queries, state file, Slack POST)".into());
+    names.push("  of which `python3 -c 'import requests'` alone".into());
+    cmds.push(&mut py);
+    cmds.push(&mut py_noop);
+
+    eprintln!(
+        "timing {} interleaved rounds of {} commands ...",
+        args.runs,
+        cmds.len()
+    );
+    let load_before = load_average();
+    let times = time_interleaved(args.runs, &mut cmds)?;
+    let load_after = load_average();
     let sent = posts.load(std::sync::atomic::Ordering::Relaxed);
     if sent < args.runs + 3 {
         bail!(
@@ -265,17 +353,7 @@ fn main() -> anyhow::Result<()> {
 
     println!("| recommender | median | p90 | min |");
     println!("| --- | ---: | ---: | ---: |");
-    for (name, t) in [
-        (
-            "`aiops recommend --alert HighErrorRatio` (Rust, 16 evidence items, 24 concurrent queries + Alertmanager)",
-            &rust,
-        ),
-        (
-            "Python seed design (python3 + requests: 4 queries, state file, Slack POST)",
-            &py,
-        ),
-        ("  of which `python3 -c 'import requests'` alone", &py_noop),
-    ] {
+    for (name, t) in names.iter().zip(&times) {
         println!(
             "| {name} | {:.1} ms | {:.1} ms | {:.1} ms |",
             ms(pct(t, 0.5)),
@@ -284,8 +362,16 @@ fn main() -> anyhow::Result<()> {
         );
     }
     println!(
-        "\nruns: {} each after 3 warm-ups; Prometheus {} and Alertmanager {} on loopback",
-        args.runs, prom.url, am.url
+        "\nruns: {} interleaved rounds after 3 warm-ups; Prometheus {} and Alertmanager {} on loopback; load average {load_before} before, {load_after} after",
+        args.runs, prom_url, am_url
     );
     Ok(())
+}
+
+/// The 1-minute load average, to say how busy the machine was.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
 }
