@@ -64,6 +64,17 @@ PORT_ALERTMANAGER = 9093
 PORT_SLACK = 9999
 
 EXPOSURE_LIMIT = 2.0
+# The settings of the receiver's unit that make up its sandbox (see webhook_sandbox).
+SANDBOX_KEYS = {
+    "User", "Group", "UMask", "AmbientCapabilities", "CapabilityBoundingSet", "DevicePolicy",
+    "IPAddressAllow", "IPAddressDeny", "KeyringMode", "LockPersonality", "MemoryDenyWriteExecute",
+    "NoNewPrivileges", "PrivateDevices", "PrivateIPC", "PrivateMounts", "PrivateTmp",
+    "PrivateUsers", "ProcSubset", "ProtectClock", "ProtectControlGroups", "ProtectHome",
+    "ProtectHostname", "ProtectKernelLogs", "ProtectKernelModules", "ProtectKernelTunables",
+    "ProtectProc", "ProtectSystem", "RemoveIPC", "RestrictAddressFamilies", "RestrictNamespaces",
+    "RestrictRealtime", "RestrictSUIDSGID", "SystemCallArchitectures", "SystemCallErrorNumber",
+    "SystemCallFilter",
+}
 # Exit codes of `aiops` (crates/aiops/src/exit.rs).
 EXIT_REFUSED = 3
 
@@ -268,22 +279,50 @@ class Scenario:
             check(level < EXPOSURE_LIMIT, f"{unit}: exposure {level} is not below {EXPOSURE_LIMIT}")
             self.log(f"  {unit}: exposure {level} < {EXPOSURE_LIMIT}")
 
+    def webhook_sandbox(self):
+        """`systemd-run` options that recreate the receiver's own sandbox (user and hardening
+        settings read from its unit file with drop-ins), to run a command exactly as confined."""
+        text = self.m.succeed(f"systemctl cat {WEBHOOK}")
+        section, props = None, []
+        for line in text.splitlines():
+            line = line.strip()
+            if line.startswith("["):
+                section = line
+            elif section == "[Service]" and "=" in line and not line.startswith("#"):
+                key, _, value = line.partition("=")
+                if key in SANDBOX_KEYS and value:
+                    props.append(f"-p {q(key + '=' + value)}")
+        check(any(p.startswith("-p User=") or "'User=" in p for p in props), f"{WEBHOOK} has no User=")
+        return "systemd-run --wait --pipe --quiet --collect " + " ".join(props)
+
     def service_account_confinement(self):
-        """polkit lets the aiops account restart the allow-listed unit and nothing else."""
+        """polkit lets the aiops account restart the allow-listed unit and nothing else, both
+        directly and from inside the receiver's sandbox (over D-Bus, as the executor does)."""
         no_ask = "systemctl --no-ask-password"
+        sandbox = self.webhook_sandbox()
+
+        def denied(cmd):
+            out = denied(cmd)
+            check(re.search(r"authentication required|access denied", out, re.I), f"`{cmd}` failed for another reason than polkit: {out}")
+            return out
+
         before = self.invocation(OUTSIDE_ALLOW_LIST)
-        out = self.m.fail(as_user(SERVICE_USER, f"{no_ask} restart {OUTSIDE_ALLOW_LIST} 2>&1"))
+        out = denied(as_user(SERVICE_USER, f"{no_ask} restart {OUTSIDE_ALLOW_LIST} 2>&1"))
         self.log(f"  aiops: restart {OUTSIDE_ALLOW_LIST}: {out.strip()}")
+        out = denied(f"{sandbox} {no_ask} restart {OUTSIDE_ALLOW_LIST} 2>&1")
+        self.log(f"  aiops in the receiver's sandbox: restart {OUTSIDE_ALLOW_LIST}: {out.strip()}")
         check(self.invocation(OUTSIDE_ALLOW_LIST) == before, f"{OUTSIDE_ALLOW_LIST} was restarted")
         pid = self.main_pid(DEMO)
-        out = self.m.fail(as_user(SERVICE_USER, f"{no_ask} stop {DEMO} 2>&1"))
+        out = denied(as_user(SERVICE_USER, f"{no_ask} stop {DEMO} 2>&1"))
         self.log(f"  aiops: stop {DEMO}: {out.strip()}")
-        out = self.m.fail(as_user(SERVICE_USER, f"{no_ask} kill {DEMO} 2>&1"))
-        out = self.m.fail(as_user(OPERATOR, f"{no_ask} restart {DEMO} 2>&1"))
+        denied(as_user(SERVICE_USER, f"{no_ask} kill {DEMO} 2>&1"))
+        denied(f"{sandbox} {no_ask} stop {DEMO} 2>&1")
+        out = denied(as_user(OPERATOR, f"{no_ask} restart {DEMO} 2>&1"))
         self.log(f"  {OPERATOR}: restart {DEMO}: {out.strip()}")
         check(self.main_pid(DEMO) == pid, f"{DEMO} was stopped or restarted by a refused call")
-        # The positive control: the rule is not simply "deny everything".
-        self.m.succeed(as_user(SERVICE_USER, f"{no_ask} restart {DEMO}"))
+        # The positive control, from inside the receiver's sandbox: the rule is not "deny
+        # everything", and the hardening leaves the executor its way to systemd.
+        self.m.succeed(f"{sandbox} {no_ask} restart {DEMO}")
         self.m.wait_for_unit(DEMO, timeout=60)
         check(self.main_pid(DEMO) != pid, f"the allowed restart of {DEMO} did not happen")
 
