@@ -302,7 +302,7 @@ class Scenario:
         sandbox = self.webhook_sandbox()
 
         def denied(cmd):
-            out = denied(cmd)
+            out = self.m.fail(cmd)
             check(re.search(r"authentication required|access denied", out, re.I), f"`{cmd}` failed for another reason than polkit: {out}")
             return out
 
