@@ -361,8 +361,13 @@ class Scenario:
         self.log("  recommendation received:\n    " + text.replace("\n", "\n    ")[:3000])
         check(isinstance(msg.get("blocks"), list) and msg["blocks"], "the message has no Block Kit blocks")
         action_id = re.search(r"aiops approve (\S+)", text).group(1).strip("`*_")
-        check(re.search(r"error", text, re.I) and re.search(r"\d+(\.\d+)?\s*%", text), "no evidence (error ratio in %) in the message")
-        check(re.search(r"rate\(|job:|http_requests", text), "the message does not show the PromQL behind its evidence")
+        check(
+            re.search(r"error ratio", text, re.I) and re.search(r"\d+(\.\d+)?\s*%", text),
+            "the message shows no evidence (the error ratio, in %)",
+        )
+        shown = self.m.succeed(as_user(OPERATOR, f"aiops show {q(action_id)}"))
+        self.log("  aiops show:\n    " + shown.strip().replace("\n", "\n    ")[:3000])
+        check(re.search(r"job:http_request|rate\(|http_requests_total", shown), "`aiops show` does not show the PromQL behind the evidence")
         pending = self.pending(OPERATOR)
         self.log(f"  pending: {json.dumps(pending)[:800]}")
         check(any(action_id in json.dumps(p) for p in pending), f"{action_id} is not pending")
@@ -371,6 +376,7 @@ class Scenario:
         status, out = self.m.execute(as_user(OUTSIDER, f"aiops approve {q(action_id)} 2>&1"))
         self.log(f"  {OUTSIDER}: aiops approve -> {status}: {out.strip()}")
         check(status == EXIT_REFUSED, f"{OUTSIDER}'s approval exited {status}, expected {EXIT_REFUSED} (refused)")
+        check(re.search(r"may not|not in group|not allowed", out, re.I), f"the refusal does not say why: {out}")
         check(self.invocation(DEMO) == inv0, f"{OUTSIDER}'s refused approval restarted {DEMO}")
 
         out = self.m.succeed(as_user(OPERATOR, f"aiops approve {q(action_id)} 2>&1"), timeout=APPROVE_TIMEOUT)
