@@ -70,8 +70,7 @@ step "prometheus and alertmanager"
 install -m 0644 "$S/prometheus/prometheus.yml" /etc/prometheus/prometheus.yml
 install -m 0644 "$S/prometheus/rules.yml" /etc/prometheus/rules.yml
 install -m 0644 "$S/prometheus/alertmanager.yml" /etc/prometheus/alertmanager.yml
-promtool check config /etc/prometheus/prometheus.yml >/dev/null
-amtool check-config /etc/prometheus/alertmanager.yml >/dev/null
+# (promtool/amtool checks run in the pipeline's own tests; here a bad file shows as a failed unit.)
 # One host, no peers: without this Alertmanager looks for a private address to gossip on and
 # exits on a machine whose only interface is loopback.
 printf 'ARGS="--cluster.listen-address="\n' > /etc/default/prometheus-alertmanager
