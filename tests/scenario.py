@@ -350,7 +350,7 @@ class Scenario:
         since = len(self.slack_messages())
         self.m.succeed(
             "systemd-run --unit=aiops-stress-1 --collect --quiet "
-            "$(command -v aiops) stress errors --ratio 0.6 --duration 240s --rate 20"
+            "$(command -v aiops) stress errors --ratio 0.6 --duration 240s --rate 5"
         )
         _, msg, text = self.wait_for_message(
             lambda m, t: "HighErrorRatio" in t and re.search(r"aiops approve \S+", t),
@@ -379,6 +379,7 @@ class Scenario:
         check(re.search(r"may not|not in group|not allowed", out, re.I), f"the refusal does not say why: {out}")
         check(self.invocation(DEMO) == inv0, f"{OUTSIDER}'s refused approval restarted {DEMO}")
 
+        before_approval = len(self.slack_messages())
         out = self.m.succeed(as_user(OPERATOR, f"aiops approve {q(action_id)} 2>&1"), timeout=APPROVE_TIMEOUT)
         self.log(f"  {OPERATOR}: aiops approve {action_id}:\n    " + out.strip().replace("\n", "\n    "))
         check(re.search(r"verified|succeeded|fixed", out, re.I), "the approval did not report a verified outcome")
@@ -386,10 +387,10 @@ class Scenario:
         check(inv1 != inv0, f"{DEMO} has the same InvocationID after the approved restart")
         self.m.wait_for_unit(DEMO, timeout=60)
         self.wait_for_message(
-            lambda m, t: action_id in t and re.search(r"verified|succeeded|fixed", t, re.I),
+            lambda m, t: (action_id in t or "aiops-demo-app" in t) and re.search(r"verified|succeeded|fixed", t, re.I),
             120,
             f"reporting the verified outcome of {action_id}",
-            since,
+            before_approval,
         )
         out = self.m.succeed("aiops audit verify 2>&1")
         self.log(f"  aiops audit verify: {out.strip()}")
