@@ -153,12 +153,14 @@ class Scenario:
 
     def wait_for_message(self, predicate, timeout, what, since=0):
         """Waits until a fake-Slack message (index >= since) satisfies predicate(msg, text)."""
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
         while True:
             msgs = self.slack_messages()
             for i, msg in enumerate(msgs[since:], start=since):
                 text = self.message_text(msg)
                 if predicate(msg, text):
+                    self.log(f"  Slack message {what} after {time.monotonic() - started:.1f} s")
                     return i, msg, text
             if time.monotonic() > deadline:
                 tail = "\n---\n".join(self.message_text(m)[:600] for m in msgs[-3:])
