@@ -23,6 +23,12 @@ pub trait Advisor: Send + Sync + 'static {
     fn resolved(&self, notification: &Notification, original_message_id: Option<&str>) {
         let _ = (notification, original_message_id);
     }
+
+    /// Whether [`Advisor::advise`] can return anything; `false` lets the receiver skip the
+    /// trip through the blocking pool.
+    fn gives_advice(&self) -> bool {
+        true
+    }
 }
 
 /// The advisor's answer for one group.
@@ -58,6 +64,10 @@ pub struct NoAdvisor;
 impl Advisor for NoAdvisor {
     fn advise(&self, _: &Notification, _: &str) -> Option<Advice> {
         None
+    }
+
+    fn gives_advice(&self) -> bool {
+        false
     }
 }
 

@@ -291,6 +291,10 @@ impl std::fmt::Debug for Processor {
 
 /// Checkpoint-only entries and delivery records are synced at most this often.
 const SYNC_EVERY: Duration = Duration::from_millis(500);
+/// Undelivered messages held in memory; beyond this, processing pauses (the journal keeps the
+/// notifications on disk). Slack takes about one message per second per webhook, so this is a
+/// quarter of an hour of backlog.
+pub const MAX_OUTBOX: usize = 1000;
 /// Records read from the journal in one go.
 const READ_BATCH: usize = 512;
 /// Records waiting behind advice, over all groups, before reading pauses.
@@ -355,7 +359,10 @@ impl Processor {
             self.beat();
             let durable = self.journal.durable_seq.load(Ordering::Acquire);
             let slots = self.settings.max_inflight.max(1);
-            let can_read = stop_deadline.is_none() && self.queued < MAX_QUEUED;
+            // Backpressure: while the outbox is full (Slack down or slow), records stay in the
+            // journal on disk instead of piling up as messages in memory.
+            let outbox_full = self.state.lock().outbox_len() >= MAX_OUTBOX;
+            let can_read = stop_deadline.is_none() && self.queued < MAX_QUEUED && !outbox_full;
             if can_read && self.backlog.is_empty() && reader.next_seq() <= durable {
                 match reader.read(durable, READ_BATCH) {
                     Ok(records) => {
@@ -421,25 +428,37 @@ impl Processor {
                     return;
                 }
             }
-            let more =
-                can_read && reader.next_seq() <= self.journal.durable_seq.load(Ordering::Acquire);
-            let event = if more {
+            // Do not block while there is work we may do now; never spin while waiting for
+            // advice slots.
+            let more = can_read
+                && self.inflight < slots
+                && (!self.backlog.is_empty()
+                    || reader.next_seq() <= self.journal.durable_seq.load(Ordering::Acquire));
+            let first = if more {
                 self.events.try_recv().ok()
             } else {
                 self.events.recv_timeout(Duration::from_millis(500)).ok()
             };
-            match event {
-                None => {}
-                Some(Event::Durable) => self.status.wake_queued.store(false, Ordering::Release),
-                Some(Event::Stop) => {
-                    self.status.stop.store(true, Ordering::Release);
-                    stop_deadline.get_or_insert(Instant::now() + grace);
-                }
-                Some(Event::Advice { group, advice }) => {
-                    let result = self.advised(&group, advice.map(|a| *a));
-                    if result.is_err() {
-                        return;
+            // Take every event already queued, so one sync covers all their commits.
+            let mut next = first;
+            let mut taken = 0;
+            while let Some(event) = next.take() {
+                match event {
+                    Event::Durable => self.status.wake_queued.store(false, Ordering::Release),
+                    Event::Stop => {
+                        self.status.stop.store(true, Ordering::Release);
+                        stop_deadline.get_or_insert(Instant::now() + grace);
                     }
+                    Event::Advice { group, advice } => {
+                        let result = self.advised(&group, advice.map(|a| *a));
+                        if result.is_err() {
+                            return;
+                        }
+                    }
+                }
+                taken += 1;
+                if taken < 1024 {
+                    next = self.events.try_recv().ok();
                 }
             }
         }
@@ -493,7 +512,7 @@ impl Processor {
             p.entry.received_at,
             self.settings.reminder,
         );
-        if !d.needs_advice {
+        if !d.needs_advice || !self.advisor.gives_advice() {
             return self.commit(&p.entry, p.n, d, None);
         }
         let group = p.n.group_key.clone();
@@ -701,6 +720,7 @@ impl Processor {
             let result = self.state.lock().sync();
             match result {
                 Ok(published) => {
+                    let published = published > 0;
                     self.dirty = false;
                     self.messages_staged = false;
                     self.status.set_error(None);
@@ -709,7 +729,7 @@ impl Processor {
                         let secs = (now - at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
                         self.metrics.processing_seconds.observe(secs);
                     }
-                    if !published.is_empty() {
+                    if published {
                         self.state.changed.notify_all();
                     }
                     return Ok(());

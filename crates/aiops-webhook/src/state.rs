@@ -76,7 +76,7 @@ pub enum Entry {
     },
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 struct Snapshot {
     /// State-log records from this sequence number on are not covered by the snapshot.
     log_from: u64,
@@ -136,6 +136,7 @@ pub struct Store {
     /// Messages written but not yet synced: invisible to delivery until [`Store::sync`].
     staged: Vec<Message>,
     dead_letter_path: PathBuf,
+    last_snapshot_bytes: u64,
     /// A write failed; the message says what.
     pub last_error: Option<String>,
 }
@@ -175,6 +176,7 @@ impl Store {
             outbox_ids: HashSet::new(),
             staged: Vec::new(),
             dead_letter_path: dir.join("dead-letter.jsonl"),
+            last_snapshot_bytes: 0,
             last_error: None,
         };
         if let Some(s) = snapshot {
@@ -283,18 +285,17 @@ impl Store {
 
     /// Makes everything appended durable and hands the staged messages to delivery; returns
     /// how many messages became deliverable.
-    pub fn sync(&mut self) -> Result<Vec<Message>, FsError> {
+    pub fn sync(&mut self) -> Result<usize, FsError> {
         if let Err(e) = self.log.sync() {
             self.last_error = Some(e.to_string());
             return Err(e);
         }
         let staged = std::mem::take(&mut self.staged);
-        let mut published = Vec::with_capacity(staged.len());
+        let n = staged.len();
         for m in staged {
-            published.push(m.clone());
             self.enqueue(m);
         }
-        Ok(published)
+        Ok(n)
     }
 
     pub fn checkpoint(&self) -> u64 {
@@ -356,7 +357,9 @@ impl Store {
     /// Writes a snapshot and drops the state-log segments it covers, if the log has grown past
     /// `max_bytes`. Forgets groups that are long over.
     pub fn compact_if_over(&mut self, max_bytes: u64) -> Result<bool, FsError> {
-        if self.log.segment_len() < max_bytes {
+        // At least twice the last snapshot, so that snapshot writing stays amortized when there
+        // are many groups.
+        if self.log.segment_len() < max_bytes.max(2 * self.last_snapshot_bytes) {
             return Ok(false);
         }
         self.compact()?;
@@ -376,13 +379,22 @@ impl Store {
         });
         self.log.rotate()?;
         self.publish_staged();
-        let snapshot = Snapshot {
+        // Serialized from references: a snapshot of many groups must not double them in memory.
+        #[derive(Serialize)]
+        struct SnapshotRef<'a> {
+            log_from: u64,
+            checkpoint: u64,
+            groups: Vec<&'a GroupState>,
+            outbox: &'a VecDeque<Message>,
+        }
+        let snapshot = SnapshotRef {
             log_from: self.log.next_seq(),
             checkpoint: self.checkpoint,
-            groups: self.groups.values().cloned().collect(),
-            outbox: self.outbox.iter().cloned().collect(),
+            groups: self.groups.values().collect(),
+            outbox: &self.outbox,
         };
         let bytes = serde_json::to_vec(&snapshot).expect("snapshots always serialize");
+        self.last_snapshot_bytes = bytes.len() as u64;
         fsutil::write_atomic(&self.dir.join("snapshot.json"), &bytes)?;
         log::compact(self.log.dir(), self.log.next_seq())?;
         Ok(())

@@ -152,3 +152,45 @@ fn without_a_slack_url_messages_are_logged_and_counted_delivered() {
         .expect("exits on SIGTERM");
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn a_long_outage_keeps_memory_bounded_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start();
+    let r = Receiver::start(dir.path(), Some(&sink.url()), Arc::new(NoAdvisor));
+    sink.outage(Behavior::ServerError);
+    let n = aiops_webhook::process::MAX_OUTBOX + 300;
+    for i in 0..n {
+        assert_eq!(
+            post(
+                r.addr,
+                &payload(&format!("Flood{i}"), &[alert(&format!("f{i}"))])
+            )
+            .status,
+            200
+        );
+    }
+    wait_until(
+        Duration::from_secs(20),
+        "the outbox to fill up to its bound",
+        || metric(r.addr, "aiops_outbox_depth") >= aiops_webhook::process::MAX_OUTBOX as f64,
+    );
+    // Processing pauses at the bound: the rest waits in the journal, on disk.
+    std::thread::sleep(Duration::from_millis(600));
+    let depth = metric(r.addr, "aiops_outbox_depth");
+    assert!(
+        depth < (aiops_webhook::process::MAX_OUTBOX + 512) as f64,
+        "outbox depth {depth}"
+    );
+    let (_, health) = get(r.addr, "/healthz");
+    assert!(health.contains("\"processed_checkpoint\""), "{health}");
+    sink.recover();
+    wait_until(
+        Duration::from_secs(60),
+        "every message after the outage",
+        || sink.delivered().len() == n,
+    );
+    let texts = sink.texts();
+    let unique: std::collections::HashSet<&String> = texts.iter().collect();
+    assert_eq!(unique.len(), n, "no duplicates");
+}
