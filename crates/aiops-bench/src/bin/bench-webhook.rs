@@ -133,6 +133,14 @@ fn main() -> anyhow::Result<()> {
     let mut acked_total = 0u64;
     let servers = [("aiops-webhook", &receiver), ("Node relay", &relay)];
     let mut command_lines = Vec::new();
+    let mut all_rounds = Table::new(&[
+        "round",
+        "server",
+        "notifications/s",
+        "p50",
+        "p99",
+        "Slack messages sent",
+    ]);
     for round in 0..args.rounds.max(1) {
         for (i, (name, server)) in servers.iter().enumerate() {
             let before = sink.received();
@@ -154,6 +162,14 @@ fn main() -> anyhow::Result<()> {
             if i == 0 {
                 acked_total += report.requests.saturating_sub(report.non_2xx);
             }
+            all_rounds.row(vec![
+                round.to_string(),
+                (*name).to_owned(),
+                format!("{:.0}", report.requests_per_sec),
+                fmt_duration(report.p50),
+                fmt_duration(report.p99),
+                sunk.to_string(),
+            ]);
             let better = best[i]
                 .report
                 .as_ref()
@@ -212,7 +228,8 @@ fn main() -> anyhow::Result<()> {
             best[i].sink.to_string(),
         ]);
     }
-    println!("{}", t.render());
+    println!("Best round of each:\n\n{}", t.render());
+    println!("All rounds:\n\n{}", all_rounds.render());
     println!(
         "Receiver durability: {received:.0} notifications counted after fsync vs {acked_total} 2xx answers seen by wrk over all rounds; {commits:.0} group commits ({:.1} notifications per fdatasync).",
         if commits > 0.0 {
