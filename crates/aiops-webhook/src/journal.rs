@@ -116,12 +116,15 @@ pub struct Opened {
 
 /// Recovers the journal in `dir` and starts its writer thread. `on_durable` is called from the
 /// writer thread with the new durable sequence number after every successful sync.
+/// `start_seq` numbers the first record of an empty journal (the processor's checkpoint + 1,
+/// so that a journal removed by hand does not reuse numbers the state already counts as done).
 pub fn open(
     dir: &Path,
+    start_seq: u64,
     metrics: Arc<Metrics>,
     on_durable: impl Fn(u64) + Send + 'static,
 ) -> Result<Opened, FsError> {
-    let (appender, rec) = log::recover(dir, 1)?;
+    let (appender, rec) = log::recover(dir, start_seq.max(1))?;
     // Whatever recovery kept is on disk now (or in the page cache after SIGKILL; sync it).
     let mut appender = appender;
     appender.sync()?;

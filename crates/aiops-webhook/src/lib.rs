@@ -275,7 +275,8 @@ pub async fn run_with(
     let opened = {
         let tx = events_tx.clone();
         let pstatus = pstatus.clone();
-        journal::open(&base.join("journal"), metrics.clone(), move |_| {
+        let start = state.lock().checkpoint() + 1;
+        journal::open(&base.join("journal"), start, metrics.clone(), move |_| {
             if !pstatus.wake_queued.swap(true, Ordering::AcqRel) {
                 let _ = tx.send(process::Event::Durable);
             }
@@ -304,6 +305,7 @@ pub async fn run_with(
         },
         pstatus.clone(),
         (events_tx.clone(), events_rx),
+        opened.first_seq,
     );
     let processor_thread = std::thread::Builder::new()
         .name("processor".into())
@@ -340,6 +342,8 @@ pub async fn run_with(
         health: health.clone(),
     });
 
+    tracing::info!("listening on http://{addr}");
+    aiops_core::systemd::ready(&format!("listening on {addr}; {}", health.status_line()));
     let watchdog = {
         let health = health.clone();
         aiops_core::systemd::spawn_watchdog(move || {
@@ -359,8 +363,6 @@ pub async fn run_with(
             }
         })
     };
-    tracing::info!("listening on http://{addr}");
-    aiops_core::systemd::ready(&format!("listening on {addr}; {}", health.status_line()));
 
     let limits = aiops_core::http::Limits {
         header_timeout: Duration::from_secs(config.webhook.header_timeout_secs.max(1)),

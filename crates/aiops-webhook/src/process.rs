@@ -316,8 +316,19 @@ impl Processor {
         settings: Settings,
         status: Arc<ProcessorStatus>,
         events: (mpsc::Sender<Event>, mpsc::Receiver<Event>),
+        journal_first_seq: u64,
     ) -> Self {
-        let cursor = state.lock().checkpoint() + 1;
+        // Resume after the checkpoint, but never before the journal's first record (a state
+        // directory restored without its journal must not wait for records that are gone).
+        let checkpoint = state.lock().checkpoint();
+        if journal_first_seq > checkpoint + 1 {
+            tracing::warn!(
+                checkpoint,
+                journal_first_seq,
+                "the journal starts after the processing checkpoint; records in between are gone"
+            );
+        }
+        let cursor = (checkpoint + 1).max(journal_first_seq);
         Self {
             journal_dir,
             journal,

@@ -166,11 +166,11 @@ pub async fn handle(app: Arc<App>, req: Request) -> Response {
     let path = req.uri().path();
     let result = match (req.method(), path) {
         (&Method::POST, "/") => receive(&app, req).await,
-        (_, "/") => Err(Rejection::MethodNotAllowed),
+        (_, "/") => Err(drained(&app, req, Rejection::MethodNotAllowed).await),
         (&Method::GET | &Method::HEAD, "/healthz") => return healthz(&app),
         (&Method::GET | &Method::HEAD, "/metrics") => return metrics(&app),
-        (_, "/healthz" | "/metrics") => Err(Rejection::MethodNotAllowed),
-        _ => Err(Rejection::NotFound),
+        (_, "/healthz" | "/metrics") => Err(drained(&app, req, Rejection::MethodNotAllowed).await),
+        _ => Err(drained(&app, req, Rejection::NotFound).await),
     };
     match result {
         Ok(r) => r,
@@ -185,11 +185,23 @@ pub async fn handle(app: Arc<App>, req: Request) -> Response {
     }
 }
 
+/// Reads and discards the body (within the usual bounds) before refusing, so that a client
+/// still sending it reads the answer instead of a broken connection.
+async fn drained(app: &App, req: Request, rejection: Rejection) -> Rejection {
+    let (parts, body) = req.into_parts();
+    let _ = h::read_body(&parts.headers, body, app.max_body_bytes, app.body_timeout).await;
+    rejection
+}
+
 async fn receive(app: &App, req: Request) -> Result<Response, Rejection> {
-    check_token(app, &req)?;
+    if let Err(rejection) = check_token(app, &req) {
+        return Err(drained(app, req, rejection).await);
+    }
     match h::media_type(req.headers()) {
         Some(t) if t == "application/json" => {}
-        other => return Err(Rejection::UnsupportedMediaType(other)),
+        other => {
+            return Err(drained(app, req, Rejection::UnsupportedMediaType(other)).await);
+        }
     }
     let (parts, body) = req.into_parts();
     let bytes = h::read_body(&parts.headers, body, app.max_body_bytes, app.body_timeout)

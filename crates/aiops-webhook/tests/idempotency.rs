@@ -223,3 +223,37 @@ fn a_resolution_waits_for_the_firing_advice_while_other_groups_go_ahead() {
         advisor.calls()
     );
 }
+
+#[test]
+fn losing_the_journal_or_the_state_directory_does_not_stall_processing() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start();
+    let r = Receiver::start(dir.path(), Some(&sink.url()), Arc::new(NoAdvisor));
+    for i in 0..5 {
+        post(r.addr, &payload(&format!("Before{i}"), &[alert("x")]));
+    }
+    wait_until(Duration::from_secs(10), "five messages", || {
+        sink.delivered().len() == 5
+    });
+    r.stop().unwrap();
+    // The journal removed by hand: new records must not reuse sequence numbers already done.
+    std::fs::remove_dir_all(dir.path().join("state/webhook/journal")).unwrap();
+    let r = Receiver::start(dir.path(), Some(&sink.url()), Arc::new(NoAdvisor));
+    post(r.addr, &payload("AfterJournalLoss", &[alert("y")]));
+    wait_until(
+        Duration::from_secs(10),
+        "the message after the journal loss",
+        || sink.delivered().len() == 6,
+    );
+    r.stop().unwrap();
+    // The state removed by hand: whatever the journal still holds is processed again from its
+    // first record, and new notifications flow.
+    std::fs::remove_dir_all(dir.path().join("state/webhook/state")).unwrap();
+    let r = Receiver::start(dir.path(), Some(&sink.url()), Arc::new(NoAdvisor));
+    post(r.addr, &payload("AfterStateLoss", &[alert("z")]));
+    wait_until(
+        Duration::from_secs(10),
+        "the message after the state loss",
+        || sink.texts().iter().any(|t| t.contains("AfterStateLoss")),
+    );
+}

@@ -115,16 +115,6 @@ fn bad_inputs_are_rejected_precisely_and_the_receiver_keeps_serving() {
             reason: "malformed",
         },
         Case {
-            name: "over the body bound",
-            path: "/",
-            content_type: Some("application/json"),
-            token: Some(TOKEN),
-            body: vec![b' '; 1024 * 1024 + 1],
-            status: 413,
-            message: "larger than the limit of 1048576 bytes",
-            reason: "too_large",
-        },
-        Case {
             name: "other path",
             path: "/api/v1/alerts",
             content_type: Some("application/json"),

@@ -114,7 +114,12 @@ pub fn post_raw(
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
-    let mut resp = req.send(body).expect("the receiver answers");
+    let mut resp = req.send(body).unwrap_or_else(|e| {
+        panic!(
+            "POST {path} (content type {content_type:?}, token {}) got no answer: {e}",
+            token.is_some()
+        )
+    });
     let status = resp.status().as_u16();
     let retry_after = resp
         .headers()
