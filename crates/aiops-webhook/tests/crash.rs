@@ -128,3 +128,59 @@ fn sigkill_during_a_burst_loses_no_acknowledged_notification() {
         "nothing invented"
     );
 }
+
+#[test]
+fn a_torn_journal_tail_is_cut_at_start_and_nothing_before_it_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start();
+    {
+        let r = Receiver::start(
+            dir.path(),
+            Some(&sink.url()),
+            std::sync::Arc::new(aiops_webhook::NoAdvisor),
+        );
+        for i in 0..3 {
+            assert_eq!(
+                post(r.addr, &payload(&format!("Torn{i}"), &[alert("t")])).status,
+                200
+            );
+        }
+        wait_until(Duration::from_secs(10), "three messages", || {
+            sink.delivered().len() == 3
+        });
+        r.stop().unwrap();
+    }
+    // What a crash in the middle of a write leaves: half a record at the end of the segment.
+    let journal = dir.path().join("state/webhook/journal");
+    let (_, last) = aiops_webhook::log::list_segments(&journal)
+        .unwrap()
+        .pop()
+        .unwrap();
+    let mut half = Vec::new();
+    aiops_webhook::log::encode(4, b"a record that never finished", &mut half);
+    half.truncate(half.len() / 2);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&last)
+        .unwrap();
+    std::io::Write::write_all(&mut f, &half).unwrap();
+    drop(f);
+    let r = Receiver::start(
+        dir.path(),
+        Some(&sink.url()),
+        std::sync::Arc::new(aiops_webhook::NoAdvisor),
+    );
+    assert_eq!(
+        post(r.addr, &payload("AfterTear", &[alert("u")])).status,
+        200
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the message after the tear",
+        || sink.delivered().len() == 4,
+    );
+    let texts = sink.texts();
+    assert!(texts[3].contains("AfterTear firing"), "{texts:?}");
+    let (_, health) = get(r.addr, "/healthz");
+    assert!(health.contains("\"healthy\":true"), "{health}");
+}
