@@ -98,6 +98,48 @@ pub enum StateError {
     Read(#[from] log::ReadError),
 }
 
+/// Like `fsutil::write_atomic`, but streams the JSON into the temporary file instead of
+/// building it in memory first (a snapshot of many groups is megabytes). Returns its size.
+fn write_json_atomic(path: &Path, value: &impl Serialize) -> Result<u64, FsError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let result = (|| {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| FsError::new("cannot create", &tmp, e))?;
+        let mut w = std::io::BufWriter::with_capacity(64 * 1024, file);
+        serde_json::to_writer(&mut w, value)
+            .map_err(std::io::Error::from)
+            .and_then(|()| w.flush())
+            .map_err(|e| FsError::new("cannot write", &tmp, e))?;
+        let file = w
+            .into_inner()
+            .map_err(|e| FsError::new("cannot write", &tmp, e.into_error()))?;
+        file.sync_all()
+            .map_err(|e| FsError::new("cannot fsync", &tmp, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| FsError::new("cannot stat", &tmp, e))?
+            .len();
+        std::fs::rename(&tmp, path)
+            .map_err(|e| FsError::new("cannot rename into place", path, e))?;
+        fsutil::fsync_dir(dir)?;
+        Ok(len)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// The store shared by the processor (writes) and the delivery worker (reads the outbox).
 #[derive(Debug)]
 pub struct Shared {
@@ -393,10 +435,86 @@ impl Store {
             groups: self.groups.values().collect(),
             outbox: &self.outbox,
         };
-        let bytes = serde_json::to_vec(&snapshot).expect("snapshots always serialize");
-        self.last_snapshot_bytes = bytes.len() as u64;
-        fsutil::write_atomic(&self.dir.join("snapshot.json"), &bytes)?;
+        self.last_snapshot_bytes = write_json_atomic(&self.dir.join("snapshot.json"), &snapshot)?;
         log::compact(self.log.dir(), self.log.next_seq())?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::MessageKind;
+
+    fn message(id: &str, group: &str) -> Message {
+        let body = format!(
+            r#"{{"version":"4","groupKey":"{group}","status":"firing","alerts":[{{"status":"firing","startsAt":"2026-11-28T12:00:00Z","endsAt":"0001-01-01T00:00:00Z","fingerprint":"f"}}]}}"#
+        );
+        Message {
+            id: id.into(),
+            kind: MessageKind::Firing,
+            created_at: Utc::now(),
+            notification: aiops_core::alertmanager::Notification::parse(body.as_bytes()).unwrap(),
+            advice: None,
+            original: None,
+            new_alerts: 1,
+            dashboard_url: None,
+        }
+    }
+
+    fn group(key: &str, seq: u64) -> GroupState {
+        GroupState {
+            group_key: key.into(),
+            status: Status::Firing,
+            last_key: "k".into(),
+            last_seq: seq,
+            first_seen: Utc::now(),
+            last_seen: Utc::now(),
+            fingerprints: ["f".to_owned()].into(),
+            original: None,
+            last_message_at: None,
+        }
+    }
+
+    #[test]
+    fn snapshot_and_log_replay_to_the_same_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = Store::open(dir.path()).unwrap();
+        for i in 1..=5u64 {
+            let g = format!("g{i}");
+            store
+                .append(Entry::Processed {
+                    seq: i,
+                    checkpoint: i,
+                    group: Some(group(&g, i)),
+                    message: Some(message(&format!("m-{i}"), &g)),
+                })
+                .unwrap();
+        }
+        assert_eq!(store.sync().unwrap(), 5);
+        store.delivered("m-1").unwrap();
+        store.compact().unwrap();
+        // After the snapshot: more entries in the fresh log segment.
+        store.delivered("m-2").unwrap();
+        store
+            .append(Entry::Processed {
+                seq: 6,
+                checkpoint: 6,
+                group: Some(group("g6", 6)),
+                message: Some(message("m-6", "g6")),
+            })
+            .unwrap();
+        store.sync().unwrap();
+        drop(store);
+        let (store, _) = Store::open(dir.path()).unwrap();
+        assert_eq!(store.checkpoint(), 6);
+        assert_eq!(store.groups(), 6);
+        assert_eq!(store.group("g3").unwrap().last_seq, 3);
+        let ids: Vec<&str> = store.outbox.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["m-3", "m-4", "m-5", "m-6"]);
+        assert_eq!(
+            log::list_segments(&dir.path().join("log")).unwrap().len(),
+            1
+        );
     }
 }
