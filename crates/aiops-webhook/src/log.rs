@@ -523,7 +523,7 @@ impl Reader {
         self.buf_offset += self.at as u64;
         self.at = 0;
         let old = self.buf.len();
-        self.buf.resize(old + 256 * 1024, 0);
+        self.buf.resize(old + 64 * 1024, 0);
         let n = file
             .read(&mut self.buf[old..])
             .map_err(|e| FsError::new("cannot read", path, e))?;

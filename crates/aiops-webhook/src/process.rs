@@ -296,7 +296,7 @@ const SYNC_EVERY: Duration = Duration::from_millis(500);
 /// quarter of an hour of backlog.
 pub const MAX_OUTBOX: usize = 1000;
 /// Records read from the journal in one go.
-const READ_BATCH: usize = 512;
+const READ_BATCH: usize = 128;
 /// Records waiting behind advice, over all groups, before reading pauses.
 const MAX_QUEUED: usize = 10_000;
 
