@@ -293,7 +293,8 @@ class Scenario:
                 section = line
             elif section == "[Service]" and "=" in line and not line.startswith("#"):
                 key, _, value = line.partition("=")
-                if key in SANDBOX_KEYS and value:
+                if key in SANDBOX_KEYS:
+                    # An empty value is meaningful (CapabilityBoundingSet= means none).
                     props.append(f"-p {q(key + '=' + value)}")
         check(any(p.startswith("-p User=") or "'User=" in p for p in props), f"{WEBHOOK} has no User=")
         return "systemd-run --wait --pipe --quiet --collect " + " ".join(props)
