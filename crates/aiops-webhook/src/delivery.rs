@@ -12,6 +12,7 @@
 //! that write(2), or a power loss before the fsync, sends a message twice; every message shows
 //! its id so a human (or the sink) can spot the duplicate.
 
+use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -46,12 +47,26 @@ impl Sink {
     fn send(&self, m: &Message) -> Outcome {
         match self {
             Sink::Log => {
-                tracing::info!(
-                    message_id = %m.id,
-                    kind = m.kind.as_str(),
-                    "message (no Slack URL configured, shown here instead)\n{}",
-                    slack::plain_text(m)
-                );
+                // The message itself goes to stdout, readable and uncluttered (`aiops demo`
+                // shows the receiver's stdout in its terminal; under systemd it lands in the
+                // journal); the log gets one line saying so.
+                let text = slack::plain_text(m);
+                let mut out = std::io::stdout().lock();
+                let written = writeln!(out, "\n{text}\n").and_then(|()| out.flush());
+                match written {
+                    Ok(()) => tracing::info!(
+                        message_id = %m.id,
+                        kind = m.kind.as_str(),
+                        "message written to stdout (no Slack URL configured)"
+                    ),
+                    // Nobody reads stdout any more: the log keeps the message instead.
+                    Err(e) => tracing::info!(
+                        message_id = %m.id,
+                        kind = m.kind.as_str(),
+                        error = %e,
+                        "message (no Slack URL configured; stdout failed)\n{text}"
+                    ),
+                }
                 Outcome::Delivered
             }
             Sink::Slack { url, agent } => {
@@ -176,10 +191,28 @@ pub fn run(
         };
         match sink.send(&m) {
             Outcome::Delivered => {
+                // Record the delivery before sending anything else: moving on without the record
+                // would send this message again after a restart. While the disk refuses (full,
+                // read-only), keep trying; nothing else can be recorded meanwhile either.
                 let mut store = state.lock();
-                if let Err(e) = store.delivered(&m.id) {
-                    tracing::error!(message_id = %m.id, error = %e, "delivered, but cannot record it; the message may be sent again after a restart");
-                    store.forget(&m.id);
+                let mut warned = false;
+                while let Err(e) = store.delivered(&m.id) {
+                    if status.stop.load(Ordering::Acquire) {
+                        tracing::error!(message_id = %m.id, error = %e, "delivered, but cannot record it before shutdown; it may be sent again after a restart");
+                        store.forget(&m.id);
+                        break;
+                    }
+                    if !warned {
+                        tracing::error!(message_id = %m.id, error = %e, "delivered, but cannot record it yet; retrying before anything else is sent");
+                        *status.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Some(format!("cannot record a delivery: {e}"));
+                        warned = true;
+                    }
+                    store = state
+                        .changed
+                        .wait_timeout(store, Duration::from_millis(500))
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
                 }
                 state.dirty.store(true, Ordering::Release);
                 drop(store);

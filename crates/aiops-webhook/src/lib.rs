@@ -23,6 +23,7 @@
 
 pub mod advisor;
 pub mod delivery;
+pub mod gate;
 pub mod journal;
 pub mod log;
 pub mod message;
@@ -83,6 +84,9 @@ pub struct Options {
     pub initial_backoff: Duration,
     /// Advice computations run at once.
     pub max_advice_inflight: usize,
+    /// The human gate this process hosts: its control socket is served (at
+    /// `webhook.control_socket`) and its transitions are posted as messages.
+    pub gate: Option<Arc<aiops_actions::Gate>>,
 }
 
 impl Default for Options {
@@ -92,6 +96,7 @@ impl Default for Options {
             reminder_interval: Some(Duration::from_secs(30 * 60)),
             initial_backoff: Duration::from_secs(1),
             max_advice_inflight: 4,
+            gate: None,
         }
     }
 }
@@ -327,6 +332,26 @@ pub async fn run_with(
             .map_err(Error::Thread)?
     };
 
+    let (gate_stop_tx, gate_stop_rx) = tokio::sync::watch::channel(false);
+    let gate_tasks = match &options.gate {
+        Some(gate) => {
+            let forwarder =
+                gate::forward_events(gate, state.clone(), config.webhook.dashboard_url.clone())
+                    .map_err(Error::Thread)?;
+            let socket = config.webhook.control_socket.clone();
+            let mut stop = gate_stop_rx.clone();
+            let gate = gate.clone();
+            let control = tokio::spawn(async move {
+                gate.serve_control(&socket, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+            });
+            Some((forwarder, control))
+        }
+        None => None,
+    };
+
     let health = Arc::new(Health {
         journal: journal.shared.clone(),
         processor: pstatus.clone(),
@@ -389,6 +414,20 @@ pub async fn run_with(
         .unwrap_or_else(|e| e.into_inner())
         .unwrap_or_else(Instant::now);
     let deadline = started + grace.saturating_sub(Duration::from_millis(200));
+
+    // The control socket stops taking approvals; one already running finishes its step.
+    let _ = gate_stop_tx.send(true);
+    drop(gate_stop_rx);
+    if let Some((_forwarder, control)) = gate_tasks {
+        match tokio::time::timeout_at(deadline.into(), control).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "the control socket failed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "the control socket task panicked"),
+            Err(_) => tracing::warn!("the control socket did not stop within the grace period"),
+        }
+        // The forwarder thread ends with the gate (when the last handle is dropped); its
+        // messages are durable once queued, so it is not waited for.
+    }
 
     // Processing: finish the current step (in-flight advice gets a third of the grace).
     pstatus.stop.store(true, Ordering::Release);

@@ -62,13 +62,29 @@ fn real_main(args: Args) -> anyhow::Result<()> {
             let sig = aiops_core::shutdown::signal().await;
             tracing::info!(signal = sig, "stop requested");
         };
-        aiops_webhook::run(
-            listener,
-            config,
-            Arc::new(aiops_webhook::NoAdvisor),
-            shutdown,
-        )
-        .await
-        .context("the receiver failed")
+        // The gate and the diagnosis engine register their metrics on the registry that
+        // `/metrics` serves.
+        let registry = prometheus::Registry::new();
+        let gate = Arc::new(
+            aiops_actions::Gate::open(&config, &registry)
+                .context("opening the action store (pending actions, audit log, limits)")?,
+        );
+        let engine = aiops_diagnosis::Engine::from_config(&config)
+            .context("loading the diagnosis catalog")?;
+        let advisor = Arc::new(aiops_webhook::gate::GateAdvisor::new(engine, gate.clone()));
+        tracing::info!(
+            control_socket = %config.webhook.control_socket.display(),
+            executor = ?config.remediation.executor,
+            allowed = ?config.remediation.allowed,
+            "human gate ready: `aiops approve` talks to the control socket"
+        );
+        let options = aiops_webhook::Options {
+            registry,
+            gate: Some(gate),
+            ..aiops_webhook::Options::default()
+        };
+        aiops_webhook::run_with(listener, config, advisor, options, shutdown)
+            .await
+            .context("the receiver failed")
     })
 }

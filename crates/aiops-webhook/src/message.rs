@@ -18,6 +18,9 @@ pub enum MessageKind {
     Reminder,
     /// The group resolved.
     Resolved,
+    /// A human or the executor moved an action on: approved, rejected, verified, failed,
+    /// expired or obsolete. `Message::action` says which.
+    Action,
 }
 
 impl MessageKind {
@@ -27,6 +30,7 @@ impl MessageKind {
             MessageKind::Update => "update",
             MessageKind::Reminder => "reminder",
             MessageKind::Resolved => "resolved",
+            MessageKind::Action => "action",
         }
     }
 }
@@ -55,6 +59,25 @@ pub struct Message {
     #[serde(default)]
     pub new_alerts: usize,
     pub dashboard_url: Option<String>,
+    /// For [`MessageKind::Action`]: what happened to the action. Such a message's
+    /// `notification` carries only the group's identity (group key and labels, no alerts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<ActionNote>,
+}
+
+/// What happened to a pending action, as the executor reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionNote {
+    pub action_id: String,
+    /// `approved`, `rejected`, `succeeded`, `failed`, `expired` or `obsolete`.
+    pub state: String,
+    /// `restart` or `clear-cache`.
+    pub action: String,
+    pub unit: String,
+    /// Who moved it: a person's user name, or `aiops-webhook` for the executor itself.
+    pub actor: String,
+    /// One sentence with the numbers, e.g. the verification outcome.
+    pub text: String,
 }
 
 impl Message {

@@ -628,6 +628,7 @@ impl Processor {
                     original,
                     new_alerts: d.new_alerts,
                     dashboard_url: self.settings.dashboard_url.clone(),
+                    action: None,
                 };
                 if kind == MessageKind::Firing {
                     state.original = Some(MessageRef {

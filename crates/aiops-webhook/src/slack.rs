@@ -95,6 +95,59 @@ pub fn title(m: &Message) -> String {
         }
         MessageKind::Reminder => format!("🔁 {name} still firing (reminder){count}"),
         MessageKind::Resolved => format!("✅ {name} resolved{count}"),
+        MessageKind::Action => match &m.action {
+            Some(a) => action_title(name, a),
+            None => format!("{name}: action update"),
+        },
+    }
+}
+
+fn action_title(alertname: &str, a: &crate::message::ActionNote) -> String {
+    let what = format!("{} of {}", a.action, a.unit);
+    match a.state.as_str() {
+        "approved" => format!("▶️ {alertname}: {what} approved by {}", a.actor),
+        "succeeded" => format!("✅ {alertname}: {what} verified"),
+        "failed" => format!("❌ {alertname}: {what} did not fix it"),
+        "rejected" => format!("🚫 {alertname}: {what} rejected by {}", a.actor),
+        "expired" => format!("⌛ {alertname}: {what} expired unapproved"),
+        "obsolete" => format!("➖ {alertname}: {what} no longer needed"),
+        other => format!("{alertname}: {what} {other}"),
+    }
+}
+
+/// An action's news: what happened, with the executor's own sentence and the numbers in it.
+fn compose_action(m: &Message, a: &crate::message::ActionNote) -> Composed {
+    let title = title(m);
+    let mut what: Vec<Line> = vec![vec![t(a.text.clone())]];
+    if let Some(orig) = &m.original {
+        what.push(vec![
+            t("Follows up on message "),
+            code(orig.id.clone()),
+            t(format!(" “{}” of {}.", orig.title, time(orig.at))),
+        ]);
+    }
+    if a.state == "failed" {
+        what.push(vec![
+            t("Nothing more will be done automatically; see the runbook and "),
+            code(format!("aiops show {}", a.action_id)),
+            t("."),
+        ]);
+    }
+    let mut blocks = vec![Block::Header(title.clone()), Block::Section(what)];
+    blocks.push(Block::Fields(vec![
+        ("action".to_owned(), a.action_id.clone()),
+        ("unit".to_owned(), a.unit.clone()),
+        ("by".to_owned(), a.actor.clone()),
+        ("state".to_owned(), a.state.clone()),
+    ]));
+    blocks.push(Block::Context(vec![vec![
+        t("message "),
+        code(m.id.clone()),
+        t(format!(" · action · {}", time(m.created_at))),
+    ]]));
+    Composed {
+        text: format!("{title} — {} [{}]", a.text, m.id),
+        blocks,
     }
 }
 
@@ -119,6 +172,9 @@ fn annotation<'a>(m: &'a Message, key: &str) -> Option<&'a str> {
 
 /// Decides what a message says.
 pub fn compose(m: &Message) -> Composed {
+    if let (MessageKind::Action, Some(a)) = (m.kind, &m.action) {
+        return compose_action(m, a);
+    }
     let n = &m.notification;
     let title = title(m);
     let mut blocks = vec![Block::Header(title.clone())];

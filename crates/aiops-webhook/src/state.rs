@@ -65,6 +65,10 @@ pub enum Entry {
         group: Option<GroupState>,
         message: Option<Message>,
     },
+    /// A message that no notification caused (the executor's news about an action).
+    Outgoing {
+        message: Message,
+    },
     Delivered {
         id: String,
         at: DateTime<Utc>,
@@ -285,6 +289,11 @@ impl Store {
                     self.staged.push(m);
                 }
             }
+            Entry::Outgoing { message: m } => {
+                if !self.outbox_ids.contains(&m.id) && !self.staged.iter().any(|s| s.id == m.id) {
+                    self.staged.push(m);
+                }
+            }
             Entry::Delivered { id, .. } | Entry::Dropped { id, .. } => {
                 self.staged.retain(|m| m.id != id);
                 self.forget(&id);
@@ -459,6 +468,7 @@ mod tests {
             original: None,
             new_alerts: 1,
             dashboard_url: None,
+            action: None,
         }
     }
 

@@ -30,6 +30,7 @@ fn firing() -> Message {
         original: None,
         new_alerts: 1,
         dashboard_url: Some("http://127.0.0.1:3000/d/aiops/aiops-demo".into()),
+        action: None,
     }
 }
 
@@ -88,10 +89,47 @@ fn resolved_refers_to_the_original() {
         }),
         new_alerts: 0,
         dashboard_url: original.dashboard_url.clone(),
+        action: None,
     };
     let p = slack::slack_payload(&m);
     assert_within_limits(&p);
     insta::assert_json_snapshot!("resolved", p);
+}
+
+#[test]
+fn an_action_outcome_follows_up_on_the_alert() {
+    let original = firing();
+    let mut identity = original.notification.clone();
+    identity.alerts.clear();
+    let m = Message {
+        id: "m-0a0b0c0d0e0f".into(),
+        kind: MessageKind::Action,
+        created_at: at() + chrono::Duration::minutes(3),
+        notification: identity,
+        advice: None,
+        original: Some(MessageRef {
+            id: original.id.clone(),
+            title: slack::title(&original),
+            at: original.created_at,
+        }),
+        new_alerts: 0,
+        dashboard_url: None,
+        action: Some(aiops_webhook::message::ActionNote {
+            action_id: "3f9c2a1b".into(),
+            state: "succeeded".into(),
+            action: "restart".into(),
+            unit: "aiops-demo-app.service".into(),
+            actor: "aiops-webhook".into(),
+            text: "verified: error ratio back to 0.2% 35 s after the restart".into(),
+        }),
+    };
+    let p = slack::slack_payload(&m);
+    assert_within_limits(&p);
+    insta::assert_json_snapshot!("action_succeeded", p);
+    let text = slack::plain_text(&m);
+    assert!(text.contains("restart of aiops-demo-app.service verified"), "{text}");
+    assert!(text.contains("error ratio back to 0.2%"), "{text}");
+    assert!(text.contains(&original.id), "{text}");
 }
 
 #[test]
@@ -112,6 +150,7 @@ fn a_truncated_group_is_cut_visibly() {
         original: None,
         new_alerts: 25,
         dashboard_url: None,
+        action: None,
     };
     let p = slack::slack_payload(&m);
     assert_within_limits(&p);

@@ -168,10 +168,14 @@ pub fn metric(addr: SocketAddr, sample: &str) -> f64 {
 pub fn write_config(dir: &Path, slack_url: Option<&str>, extra: &str) -> PathBuf {
     let token = dir.join("token");
     std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    // The control socket lives in the test's own directory, and Prometheus and Alertmanager
+    // point at the discard port (connection refused at once): the real advisor then says
+    // "monitoring is blind" quickly, which is all these tests need from it.
     let mut text = format!(
-        "state_dir = {:?}\n[webhook]\ntoken_file = {:?}\nheader_timeout_secs = 1\nbody_timeout_secs = 1\nshutdown_grace_secs = 5\ndashboard_url = \"http://127.0.0.1:3000/d/aiops\"\n{extra}\n",
+        "state_dir = {:?}\n[webhook]\ntoken_file = {:?}\nheader_timeout_secs = 1\nbody_timeout_secs = 1\nshutdown_grace_secs = 5\ndashboard_url = \"http://127.0.0.1:3000/d/aiops\"\ncontrol_socket = {:?}\n{extra}\n[prometheus]\nurl = \"http://127.0.0.1:9\"\ntimeout_ms = 500\n[alertmanager]\nurl = \"http://127.0.0.1:9\"\n",
         dir.join("state"),
-        token
+        token,
+        dir.join("control.sock"),
     );
     if let Some(url) = slack_url {
         let f = dir.join("slack-url");
@@ -292,11 +296,21 @@ impl ChildGuard {
             .env_remove("CREDENTIALS_DIRECTORY")
             .env_remove("NOTIFY_SOCKET")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start aiops-webhook");
         let stderr = child.stderr.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
         let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        {
+            // Without a Slack URL the messages themselves go to stdout.
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
         let (tx, rx) = std::sync::mpsc::channel();
         {
             let log = log.clone();
