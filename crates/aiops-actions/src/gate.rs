@@ -273,9 +273,15 @@ impl Gate {
     }
 
     fn emit(&self, a: &Action, actor: &Actor, message: String) {
+        self.emit_as(a, a.state, actor, message);
+    }
+
+    /// Like [`Gate::emit`], for a transition the action has already moved past (the approval is
+    /// announced once execution has been booked).
+    fn emit_as(&self, a: &Action, state: ActionState, actor: &Actor, message: String) {
         let _ = self.events.send(GateEvent {
             id: a.id.clone(),
-            state: a.state,
+            state,
             kind: a.kind,
             unit: a.unit.to_string(),
             alertname: a.alert.alertname.clone(),
@@ -1092,8 +1098,9 @@ impl Gate {
         drop(locked);
         drop(_d);
         let _ = self.refresh_pending_gauge();
-        self.emit(
+        self.emit_as(
             &a,
+            ActionState::Approved,
             actor,
             format!("{} approved {} of {}", actor.name, a.kind, a.unit),
         );

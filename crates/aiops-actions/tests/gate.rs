@@ -407,6 +407,7 @@ fn approve_without_id_needs_exactly_one_pending() {
         "{message}"
     );
     g.reject(&two, &alice(), "dup").unwrap();
+    let mut news = g.subscribe();
     let lines = std::sync::Mutex::new(Vec::new());
     let f = g
         .approve(None, &alice(), true, &|m| {
@@ -433,6 +434,17 @@ fn approve_without_id_needs_exactly_one_pending() {
         ["proposed", "approved", "executing", "verifying", "failed"]
     );
     assert!(g.audit_verify().ok);
+    // The receiver posts these: the approval (with who) and then the outcome.
+    let news: Vec<(ActionState, String)> = std::iter::from_fn(|| news.try_recv().ok())
+        .map(|e| (e.state, e.actor.name))
+        .collect();
+    assert_eq!(
+        news,
+        [
+            (ActionState::Approved, "alice".to_owned()),
+            (ActionState::Failed, "aiops-webhook".to_owned())
+        ]
+    );
 }
 
 #[test]
