@@ -141,7 +141,11 @@ pub struct PlannedItem {
 
 /// What to ask about `job` (the exact queries; pure).
 ///
-/// `baseline_end` is when the alert started; `baseline_secs` the window before it.
+/// The window of the recording rules' rates (`rate(...[1m])` in `prometheus/rules.yml`).
+pub const RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `baseline_end` is when the incident's signal began (see [`gather`]); `baseline_secs` the
+/// window before it.
 pub fn plan(job: &str, baseline_secs: u64, baseline_end: DateTime<Utc>) -> Vec<PlannedItem> {
     let j = label_value(job);
     let sel = format!("{{job={j}}}");
@@ -260,7 +264,11 @@ pub fn gather(
     config: &DiagnosisConfig,
     now: DateTime<Utc>,
 ) -> Evidence {
-    let baseline_at = ctx.starts_at.min(now);
+    // The alert's condition held from `starts_at` on, but the one-minute rates it reads carried
+    // the incident for up to a window before that: end the baseline one window earlier, so the
+    // incident's own ramp does not count as "normal".
+    let baseline_at = (ctx.starts_at - chrono::Duration::from_std(RATE_WINDOW).expect("small"))
+        .min(now);
     let planned = plan(ctx.job(&config.job), config.baseline_secs, baseline_at);
     gather_planned(prom, planned, now, baseline_at)
 }

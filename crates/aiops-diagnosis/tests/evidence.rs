@@ -121,7 +121,10 @@ fn evidence_from_a_real_prometheus_matches_the_recorded_incident() {
     assert_eq!(ev.id, evidence::evidence_id(ev));
 
     // Each item keeps exactly the planned query and its evaluation time.
-    let planned = evidence::plan("aiops-demo-app", 3600, starts_at);
+    // The baseline ends one rate window before the alert started: when the incident began.
+    let baseline_end = starts_at - Duration::from_std(evidence::RATE_WINDOW).unwrap();
+    assert_eq!(baseline_end, inc.incident_at);
+    let planned = evidence::plan("aiops-demo-app", 3600, baseline_end);
     for (item, p) in ev.items.iter().zip(&planned) {
         assert_eq!(item.key, p.key);
         assert_eq!(item.query, p.query);
@@ -205,7 +208,7 @@ fn evidence_from_a_real_prometheus_matches_the_recorded_incident() {
     }
     assert!(
         d.explanation
-            .contains("Error ratio is 25.0% against a baseline of 0.3%"),
+            .contains("Error ratio is 25.0% against a baseline of 0.0%"),
         "{}",
         d.explanation
     );
