@@ -245,7 +245,7 @@ fn recommend_against_real_prometheus_and_alertmanager() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("Error ratio is 25.0% against a baseline of 0.3%"),
+        stdout.contains("Error ratio is 25.0% against a baseline of 0.0%"),
         "{stdout}"
     );
     assert!(stdout.contains("MEASURE"), "{stdout}");
