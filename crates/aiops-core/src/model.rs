@@ -36,6 +36,8 @@ impl ValueUnit {
         }
         match self {
             ValueUnit::Ratio => format!("{:.1}%", v * 100.0),
+            ValueUnit::Seconds if v.abs() < 0.001 && v != 0.0 => format!("{:.2} ms", v * 1000.0),
+            ValueUnit::Seconds if v.abs() < 0.01 => format!("{:.1} ms", v * 1000.0),
             ValueUnit::Seconds if v.abs() < 1.0 => format!("{:.0} ms", v * 1000.0),
             ValueUnit::Seconds if v.abs() < 120.0 => format!("{v:.1} s"),
             ValueUnit::Seconds if v.abs() < 7200.0 => format!("{:.1} min", v / 60.0),
@@ -217,6 +219,8 @@ mod tests {
     fn values_format_for_people() {
         assert_eq!(ValueUnit::Ratio.format(0.2312), "23.1%");
         assert_eq!(ValueUnit::Seconds.format(0.412), "412 ms");
+        assert_eq!(ValueUnit::Seconds.format(0.0042), "4.2 ms");
+        assert_eq!(ValueUnit::Seconds.format(0.00031), "0.31 ms");
         assert_eq!(ValueUnit::Seconds.format(35.0), "35.0 s");
         assert_eq!(ValueUnit::Bytes.format(18.2 * 1024.0 * 1024.0), "18.2 MiB");
         assert_eq!(ValueUnit::Cores.format(0.934), "0.93 cores");

@@ -419,6 +419,8 @@ fn supervise(
                 "--web.listen-address".into(),
                 Ports::addr(ports.prometheus).to_string().into(),
                 "--storage.tsdb.retention.time=2d".into(),
+                // Links in alerts point here, not at this machine's host name.
+                format!("--web.external-url={}/", Ports::url(ports.prometheus)).into(),
             ],
             env: vec![],
             log: logs.join("prometheus.log"),
@@ -436,6 +438,7 @@ fn supervise(
                 Ports::addr(ports.alertmanager).to_string().into(),
                 // No clustering: it would listen on every interface.
                 "--cluster.listen-address=".into(),
+                format!("--web.external-url={}/", Ports::url(ports.alertmanager)).into(),
             ],
             env: vec![],
             log: logs.join("alertmanager.log"),
