@@ -55,15 +55,11 @@ install -m 0644 "$S/guest/fake-slack.service" /etc/systemd/system/fake-slack.ser
 # ---- polkit: the service account may restart the allow-listed units, nothing else ----------------
 step "polkit rule"
 rule=/etc/polkit-1/rules.d/50-aiops.rules
-if [ -x "$BINDIR/aiops" ] && "$BINDIR/aiops" policy polkit --help >/dev/null 2>&1; then
-    "$BINDIR/aiops" --config /etc/aiops/config.toml policy polkit > "$rule.tmp"
-    echo "setup: polkit rule rendered by 'aiops policy polkit'"
-else
-    cp "$S/guest/50-aiops.rules" "$rule.tmp"
-    echo "setup: polkit rule: hand-written fallback ('aiops policy polkit' is not available)"
-fi
+# The rule is whatever the CLI renders from the allow-list (the NixOS module renders the same text).
+"$BINDIR/aiops" --config /etc/aiops/config.toml policy polkit > "$rule.tmp"
 chmod 0644 "$rule.tmp"
 mv "$rule.tmp" "$rule"
+cat "$rule"
 
 # ---- Prometheus and Alertmanager from Debian, with the repository's configuration ----------------
 step "prometheus and alertmanager"
