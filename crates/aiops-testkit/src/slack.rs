@@ -33,7 +33,7 @@ pub struct Seen {
     pub answered: &'static str,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Inner {
     script: VecDeque<Behavior>,
     /// While set, every request gets this (an outage).
@@ -42,6 +42,7 @@ struct Inner {
 }
 
 /// The sink; stops accepting when dropped.
+#[derive(Debug)]
 pub struct Sink {
     pub addr: SocketAddr,
     inner: Arc<Mutex<Inner>>,

@@ -127,7 +127,10 @@ fn an_action_outcome_follows_up_on_the_alert() {
     assert_within_limits(&p);
     insta::assert_json_snapshot!("action_succeeded", p);
     let text = slack::plain_text(&m);
-    assert!(text.contains("restart of aiops-demo-app.service verified"), "{text}");
+    assert!(
+        text.contains("restart of aiops-demo-app.service verified"),
+        "{text}"
+    );
     assert!(text.contains("error ratio back to 0.2%"), "{text}");
     assert!(text.contains(&original.id), "{text}");
 }

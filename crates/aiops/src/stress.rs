@@ -41,7 +41,8 @@ pub struct Args {
     #[arg(long, global = true, default_value_t = 40.0)]
     pub rate: f64,
 
-    /// Only switch the fault on; send no traffic (e.g. when `aiops demo` already drives some).
+    /// Only switch the fault on and return; send no traffic (e.g. when `aiops demo` already
+    /// drives some). The app ends the fault by itself after --duration.
     #[arg(long, global = true)]
     pub no_traffic: bool,
 }
@@ -242,10 +243,18 @@ pub fn run(args: &Args, config: &aiops_core::Config, json: bool) -> anyhow::Resu
     let counters = Arc::new(Counters::default());
     let histogram = Arc::new(Histogram::new());
     let started = Instant::now();
+    if args.no_traffic {
+        // Nothing to watch: the app ends the fault by itself when its time is up.
+        let summary = summarize(
+            args, &base, fault_text, &counters, &histogram, started, false,
+        );
+        if json {
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        }
+        return Ok(());
+    }
     let deadline = started + args.duration;
-    let workers = if args.no_traffic {
-        Vec::new()
-    } else {
+    let workers = {
         spawn_workers(
             &base,
             usize::from(args.concurrency),

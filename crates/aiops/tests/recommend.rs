@@ -273,10 +273,10 @@ fn recommend_against_real_prometheus_and_alertmanager() {
     // The alert started a minute into the incident; the baseline ends a rate window before
     // that, when the incident began.
     assert!(
-        er.baseline_query.as_deref().unwrap().contains(&format!(
-            "@ {}.000",
-            stack.incident.incident_at.timestamp()
-        )),
+        er.baseline_query
+            .as_deref()
+            .unwrap()
+            .contains(&format!("@ {}.000", stack.incident.incident_at.timestamp())),
         "{er:?}"
     );
     match &d.recommendation {

@@ -1,4 +1,6 @@
 //! Integration tests of the `aiops` command, one binary with a module per area.
 
+mod e2e;
 mod gate;
 mod recommend;
+mod stress;

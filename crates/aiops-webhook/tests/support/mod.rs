@@ -3,8 +3,6 @@
 
 #![allow(dead_code)]
 
-pub mod sink;
-
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,24 +13,10 @@ use std::time::{Duration, Instant};
 use aiops_webhook::{Advisor, Options};
 use serde_json::{Value, json};
 
-pub use sink::{Behavior, Sink};
+pub use aiops_testkit::slack::{Behavior, Sink};
+pub use aiops_testkit::wait_until;
 
 pub const TOKEN: &str = "s3cret-token-for-tests";
-
-/// Waits until `cond` holds, polling; panics with `what` after `timeout`.
-pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// One alert of a notification.
 #[derive(Debug, Clone)]
