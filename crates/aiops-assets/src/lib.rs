@@ -16,7 +16,7 @@
 //! - this file: [`ASSETS`] and the named files;
 //! - [`floor`]: the detection floor (scrape + evaluation + `for` + `group_wait`) and the
 //!   thresholds, as constants that tests compare with the files;
-//! - [`render`](mod@render): [`Ports`], [`render()`] and the paths it returns.
+//! - `render`: [`Ports`], [`render()`] and the paths it returns.
 //!
 //! Architecture invariant: substitution is one simultaneous pass over exact needles, so a new
 //! port that happens to equal another component's default can never be rewritten twice.

@@ -7,7 +7,7 @@
 //! - [`alertmanager`]: Alertmanager's webhook payload (version 4) and API v2 alert types.
 //! - [`fsutil`]: atomic durable writes and file locks.
 //! - [`model`]: evidence, diagnoses and recommendations, as stored and rendered.
-//! - [`unit`]: strictly validated systemd unit names.
+//! - [`unit`](mod@unit): strictly validated systemd unit names.
 //! - [`shutdown`], [`telemetry`]: signals and logging set-up for the binaries.
 
 pub mod alertmanager;
