@@ -14,6 +14,7 @@
 //!
 //! Layout:
 //! - this file: [`ASSETS`] and the named files;
+//! - [`dashboard`]: the dashboard's queries as Grafana sends them (for live query tests);
 //! - [`floor`]: the detection floor (scrape + evaluation + `for` + `group_wait`) and the
 //!   thresholds, as constants that tests compare with the files;
 //! - `render`: [`Ports`], [`render()`] and the paths it returns.
@@ -21,6 +22,7 @@
 //! Architecture invariant: substitution is one simultaneous pass over exact needles, so a new
 //! port that happens to equal another component's default can never be rewritten twice.
 
+pub mod dashboard;
 pub mod floor;
 mod render;
 

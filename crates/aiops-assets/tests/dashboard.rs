@@ -6,77 +6,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aiops_assets::{DASHBOARD_UID, DATASOURCE_UID, GRAFANA_DASHBOARD_AIOPS_JSON, Ports};
+use aiops_assets::{DASHBOARD_UID, DATASOURCE_UID, Ports};
 use serde_json::Value;
 
 use crate::support::{closed_ports, http, start_prometheus, tool_or_skip, wait_for};
 
-fn dashboard() -> Value {
-    serde_json::from_str(GRAFANA_DASHBOARD_AIOPS_JSON).expect("aiops.json is JSON")
-}
-
-/// One query of the dashboard, as Grafana would send it.
-#[derive(Debug, Clone)]
-struct Query {
-    /// Where it comes from, for messages: `panel "Error ratio" A`.
-    origin: String,
-    expr: String,
-    instant: bool,
-}
-
-impl Query {
-    /// Reads the receiver's metrics, which exist only once aiops-webhook runs.
-    fn is_loop(&self) -> bool {
-        self.expr.contains("aiops_")
-    }
-}
-
-/// Every target of every panel, plus the annotation queries.
-fn queries(d: &Value) -> Vec<Query> {
-    let mut out = Vec::new();
-    for p in d["panels"].as_array().expect("panels") {
-        for t in p["targets"].as_array().into_iter().flatten() {
-            out.push(Query {
-                origin: format!(
-                    "panel {:?} {}",
-                    p["title"].as_str().unwrap_or(""),
-                    t["refId"].as_str().unwrap_or("")
-                ),
-                expr: t["expr"]
-                    .as_str()
-                    .expect("every target has an expr")
-                    .to_owned(),
-                instant: t["instant"] == true,
-            });
-        }
-    }
-    for a in d["annotations"]["list"].as_array().expect("annotations") {
-        if let Some(expr) = a["expr"].as_str() {
-            out.push(Query {
-                origin: format!("annotation {:?}", a["name"].as_str().unwrap_or("")),
-                expr: expr.to_owned(),
-                instant: false,
-            });
-        }
-    }
-    out
-}
+use aiops_assets::dashboard::{Query, dashboard, queries};
 
 /// Grafana's variables replaced as Grafana would for the default view.
 fn substitute(expr: &str, d: &Value) -> String {
-    let mut e = expr
-        .replace("$__rate_interval", "1m")
-        .replace("$__interval", "5s")
-        .replace("$__range", "30m");
-    for v in d["templating"]["list"].as_array().expect("templating") {
-        let name = v["name"].as_str().expect("variable name");
-        let value = v["current"]["value"].as_str().expect("variable default");
-        e = e
-            .replace(&format!("${{{name}}}"), value)
-            .replace(&format!("${name}"), value);
-    }
-    assert!(!e.contains('$'), "unsubstituted variable in {e}");
-    e
+    aiops_assets::dashboard::substitute(expr, d)
+        .unwrap_or_else(|| panic!("unsubstituted variable in {expr}"))
 }
 
 #[test]

@@ -50,6 +50,7 @@ fn have(tool: &str) -> bool {
 /// A running `aiops demo`, stopped (TERM, then KILL) on drop.
 struct Demo {
     child: Option<Child>,
+    ports: Vec<u16>,
     state: PathBuf,
     config: PathBuf,
     bin: PathBuf,
@@ -84,6 +85,7 @@ impl Demo {
             .expect("start aiops demo");
         let demo = Demo {
             child: Some(child),
+            ports: ports.to_vec(),
             config: state.join("config.toml"),
             state,
             bin: bin.to_owned(),
@@ -203,6 +205,28 @@ fn stdout(o: &Output) -> String {
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs `expr` over the time since `since` (as a dashboard's graph would) and returns how many
+/// series answered.
+fn range_query(base: &str, expr: &str, since: Instant) -> Result<usize, String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let start = now - since.elapsed().as_secs_f64() - 60.0;
+    let mut resp = ureq::get(format!("{base}/api/v1/query_range"))
+        .query("query", expr)
+        .query("start", format!("{start:.3}"))
+        .query("end", format!("{now:.3}"))
+        .query("step", "5")
+        .call()
+        .map_err(|e| e.to_string())?;
+    let body: Value = resp.body_mut().read_json().map_err(|e| e.to_string())?;
+    if body["status"] != "success" {
+        return Err(format!("{}: {}", body["errorType"], body["error"]));
+    }
+    Ok(body["data"]["result"].as_array().map_or(0, Vec::len))
 }
 
 /// Every text of every block of a Slack payload, joined (what a reader of the channel sees).
@@ -394,7 +418,33 @@ fn the_whole_loop_on_the_demo_stack() {
         assert!(events.iter().any(|x| x == e), "{e} missing from {events:?}");
     }
 
-    // 6. Stopping the demo leaves nothing behind.
+    // 6. Every panel of the dashboard has data now, the AIOps loop's own panels included.
+    let prometheus = format!("http://127.0.0.1:{}", demo.ports[2]);
+    let dashboard = aiops_assets::dashboard::dashboard();
+    let loop_started = fault_on;
+    let mut missing: Vec<String> = Vec::new();
+    // The receiver's last counters reach Prometheus with its next scrape: allow a few.
+    wait_until(
+        Duration::from_secs(60),
+        "data in every dashboard panel",
+        || {
+            missing = aiops_assets::dashboard::queries(&dashboard)
+                .iter()
+                .filter_map(|q| {
+                    let expr = aiops_assets::dashboard::substitute(&q.expr, &dashboard)
+                        .unwrap_or_else(|| panic!("{}: unsubstituted variable", q.origin));
+                    match range_query(&prometheus, &expr, loop_started) {
+                        Ok(n) if n > 0 => None,
+                        Ok(_) => Some(format!("{}: no data for {expr}", q.origin)),
+                        Err(e) => panic!("{}: {expr} fails: {e}", q.origin),
+                    }
+                })
+                .collect();
+            missing.is_empty()
+        },
+    );
+
+    // 7. Stopping the demo leaves nothing behind.
     traffic.stop();
     let children: BTreeSet<u32> = started_children
         .union(&descendants(demo.pid()))
