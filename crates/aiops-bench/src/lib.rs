@@ -10,8 +10,13 @@
 //! - [`rss_bytes`]: resident memory of a process from `/proc/PID/status`.
 //! - [`Table`], [`percentile`], [`fmt_duration`]: report helpers (markdown tables).
 //!
+//! - [`memory`], [`descendants`], [`comm`], [`alive`]: memory and process trees from `/proc`.
+//!
 //! Bins: `bench-demo-app` (the demo app against `hello-hyper`, a minimal hyper 1.x server);
-//! `bench-webhook` (the receiver against a Node relay of the seed's design; helpers in [`webhook`]).
+//! `bench-webhook` (the receiver against a Node relay of the seed's design; helpers in [`webhook`]);
+//! `bench-recommend` (one `aiops recommend` against a Python recommender of the seed's design);
+//! `bench-loop` (the whole loop on a real `aiops demo`: memory, detection against the floor,
+//! approval to verified recovery; helpers in [`demo`]).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -221,11 +226,107 @@ pub fn rss_bytes(pid: u32) -> Result<u64, BenchError> {
 
 /// The `VmRSS:  1234 kB` line of a `/proc/PID/status` text, in bytes.
 pub fn parse_vmrss(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    parse_status_kib(status, "VmRSS:")
+}
+
+/// A `Key:  1234 kB` line of a `/proc/PID/status` text, in bytes.
+fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(key))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
 
+/// Resident memory of one process: now, and its peak since it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Memory {
+    /// `VmRSS`.
+    pub rss: u64,
+    /// `VmHWM`: the kernel's high-water mark of `VmRSS`, so no sampling can miss a peak.
+    pub hwm: u64,
+}
+
+/// `VmRSS` and `VmHWM` of process `pid`.
+pub fn memory(pid: u32) -> Result<Memory, BenchError> {
+    let err = |source| BenchError::Rss { pid, source };
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(err)?;
+    parse_memory(&status).ok_or_else(|| err(std::io::Error::other("no VmRSS/VmHWM lines")))
+}
+
+/// The `VmRSS` and `VmHWM` lines of a `/proc/PID/status` text.
+pub fn parse_memory(status: &str) -> Option<Memory> {
+    Some(Memory {
+        rss: parse_status_kib(status, "VmRSS:")?,
+        hwm: parse_status_kib(status, "VmHWM:")?,
+    })
+}
+
+/// Every live (not zombie) process below `root`: children, grandchildren..., from `/proc`.
+pub fn descendants(root: u32) -> std::collections::BTreeSet<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        if let Some((state, ppid)) = parse_stat(&stat)
+            && state != 'Z'
+        {
+            parents.push((pid, ppid));
+        }
+    }
+    let mut found = std::collections::BTreeSet::new();
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for &(pid, ppid) in &parents {
+            if ppid == p && found.insert(pid) {
+                frontier.push(pid);
+            }
+        }
+    }
+    found
+}
+
+/// State and parent pid from a `/proc/PID/stat` line. The command name may hold spaces and
+/// parentheses, so the fields are read after the last `)`.
+pub fn parse_stat(stat: &str) -> Option<(char, u32)> {
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| parse_stat(&s))
+        .is_some_and(|(state, _)| state != 'Z')
+}
+
+/// The command name of `pid` (`/proc/PID/comm`, at most 15 bytes).
+pub fn comm(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim_end().to_owned())
+}
+
+/// Percent-encodes a query-string value (everything but unreserved characters).
+pub fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+pub mod demo;
 pub mod webhook;
 
 pub mod wrk {
@@ -469,6 +570,45 @@ Transfer/sec:     17.17MB
             Some(5012 * 1024)
         );
         assert!(rss_bytes(std::process::id()).unwrap() > 0);
+    }
+
+    #[test]
+    fn reads_memory_and_the_process_tree() {
+        let status = "Name:\tx\nVmHWM:\t    6000 kB\nVmRSS:\t    5012 kB\n";
+        assert_eq!(
+            parse_memory(status),
+            Some(Memory {
+                rss: 5012 * 1024,
+                hwm: 6000 * 1024
+            })
+        );
+        assert_eq!(parse_memory("VmRSS:\t1 kB\n"), None);
+        let me = memory(std::process::id()).unwrap();
+        assert!(me.hwm >= me.rss && me.rss > 0, "{me:?}");
+        assert_eq!(
+            parse_stat("123 (a (b) c) S 77 123 0"),
+            Some(('S', 77)),
+            "a command name with spaces and parentheses"
+        );
+        assert_eq!(parse_stat("garbage"), None);
+
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id();
+        assert!(descendants(std::process::id()).contains(&pid));
+        assert!(alive(pid));
+        assert_eq!(comm(pid).as_deref(), Some("sleep"));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!alive(pid));
+        assert!(!descendants(std::process::id()).contains(&pid));
+    }
+
+    #[test]
+    fn encodes_query_values() {
+        assert_eq!(
+            url_encode(r#"up{job="a b"} > 0.5"#),
+            "up%7Bjob%3D%22a%20b%22%7D%20%3E%200.5"
+        );
     }
 
     #[test]
