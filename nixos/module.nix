@@ -361,6 +361,9 @@ in
       services.prometheus.alertmanager = {
         enable = mkDefault true;
         listenAddress = mkDefault "127.0.0.1";
+        # One host, no peers: without this Alertmanager looks for a private address to gossip on
+        # and exits on a host that has none (only loopback, or only public addresses).
+        extraFlags = mkIf (amCfg.clusterPeers == [ ]) [ "--cluster.listen-address=" ];
         # The same routing as prometheus/alertmanager.yml (tests/nix-eval checks they agree).
         # The token reaches the DynamicUser alertmanager as a systemd credential, never the store.
         configuration = mkDefault {

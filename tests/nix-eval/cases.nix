@@ -220,6 +220,12 @@ let
     (expectEqual "alertmanager.service loads the token file as that credential" cfg.systemd.services.alertmanager.serviceConfig.LoadCredential [
       "webhook-token:${tokenFile}"
     ])
+    (expectEqual "Alertmanager runs without clustering on one host (no private address needed)" am.extraFlags [
+      "--cluster.listen-address="
+    ])
+    (expectEqual "with cluster peers the module leaves Alertmanager's clustering alone" (withBase {
+      services.prometheus.alertmanager.clusterPeers = [ "10.0.0.2" ];
+    }).config.services.prometheus.alertmanager.extraFlags [ ])
 
     # Grafana.
     (check "Grafana gets the Prometheus datasource and the dashboards folder" (

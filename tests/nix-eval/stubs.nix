@@ -226,7 +226,7 @@ let
 
   # nixos/modules/config/users-groups.nix (the options the module and the VM test set)
   userOpts =
-    { name, ... }:
+    { name, config, ... }:
     {
       options = {
         enable = mkOption {
@@ -285,7 +285,16 @@ let
           default = [ ];
         };
       };
-      config.name = lib.mkDefault name;
+      # As users-groups.nix does for a normal user (a home under /home, created; group "users").
+      config = mkMerge [
+        { name = lib.mkDefault name; }
+        (mkIf config.isNormalUser {
+          group = lib.mkDefault "users";
+          createHome = lib.mkDefault true;
+          home = lib.mkDefault "/home/${config.name}";
+          isSystemUser = lib.mkDefault false;
+        })
+      ];
     };
 
   groupOpts =
@@ -659,6 +668,10 @@ in
           type = types.bool;
           default = false;
         };
+        clusterPeers = mkOption {
+          type = types.listOf types.str;
+          default = [ ];
+        };
         extraFlags = mkOption {
           type = types.listOf types.str;
           default = [ ];
@@ -789,6 +802,10 @@ in
       };
     };
   };
+
+  # users-groups.nix declares the groups every NixOS system has; "users" is the one normal users
+  # get by default.
+  config.users.groups.users = { };
 
   # users-groups.nix's checks on every user (the third, that the group is declared, is ours: NixOS
   # fails later, at activation), so a module that forgets a group fails here too.
