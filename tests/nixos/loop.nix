@@ -29,6 +29,12 @@ let
 
   scenario = ../scenario.py;
   fakeSlack = ../fake_slack.py;
+
+  # The Debian guest's configuration (tests/vm/guest/config.toml): the values the scenario was
+  # tuned and proven with there (Slack retry backoff, cooldown, verification window, rate limit).
+  # Everything else comes from the module's own defaults; tests/nix-eval checks that the result
+  # is the Debian file, value for value, except the dashboard link.
+  debianGuest = lib.importTOML ../vm/guest/config.toml;
 in
 pkgs.testers.runNixOSTest {
   name = "aiops-loop";
@@ -47,10 +53,19 @@ pkgs.testers.runNixOSTest {
         slackWebhookUrlFile = "${secretsDir}/slack-webhook-url";
         webhookTokenFile = "${secretsDir}/webhook-token";
         settings = {
-          # The scenario's second approval must fall inside the cooldown; verification is bounded.
-          remediation.cooldown_secs = 600;
-          remediation.verify_timeout_secs = 180;
-          webhook.dashboard_url = "http://127.0.0.1:3000/d/aiops";
+          inherit (debianGuest) slack;
+          # The second approval must fall inside the cooldown (>= 600 s); verification is bounded
+          # (<= 180 s) so that an approval returns within the scenario's timeout.
+          remediation = {
+            inherit (debianGuest.remediation)
+              cooldown_secs
+              max_actions_per_hour
+              verify_timeout_secs
+              stale_after_secs
+              ;
+          };
+          # The provisioned dashboard (grafana/dashboards/aiops.json has uid aiops-loop).
+          webhook.dashboard_url = "http://127.0.0.1:3000/d/aiops-loop";
         };
       };
       services.prometheus.port = ports.prometheus;
@@ -62,21 +77,29 @@ pkgs.testers.runNixOSTest {
       };
       users.users.mallory.isNormalUser = true;
 
-      # Tools the scenario calls (runuser, nsenter and stat come with util-linux/coreutils).
+      # Tools the scenario calls (scenario.TOOLS; its first case checks each one): curl here (also
+      # a NixOS core package), jq for this file's own checks; runuser and nsenter (util-linux),
+      # stat and find (coreutils-full, findutils) are NixOS core packages; systemctl, systemd-run,
+      # systemd-analyze and journalctl come with systemd; aiops* with services.aiops.
       environment.systemPackages = [
         pkgs.curl
         pkgs.jq
       ];
 
-      # The Slack stand-in of the contract: records each accepted POST body as a JSON line in
-      # /var/lib/fake-slack/messages.jsonl. It is also the unit outside the allow-list.
+      # The Slack stand-in of the contract, as tests/vm/guest/fake-slack.service has it: records
+      # each accepted POST body as a JSON line in /var/lib/fake-slack/messages.jsonl. It is also
+      # the unit outside the allow-list.
       systemd.services.fake-slack = {
+        description = "fake Slack incoming webhook (records messages)";
         wantedBy = [ "multi-user.target" ];
+        after = [ "network.target" ];
         before = [ "aiops-webhook.service" ];
         serviceConfig = {
           ExecStart = "${pkgs.python3}/bin/python3 ${fakeSlack} --listen 127.0.0.1:${toString ports.slack} --state-dir /var/lib/fake-slack";
           StateDirectory = "fake-slack";
+          StateDirectoryMode = "0755";
           Restart = "on-failure";
+          RestartSec = 1;
         };
       };
 
@@ -122,8 +145,20 @@ pkgs.testers.runNixOSTest {
     machine.wait_for_unit("multi-user.target")
 
     with subtest("secrets are root-only files, loaded as credentials, and nowhere in the store"):
-        machine.succeed("test \"$(stat -c '%U %a' ${secretsDir}/slack-webhook-url)\" = 'root 600'")
-        machine.succeed("systemctl show aiops-webhook.service -p LoadCredential | grep -F slack-webhook-url:${secretsDir}/slack-webhook-url")
+        for name in ("slack-webhook-url", "webhook-token"):
+            machine.succeed(f"test \"$(stat -c '%U %a' ${secretsDir}/{name})\" = 'root 600'")
+        machine.wait_for_unit("aiops-webhook.service")
+        machine.wait_for_unit("alertmanager.service")
+        # Each credential is there, inside the unit's own view of /run/credentials.
+        for unit, name in (
+            ("aiops-webhook.service", "slack-webhook-url"),
+            ("aiops-webhook.service", "webhook-token"),
+            ("alertmanager.service", "webhook-token"),
+        ):
+            machine.succeed(f"systemctl cat {unit} | grep -F 'LoadCredential={name}:${secretsDir}/{name}'")
+            machine.succeed(
+                f"nsenter -t $(systemctl show {unit} -p MainPID --value) -m -- test -s /run/credentials/{unit}/{name}"
+            )
         closure = machine.succeed("nix-store -qR /run/current-system").split()
         # What NixOS generated for these services: units, /etc, configuration files, scripts.
         generated = [
@@ -134,9 +169,10 @@ pkgs.testers.runNixOSTest {
         # Positive controls: the search does see the generated configuration and units...
         machine.succeed(f"grep -rqF operators_group {paths}")
         machine.succeed(f"grep -rqF webhook-token:${secretsDir}/webhook-token {paths}")
-        # ...and finds neither secret value (grep exits 1: no match; 2 would be an error).
+        # ...and finds neither secret value (grep exits 1: no match; 2 would be an error). The
+        # driver runs commands under `set -e`, so the status is caught, not left to end the shell.
         for secret in (${builtins.toJSON slackUrl}, ${builtins.toJSON webhookToken}):
-            machine.succeed(f"grep -rqF -- {shlex.quote(secret)} {paths}; test $? -eq 1")
+            machine.succeed(f"status=0; grep -rqF -- {shlex.quote(secret)} {paths} || status=$?; test $status -eq 1")
 
     with subtest("Prometheus, Alertmanager and Grafana are wired by the module"):
         machine.wait_for_open_port(${toString ports.prometheus})
@@ -153,6 +189,11 @@ pkgs.testers.runNixOSTest {
         machine.wait_for_open_port(3000)
         machine.wait_until_succeeds(
             "curl -sf -u admin:admin http://127.0.0.1:3000/api/datasources/uid/aiops-prometheus | jq -e '.url == \"http://127.0.0.1:${toString ports.prometheus}\"'",
+            timeout=120,
+        )
+        # The link in every message leads to the provisioned dashboard.
+        machine.wait_until_succeeds(
+            "curl -sf -u admin:admin http://127.0.0.1:3000/api/dashboards/uid/aiops-loop | jq -e '.dashboard.uid == \"aiops-loop\"'",
             timeout=120,
         )
 
