@@ -134,10 +134,9 @@ let
 
   # The nodes of each VM test, type-checked against the same stubs (plus the test VM's options).
   vmTests = lib.filterAttrs (n: _: lib.hasPrefix "vm-" n) self.checks.${x86};
-  evalNode =
+  evalNodeConfig =
     node:
-    let
-      evaluated = lib.evalModules {
+    (lib.evalModules {
         modules = [
           ./stubs.nix
           {
@@ -155,10 +154,77 @@ let
           }
           node
         ];
+    }).config;
+  evalNode =
+    node:
+    let
+      config = evalNodeConfig node;
+    in
+    map (a: a.message) (lib.filter (a: !a.assertion) config.assertions)
+    ++ lib.optional (!config.services.aiops.enable) "services.aiops is not enabled";
+
+  # What tests/scenario.py's guest contract is about, read off an evaluated test node; the
+  # runner compares it with the scenario's own constants and the Debian guest's files.
+  nodeContract =
+    node:
+    let
+      c = evalNodeConfig node;
+      am = c.services.prometheus.alertmanager;
+      unitView = s: {
+        inherit (s)
+          wantedBy
+          requiredBy
+          before
+          after
+          serviceConfig
+          unitConfig
+          script
+          ;
       };
     in
-    map (a: a.message) (lib.filter (a: !a.assertion) evaluated.config.assertions)
-    ++ lib.optional (!evaluated.config.services.aiops.enable) "services.aiops is not enabled";
+    {
+      settings = c.environment.etc."aiops/config.toml".source.value;
+      aiops = {
+        inherit (c.services.aiops)
+          slackWebhookUrlFile
+          webhookTokenFile
+          operatorsGroup
+          allowedActions
+          ;
+        package = "${c.services.aiops.package}";
+      };
+      unitPackages = map toString c.systemd.packages;
+      users = lib.mapAttrs (_: u: {
+        inherit (u)
+          isSystemUser
+          isNormalUser
+          group
+          extraGroups
+          home
+          createHome
+          ;
+      }) c.users.users;
+      groups = lib.attrNames c.users.groups;
+      systemPackages = map toString c.environment.systemPackages;
+      services = lib.mapAttrs (_: unitView) c.systemd.services;
+      prometheus = {
+        inherit (c.services.prometheus) enable port listenAddress;
+      };
+      alertmanager = {
+        inherit (am)
+          enable
+          port
+          listenAddress
+          extraFlags
+          configuration
+          ;
+      };
+      polkit = c.security.polkit.extraConfig;
+      pkgs = {
+        aiops = toString self.packages.${x86}.default;
+        curl = toString (stubPkgs x86).curl;
+      };
+    };
 
   check = name: ok: detail: {
     inherit name ok;
@@ -171,6 +237,7 @@ let
 in
 {
   testScripts = lib.mapAttrs (_: t: t.test.testScript) vmTests;
+  nodeContracts = lib.mapAttrs (_: t: lib.mapAttrs (_: nodeContract) t.test.nodes) vmTests;
   results = [
   (check "flake: packages for both Linux systems" (
     lib.all (s: self.packages.${s}.default.pname == "aiops") systems
