@@ -66,7 +66,8 @@ struct Args {
     /// Share of requests the fault fails (`aiops stress errors --ratio`).
     #[arg(long, default_value_t = 0.3)]
     ratio: f64,
-    /// Requests per second of the stress traffic (`aiops stress`'s default is 40).
+    /// Requests per second of the stress traffic (`aiops stress`'s default is 40); 0: none, the
+    /// fault meets only the demo's steady background traffic.
     #[arg(long, default_value_t = 40.0)]
     stress_rate: f64,
     /// The demo's own background traffic (`aiops demo --traffic-rate`, default 5).
@@ -281,9 +282,17 @@ fn main() -> anyhow::Result<()> {
     };
     println!("\n## bench-loop{label}\n");
     println!("    {}", demo.command_line);
+    let traffic = if args.stress_rate > 0.0 {
+        format!(
+            "aiops stress traffic --rate {} --duration 5m",
+            args.stress_rate
+        )
+    } else {
+        "none but the demo's background".to_owned()
+    };
     println!(
-        "    fault: aiops stress errors --ratio {} --duration 5m --no-traffic; traffic: aiops stress traffic --rate {} --duration 5m",
-        args.ratio, args.stress_rate
+        "    fault: aiops stress errors --ratio {} --duration 5m --no-traffic; traffic: {traffic}; the demo's background traffic: {} requests/s",
+        args.ratio, args.demo_traffic_rate
     );
     println!(
         "    binaries: {}; {}; load average {} at the start, {} at the end",
@@ -416,22 +425,28 @@ fn one_run(demo: &Demo, sink: &Sink, args: &Args) -> anyhow::Result<Run> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let mut traffic = KillOnDrop(
-        demo.aiops_command()
-            .args([
-                "stress",
-                "traffic",
-                "--rate",
-                &args.stress_rate.to_string(),
-                "--duration",
-                "5m",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("start aiops stress traffic")?,
-    );
+    // `aiops stress traffic --rate 0` would mean "unpaced": 0 here means no traffic at all (the
+    // fault then meets only the demo's steady background traffic).
+    let mut traffic = if args.stress_rate > 0.0 {
+        Some(KillOnDrop(
+            demo.aiops_command()
+                .args([
+                    "stress",
+                    "traffic",
+                    "--rate",
+                    &args.stress_rate.to_string(),
+                    "--duration",
+                    "5m",
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("start aiops stress traffic")?,
+        ))
+    } else {
+        None
+    };
 
     // Detection: poll `aiops --json pending` at a fixed cadence.
     let poll = Duration::from_millis(args.poll_ms);
@@ -507,7 +522,9 @@ fn one_run(demo: &Demo, sink: &Sink, args: &Args) -> anyhow::Result<Run> {
             )
         });
     let verified = out.status.success() && outcome.starts_with("verified");
-    traffic.stop();
+    if let Some(t) = traffic.as_mut() {
+        t.stop();
+    }
     Ok(Run {
         active,
         stored,
