@@ -11,31 +11,43 @@ results and raises `ScenarioFailed` if any case failed. Each case asserts on wha
 when the behaviour breaks.
 
 The guest contract (what tests/vm/guest/setup.sh sets up on Debian and the NixOS test's module
-configuration must set up the same way):
+configuration must set up the same way; tests/nix-eval/run pins the NixOS side of each point):
 
-- `aiops`, `aiops-demo-app` and `aiops-webhook` on root's PATH (and on the users' PATH);
-  `curl`, `runuser`, `nsenter`, `stat`, `systemd-analyze` available.
+- `aiops`, `aiops-demo-app` and `aiops-webhook` on root's PATH and on the users' PATH (`runuser`
+  keeps root's PATH); the tools in `TOOLS` on root's PATH (the first case checks them all).
 - Units `aiops-demo-app.service` and `aiops-webhook.service` from `systemd/` (Type=notify,
   watchdog, hardening), `prometheus.service`, the Alertmanager unit
   (`prometheus-alertmanager.service` on Debian, `alertmanager.service` on NixOS) and
   `fake-slack.service` running tests/fake_slack.py on 127.0.0.1:9999 with state directory
-  /var/lib/fake-slack (messages.jsonl, fail switch file).
+  /var/lib/fake-slack (messages.jsonl, rejected.jsonl, the fail switch file `fail`).
 - Ports: demo app 8080, receiver 9095, Prometheus 9090, Alertmanager 9093, fake Slack 9999, all on
-  127.0.0.1; Prometheus and Alertmanager use the repository's prometheus/*.yml.
+  127.0.0.1; Prometheus and Alertmanager configured as the repository's prometheus/*.yml say.
 - /etc/aiops/config.toml: state_dir /var/lib/aiops, control socket /run/aiops/control.sock,
   executor "systemd", allow-list `aiops-demo-app.service = ["restart", "clear-cache"]`,
   operators group `aiops-operators`, `remediation.cooldown_secs` >= 600 (the second approval must
-  fall inside it), `verify_timeout_secs` <= 180, `webhook.dashboard_url` set.
+  fall inside it), `verify_timeout_secs` <= 180, `webhook.dashboard_url` set. Both guests use the
+  values of tests/vm/guest/config.toml (short Slack backoff, 900 s cooldown, 120 s verification).
 - Secrets as systemd credentials of aiops-webhook: `webhook-token` from
   /etc/aiops/secrets/webhook-token (root-only; the scenario reads it to post notifications) and
-  `slack-webhook-url` = http://127.0.0.1:9999/services/T000/B000/XXXX.
+  `slack-webhook-url` = http://127.0.0.1:9999/services/T000/B000/XXXX. Alertmanager presents the
+  same token (Debian: a copy at the path prometheus/alertmanager.yml names; NixOS: a credential of
+  alertmanager.service).
 - Accounts: system user `aiops` (group `aiops`) runs the receiver; `alice` is in
-  `aiops-operators`; `mallory` exists and is not.
+  `aiops-operators`; `mallory` exists and is not. Both have a home under /home.
 - The polkit rule from `aiops policy polkit` installed (the aiops account may restart the
   allow-listed units, nothing else).
+- /etc, /usr and /var/lib exist and are writable by root on the host (the hardening case proves
+  they are read-only inside our services). NixOS has no /usr/local, so nothing here names it.
+
+What differs between the guests and is handled here, not assumed: commands run under
+`set -euo pipefail` (both drivers do this), with the guest's own PATH (NixOS: /run/current-system/sw);
+a transient unit from `systemd-run` gets the manager's default PATH, which on NixOS holds only
+systemd's own tools, so scripts run that way get root's PATH passed on explicitly; stdin of a
+command is /dev/null on Debian and the driver's console on NixOS, so nothing here reads stdin.
 """
 
 import json
+import os
 import re
 import shlex
 import time
@@ -62,6 +74,15 @@ PORT_WEBHOOK = 9095
 PORT_PROMETHEUS = 9090
 PORT_ALERTMANAGER = 9093
 PORT_SLACK = 9999
+
+# Commands the scenario runs in the guest (coreutils, grep and bash aside).
+TOOLS = [
+    "aiops", "aiops-demo-app", "aiops-webhook", "curl", "runuser", "nsenter", "stat", "find",
+    "systemctl", "systemd-run", "systemd-analyze", "journalctl", "bash",
+]
+# Directories that exist and are writable on the host on Debian and NixOS alike; inside our
+# services' sandboxes a write there must fail with EROFS.
+READONLY_PROBES = ["/etc/aiops-probe", "/usr/aiops-probe", "/var/lib/aiops-probe"]
 
 EXPOSURE_LIMIT = 2.0
 # The settings of the receiver's unit that make up its sandbox (see webhook_sandbox).
@@ -195,6 +216,12 @@ class Scenario:
 
     def services_ready(self):
         """Every service reaches active; ours through Type=notify (READY=1 within the timeout)."""
+        # The guest contract's tools, on root's PATH and (the programs) on an operator's.
+        missing = self.m.succeed(
+            f"for t in {' '.join(TOOLS)}; do command -v \"$t\" >/dev/null || echo \"$t\"; done"
+        ).split()
+        check(not missing, f"not on root's PATH in the guest: {missing}")
+        self.m.succeed(as_user(OPERATOR, "sh -c 'command -v aiops'"))
         for unit in (DEMO, WEBHOOK):
             self.m.wait_for_unit(unit, timeout=120)
             p = unit_props(self.m, unit, "Type", "ActiveState", "SubState", "NotifyAccess", "StatusText", "WatchdogUSec")
@@ -229,6 +256,10 @@ class Scenario:
     def hardening_holds(self):
         """Inside the running services' mount namespace the file system is read-only except the
         state directory; the process has no capabilities, no new privileges, a seccomp filter."""
+        # The control: on the host these directories exist and root may write there, so an EROFS
+        # below comes from the sandbox (a missing directory would fail with ENOENT instead).
+        parents = sorted({os.path.dirname(path) for path in READONLY_PROBES})
+        self.m.succeed(" && ".join(f"test -d {d} && test -w {d}" for d in parents))
         for unit in (WEBHOOK, DEMO):
             pid = self.main_pid(unit)
             status = self.m.succeed(f"cat /proc/{pid}/status")
@@ -239,7 +270,7 @@ class Scenario:
             check(fields.get("Seccomp") == "2", f"{unit}: Seccomp={fields.get('Seccomp')} (no filter)")
             for cap in ("CapEff", "CapPrm", "CapBnd", "CapAmb"):
                 check(int(fields.get(cap, "1"), 16) == 0, f"{unit}: {cap}={fields.get(cap)}")
-            for path in ("/etc/aiops-probe", "/usr/local/bin/aiops-probe", "/var/lib/aiops-probe"):
+            for path in READONLY_PROBES:
                 out = self.m.fail(f"nsenter -t {pid} -m -- /bin/sh -c {q(f'echo x > {path}')} 2>&1")
                 check("Read-only file system" in out, f"{unit}: writing {path}: {out!r}")
             out = self.m.fail(f"nsenter -t {pid} -m -- ls /home/{OPERATOR} 2>&1")
@@ -252,7 +283,7 @@ class Scenario:
             f"nsenter -t {pid} -m -S {uid} -G {gid} -- /bin/sh -c "
             + q(f"echo x > {STATE_DIR}/.hardening-probe && rm {STATE_DIR}/.hardening-probe")
         )
-        self.m.succeed("test ! -e /etc/aiops-probe && test ! -e /usr/local/bin/aiops-probe && test ! -e /var/lib/aiops-probe")
+        self.m.succeed(" && ".join(f"test ! -e {path}" for path in READONLY_PROBES))
 
     def process_metrics(self):
         """The hardening (ProtectProc=invisible, PrivateUsers, ...) leaves the process metrics
@@ -297,7 +328,8 @@ class Scenario:
                     # An empty value is meaningful (CapabilityBoundingSet= means none).
                     props.append(f"-p {q(key + '=' + value)}")
         check(any(p.startswith("-p User=") or "'User=" in p for p in props), f"{WEBHOOK} has no User=")
-        return "systemd-run --wait --pipe --quiet --collect " + " ".join(props)
+        # stdin from /dev/null: with --pipe the unit would get the driver's console on NixOS.
+        return "systemd-run --wait --pipe --quiet --collect </dev/null " + " ".join(props)
 
     def service_account_confinement(self):
         """polkit lets the aiops account restart the allow-listed unit and nothing else, both
@@ -456,7 +488,10 @@ done
 echo done >> /tmp/burst.codes
 """.replace("TOKEN", TOKEN_FILE).replace("PORT", str(PORT_WEBHOOK)).replace("N", str(n))
         self.m.succeed(f"cat > /tmp/burst.sh <<'EOF'\n{script}\nEOF")
-        self.m.succeed("systemd-run --unit=aiops-burst --collect --quiet $(command -v bash) /tmp/burst.sh")
+        # The unit gets root's PATH: the manager's default PATH has no curl on NixOS.
+        self.m.succeed(
+            "systemd-run --unit=aiops-burst --collect --quiet --setenv=PATH=\"$PATH\" $(command -v bash) /tmp/burst.sh"
+        )
         self.m.wait_until_succeeds("test $(wc -l < /tmp/burst.codes) -ge 15", timeout=120)
         self.m.succeed(f"systemctl kill --kill-whom=main --signal=SIGKILL {WEBHOOK}")
         self.m.wait_until_succeeds("grep -q done /tmp/burst.codes", timeout=300)
