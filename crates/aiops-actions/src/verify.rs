@@ -224,8 +224,8 @@ mod tests {
     #[test]
     fn metric_names_of_simple_queries() {
         assert_eq!(
-            metric_name("job:http_request_error_ratio:rate1m{job=\"x\"}"),
-            "job:http_request_error_ratio:rate1m"
+            metric_name("job:http_request_error_ratio:rate30s{job=\"x\"}"),
+            "job:http_request_error_ratio:rate30s"
         );
         assert_eq!(metric_name("sum(rate(x[1m]))"), "");
         assert_eq!(metric_name("up{job=\"a\"} == 0"), "up");

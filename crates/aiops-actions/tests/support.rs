@@ -77,7 +77,7 @@ pub fn diagnosis(unit: &str, kind: ActionKind) -> Diagnosis {
                 key: "error_ratio".into(),
                 label: "error ratio".into(),
                 unit: ValueUnit::Ratio,
-                query: "job:http_request_error_ratio:rate1m{job=\"aiops-demo-app\"}".into(),
+                query: "job:http_request_error_ratio:rate30s{job=\"aiops-demo-app\"}".into(),
                 at: now,
                 value: Some(0.231),
                 baseline_query: None,

@@ -96,12 +96,12 @@ fn the_dashboard_has_the_shape_grafana_provisions() {
         .collect();
     for needle in [
         "http_requests_total",
-        "job:http_request_error_ratio:rate1m",
-        "job:http_request_duration_seconds:p50_1m",
-        "job:http_request_duration_seconds:p99_1m",
-        "job:process_cpu_seconds:rate1m",
+        "job:http_request_error_ratio:rate30s",
+        "job:http_request_duration_seconds:p50_30s",
+        "job:http_request_duration_seconds:p99_30s",
+        "job:process_cpu_seconds:rate30s",
         "process_resident_memory_bytes",
-        "job:demo_cache_hit_ratio:rate1m",
+        "job:demo_cache_hit_ratio:rate30s",
         "demo_fault_active",
         "ALERTS{alertstate=\"firing\"}",
         "aiops_notifications_received_total",

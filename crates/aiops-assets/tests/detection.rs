@@ -222,13 +222,12 @@ fn alerting_floor_figures() {
         drop(warmup);
         let value = match alert {
             "HighErrorRatio" => {
-                stack.rule_value("job:http_request_error_ratio:rate1m{job=\"aiops-demo-app\"}")
+                stack.rule_value("job:http_request_error_ratio:rate30s{job=\"aiops-demo-app\"}")
             }
-            "HighLatencyP99" => {
-                stack.rule_value("job:http_request_duration_seconds:p99_1m{job=\"aiops-demo-app\"}")
-            }
+            "HighLatencyP99" => stack
+                .rule_value("job:http_request_duration_seconds:p99_30s{job=\"aiops-demo-app\"}"),
             "HighCpuUsage" => {
-                stack.rule_value("job:process_cpu_seconds:rate1m{job=\"aiops-demo-app\"}")
+                stack.rule_value("job:process_cpu_seconds:rate30s{job=\"aiops-demo-app\"}")
             }
             _ => stack
                 .rule_value("job:process_resident_memory_bytes:deriv1m{job=\"aiops-demo-app\"}"),

@@ -154,6 +154,76 @@ fn names_match_the_rules() {
     assert_eq!(records, RECORDING_RULES);
 }
 
+/// The text of each `- record: NAME` block of rules.yml, with its name.
+fn record_blocks() -> Vec<(String, String)> {
+    let mut blocks: Vec<(String, String)> = Vec::new();
+    let mut current: Option<(String, String)> = None;
+    for line in RULES_YML.lines() {
+        let t = line.trim();
+        if t.starts_with("- alert:") || t.starts_with("- record:") || t.starts_with("# ----") {
+            blocks.extend(current.take());
+            if let Some(name) = t.strip_prefix("- record:") {
+                current = Some((name.trim().to_owned(), String::new()));
+            }
+        }
+        if let Some((_, text)) = current.as_mut() {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    blocks.extend(current);
+    blocks
+}
+
+/// `30s`, `1m`: the window as the rules' names and range selectors write it.
+fn prom_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s % 60 == 0 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+#[test]
+fn windows_match_the_rules_and_their_names() {
+    let rate = prom_duration(RATE_WINDOW);
+    let slope = prom_duration(SLOPE_WINDOW);
+    assert_eq!(RATE_WINDOW.as_secs() % SCRAPE_INTERVAL.as_secs(), 0);
+    assert!(
+        RATE_WINDOW >= 4 * SCRAPE_INTERVAL,
+        "rate() needs a few samples in its window to extrapolate and to survive a missed scrape"
+    );
+    let blocks = record_blocks();
+    assert_eq!(blocks.len(), RECORDING_RULES.len());
+    for (name, block) in blocks {
+        let (window, suffix_ok) = if block.contains("deriv(") {
+            (&slope, name.ends_with(&format!(":deriv{slope}")))
+        } else {
+            (
+                &rate,
+                name.ends_with(&format!(":rate{rate}")) || name.ends_with(&format!("_{rate}")),
+            )
+        };
+        assert!(suffix_ok, "{name}: its name says its window, {window}");
+        let selectors: Vec<&str> = block
+            .split('[')
+            .skip(1)
+            .filter_map(|s| s.split(']').next())
+            .collect();
+        // A ratio of recorded rates has no range of its own; every range it has is the window.
+        for s in &selectors {
+            assert_eq!(s, window, "{name}: range [{s}] is not its window\n{block}");
+        }
+        if selectors.is_empty() {
+            assert!(
+                block.contains(&format!(":rate{rate}")),
+                "{name} reads recorded rates of the same window\n{block}"
+            );
+        }
+    }
+}
+
 #[test]
 fn every_alert_has_its_labels_annotations_and_runbook_section() {
     let runbook = std::fs::read_to_string(repo().join("docs/RUNBOOK.md")).expect("docs/RUNBOOK.md");

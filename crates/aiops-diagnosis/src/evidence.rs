@@ -141,8 +141,10 @@ pub struct PlannedItem {
 
 /// What to ask about `job` (the exact queries; pure).
 ///
-/// The window of the recording rules' rates (`rate(...[1m])` in `prometheus/rules.yml`).
-pub const RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+/// The longest window a recording rule of `prometheus/rules.yml` reads: the memory slope's
+/// `deriv(...[1m])` (rates and quantiles use 30 s). The baseline ends this long before the alert
+/// started (see [`gather`]).
+pub const RULE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// `baseline_end` is when the incident's signal began (see [`gather`]); `baseline_secs` the
 /// window before it.
@@ -172,31 +174,31 @@ pub fn plan(job: &str, baseline_secs: u64, baseline_end: DateTime<Utc>) -> Vec<P
             keys::ERROR_RATIO,
             "error ratio",
             ValueUnit::Ratio,
-            "job:http_request_error_ratio:rate1m",
+            "job:http_request_error_ratio:rate30s",
         ),
         rec(
             keys::REQUEST_RATE,
             "request rate",
             ValueUnit::PerSecond,
-            "job:http_requests:rate1m",
+            "job:http_requests:rate30s",
         ),
         rec(
             keys::LATENCY_P50,
             "p50 latency",
             ValueUnit::Seconds,
-            "job:http_request_duration_seconds:p50_1m",
+            "job:http_request_duration_seconds:p50_30s",
         ),
         rec(
             keys::LATENCY_P99,
             "p99 latency",
             ValueUnit::Seconds,
-            "job:http_request_duration_seconds:p99_1m",
+            "job:http_request_duration_seconds:p99_30s",
         ),
         rec(
             keys::CPU,
             "CPU",
             ValueUnit::Cores,
-            "job:process_cpu_seconds:rate1m",
+            "job:process_cpu_seconds:rate30s",
         ),
         PlannedItem {
             key: keys::MEMORY,
@@ -238,7 +240,7 @@ pub fn plan(job: &str, baseline_secs: u64, baseline_end: DateTime<Utc>) -> Vec<P
             keys::CACHE_HIT_RATIO,
             "cache hit ratio",
             ValueUnit::Ratio,
-            "job:demo_cache_hit_ratio:rate1m",
+            "job:demo_cache_hit_ratio:rate30s",
         ),
         fault(keys::FAULT_ERRORS, "errors fault active", "errors"),
         fault(keys::FAULT_CPU, "CPU fault active", "cpu"),
@@ -264,11 +266,11 @@ pub fn gather(
     config: &DiagnosisConfig,
     now: DateTime<Utc>,
 ) -> Evidence {
-    // The alert's condition held from `starts_at` on, but the one-minute rates it reads carried
-    // the incident for up to a window before that: end the baseline one window earlier, so the
-    // incident's own ramp does not count as "normal".
-    let baseline_at = (ctx.starts_at - chrono::Duration::from_std(RATE_WINDOW).expect("small"))
-        .min(now);
+    // The alert's condition held from `starts_at` on, but the recorded series it reads carried
+    // the incident for up to their window before that: end the baseline one (longest) window
+    // earlier, so the incident's own ramp does not count as "normal".
+    let baseline_at =
+        (ctx.starts_at - chrono::Duration::from_std(RULE_WINDOW).expect("small")).min(now);
     let planned = plan(ctx.job(&config.job), config.baseline_secs, baseline_at);
     gather_planned(prom, planned, now, baseline_at)
 }
@@ -520,12 +522,12 @@ mod tests {
         let er = p.iter().find(|i| i.key == keys::ERROR_RATIO).unwrap();
         assert_eq!(
             er.query,
-            r#"job:http_request_error_ratio:rate1m{job="aiops-demo-app"}"#
+            r#"job:http_request_error_ratio:rate30s{job="aiops-demo-app"}"#
         );
         assert_eq!(
             er.baseline_query.as_deref(),
             Some(
-                r#"avg_over_time(job:http_request_error_ratio:rate1m{job="aiops-demo-app"}[1h] @ 1795867380.000)"#
+                r#"avg_over_time(job:http_request_error_ratio:rate30s{job="aiops-demo-app"}[1h] @ 1795867380.000)"#
             )
         );
         // Every key the plan produces is one the catalog may name.
@@ -535,8 +537,9 @@ mod tests {
         // A hostile job name stays inside one string literal.
         let p = plan("a\"}[5m]) or vector(1", 90, t("2026-11-28T12:03:00Z"));
         assert!(
-            p[0].query
-                .starts_with(r#"job:http_request_error_ratio:rate1m{job="a\"}[5m]) or vector(1"}"#)
+            p[0].query.starts_with(
+                r#"job:http_request_error_ratio:rate30s{job="a\"}[5m]) or vector(1"}"#
+            )
         );
         assert!(p[0].baseline_query.as_ref().unwrap().contains("[90s]"));
     }

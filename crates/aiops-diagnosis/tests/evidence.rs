@@ -106,6 +106,49 @@ fn close(a: Option<f64>, b: f64, tol: f64) -> bool {
     a.is_some_and(|a| (a - b).abs() <= tol)
 }
 
+/// Every recorded series the evidence reads is a rule of prometheus/rules.yml, and the
+/// baseline's gap ([`evidence::RULE_WINDOW`]) is the longest range any rule reads.
+#[test]
+fn the_planned_series_and_the_baseline_gap_match_the_rules() {
+    let rules = std::fs::read_to_string(rules_file()).expect("prometheus/rules.yml");
+    let records: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- record:"))
+        .map(str::trim)
+        .collect();
+    let planned = evidence::plan("aiops-demo-app", 3600, Utc::now());
+    let recorded: Vec<&str> = planned
+        .iter()
+        .filter_map(|p| p.query.split('{').next())
+        .filter(|name| name.starts_with("job:"))
+        .collect();
+    assert!(recorded.len() >= 6, "{recorded:?}");
+    for name in recorded {
+        assert!(
+            records.contains(&name),
+            "{name} is not a recording rule of prometheus/rules.yml: {records:?}"
+        );
+    }
+    let longest = rules
+        .split('[')
+        .skip(1)
+        .filter_map(|s| s.split(']').next())
+        .filter_map(|r| {
+            let (n, unit) = r.split_at(r.len().checked_sub(1)?);
+            let n: u64 = n.parse().ok()?;
+            Some(match unit {
+                "s" => n,
+                "m" => n * 60,
+                _ => return None,
+            })
+        })
+        .max();
+    assert_eq!(
+        longest.map(std::time::Duration::from_secs),
+        Some(evidence::RULE_WINDOW)
+    );
+}
+
 #[test]
 fn evidence_from_a_real_prometheus_matches_the_recorded_incident() {
     let Some(rec) = start_recorded() else { return };
@@ -121,8 +164,8 @@ fn evidence_from_a_real_prometheus_matches_the_recorded_incident() {
     assert_eq!(ev.id, evidence::evidence_id(ev));
 
     // Each item keeps exactly the planned query and its evaluation time.
-    // The baseline ends one rate window before the alert started: when the incident began.
-    let baseline_end = starts_at - Duration::from_std(evidence::RATE_WINDOW).unwrap();
+    // The baseline ends one rule window before the alert started: when the incident began.
+    let baseline_end = starts_at - Duration::from_std(evidence::RULE_WINDOW).unwrap();
     assert_eq!(baseline_end, inc.incident_at);
     let planned = evidence::plan("aiops-demo-app", 3600, baseline_end);
     for (item, p) in ev.items.iter().zip(&planned) {

@@ -110,11 +110,11 @@ impl TestAdvisor {
                 key: "error_ratio".into(),
                 label: "error ratio".into(),
                 unit: ValueUnit::Ratio,
-                query: "job:http_request_error_ratio:rate1m{job=\"aiops-demo-app\"}".into(),
+                query: "job:http_request_error_ratio:rate30s{job=\"aiops-demo-app\"}".into(),
                 at: now,
                 value: Some(0.231),
                 baseline_query: Some(
-                    "avg_over_time(job:http_request_error_ratio:rate1m{job=\"aiops-demo-app\"}[1h] offset 5m)"
+                    "avg_over_time(job:http_request_error_ratio:rate30s{job=\"aiops-demo-app\"}[1h] offset 5m)"
                         .into(),
                 ),
                 baseline: Some(0.004),

@@ -132,7 +132,7 @@ fn the_error_fault_fires_one_message_and_its_end_one_follow_up() {
         || {
             let mut r = match client()
                 .get(format!(
-                    "{}/api/v1/query?query=job:http_requests:rate1m",
+                    "{}/api/v1/query?query=job:http_requests:rate30s",
                     prom.url
                 ))
                 .call()

@@ -349,7 +349,7 @@ fn the_whole_loop_on_the_demo_stack() {
         "the explanation with numbers: {text}"
     );
     assert!(
-        text.contains("job:http_request_error_ratio:rate1m{job=\"aiops-demo-app\"}"),
+        text.contains("job:http_request_error_ratio:rate30s{job=\"aiops-demo-app\"}"),
         "the evidence's PromQL: {text}"
     );
 

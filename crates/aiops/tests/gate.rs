@@ -59,8 +59,8 @@ fn diagnosis() -> Diagnosis {
             prometheus: PrometheusHealth::Reachable,
             target_up: Some(true),
             items: vec![
-                item("error_ratio", "error ratio", ValueUnit::Ratio, "job:http_request_error_ratio:rate1m{job=\"aiops-demo-app\"}", 0.231, 0.004),
-                item("cpu", "CPU", ValueUnit::Cores, "job:process_cpu_seconds:rate1m{job=\"aiops-demo-app\"}", 0.05, 0.04),
+                item("error_ratio", "error ratio", ValueUnit::Ratio, "job:http_request_error_ratio:rate30s{job=\"aiops-demo-app\"}", 0.231, 0.004),
+                item("cpu", "CPU", ValueUnit::Cores, "job:process_cpu_seconds:rate30s{job=\"aiops-demo-app\"}", 0.05, 0.04),
             ],
         },
         hypotheses: vec![
@@ -333,7 +333,7 @@ fn the_whole_gate_through_the_cli() {
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(
-        out.contains("job:http_request_error_ratio:rate1m{job=\"aiops-demo-app\"}"),
+        out.contains("job:http_request_error_ratio:rate30s{job=\"aiops-demo-app\"}"),
         "{out}"
     );
     assert!(

@@ -250,7 +250,7 @@ fn recommend_against_real_prometheus_and_alertmanager() {
     );
     assert!(stdout.contains("MEASURE"), "{stdout}");
     assert!(
-        stdout.contains(r#"job:http_request_error_ratio:rate1m{job="aiops-demo-app"}"#),
+        stdout.contains(r#"job:http_request_error_ratio:rate30s{job="aiops-demo-app"}"#),
         "{stdout}"
     );
     assert!(stdout.contains("`aiops pending`"), "{stdout}");

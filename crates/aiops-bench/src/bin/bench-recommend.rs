@@ -56,10 +56,10 @@ import requests
 prom, slack, state = sys.argv[1], sys.argv[2], sys.argv[3]
 job = 'aiops-demo-app'
 queries = {
-    'error_ratio': f'job:http_request_error_ratio:rate1m{{job="{job}"}}',
-    'latency_p99': f'job:http_request_duration_seconds:p99_1m{{job="{job}"}}',
-    'cpu': f'job:process_cpu_seconds:rate1m{{job="{job}"}}',
-    'request_rate': f'job:http_requests:rate1m{{job="{job}"}}',
+    'error_ratio': f'job:http_request_error_ratio:rate30s{{job="{job}"}}',
+    'latency_p99': f'job:http_request_duration_seconds:p99_30s{{job="{job}"}}',
+    'cpu': f'job:process_cpu_seconds:rate30s{{job="{job}"}}',
+    'request_rate': f'job:http_requests:rate30s{{job="{job}"}}',
 }
 values = {}
 for key, q in queries.items():
