@@ -78,7 +78,7 @@ PORT_SLACK = 9999
 # Commands the scenario runs in the guest (coreutils, grep and bash aside).
 TOOLS = [
     "aiops", "aiops-demo-app", "aiops-webhook", "curl", "runuser", "nsenter", "stat", "find",
-    "systemctl", "systemd-run", "systemd-analyze", "journalctl", "bash",
+    "systemctl", "systemd-run", "systemd-analyze", "journalctl", "bash", "setsid",
 ]
 # Directories that exist and are writable on the host on Debian and NixOS alike; inside our
 # services' sandboxes a write there must fail with EROFS.
@@ -102,6 +102,9 @@ EXIT_REFUSED = 3
 # Under software emulation a first detection takes scrape + `for` + group_wait + diagnosis.
 ALERT_TIMEOUT = 240
 APPROVE_TIMEOUT = 300
+# Where the operator's background approval writes its output and exit status.
+APPROVE_OUT = "/tmp/aiops-approve.out"
+APPROVE_RC = "/tmp/aiops-approve.rc"
 
 
 class ScenarioFailed(AssertionError):
@@ -188,7 +191,7 @@ class Scenario:
                 raise AssertionError(
                     f"no Slack message {what} within {timeout} s ({len(msgs)} messages; last ones:\n{tail})"
                 )
-            time.sleep(2)
+            time.sleep(1)
 
     def invocation(self, unit):
         return self.m.succeed(f"systemctl show {q(unit)} -p InvocationID --value").strip()
@@ -378,21 +381,40 @@ class Scenario:
         self.log(f"  NRestarts {n0} -> {self.nrestarts(DEMO)}; {result.strip()}")
         self.m.succeed(f"curl -sf http://127.0.0.1:{PORT_DEMO}/healthz")
 
-    def whole_loop(self):
-        """stress -> alert -> recommendation in Slack -> mallory refused -> alice approves ->
-        new InvocationID -> verified outcome (CLI and Slack) -> audit chain verifies."""
-        self.m.succeed(f"test -S {CONTROL_SOCKET}")
-        since = len(self.slack_messages())
+    def incident_starts(self):
+        """The first incident: the app answers 60% of requests with errors, under steady traffic.
+
+        Detection (scrape + rule evaluation + `for` + group_wait, then the diagnosis) runs in
+        the background while the next cases, which leave the app alone, do their work."""
+        self.m.execute("systemctl stop aiops-stress-1 2>/dev/null; true")
+        self.loop["since"] = len(self.slack_messages())
         self.m.succeed(
             "systemd-run --unit=aiops-stress-1 --collect --quiet "
             "$(command -v aiops) stress errors --ratio 0.6 --duration 240s --rate 5"
         )
+        self.m.wait_until_succeeds(
+            f"curl -sf http://127.0.0.1:{PORT_DEMO}/metrics | grep -q '^demo_fault_active{{kind=\"errors\"}} 1'",
+            timeout=60,
+        )
+        self.loop["fault_on"] = time.monotonic()
+
+    def whole_loop(self):
+        """stress -> alert -> recommendation in Slack -> mallory refused -> alice approves ->
+        new InvocationID -> verified outcome (CLI and Slack) -> audit chain verifies.
+
+        While the approval verifies the recovery, the second incident (for the cooldown case)
+        starts on the restarted app: a latency fault, which the error ratio does not see."""
+        if "fault_on" not in self.loop:
+            self.incident_starts()
+        self.m.succeed(f"test -S {CONTROL_SOCKET}")
+        remaining = ALERT_TIMEOUT - (time.monotonic() - self.loop["fault_on"])
         _, msg, text = self.wait_for_message(
             lambda m, t: "HighErrorRatio" in t and re.search(r"aiops approve \S+", t),
-            ALERT_TIMEOUT,
+            max(remaining, 10),
             "with HighErrorRatio and an `aiops approve` command",
-            since,
+            self.loop["since"],
         )
+        self.log(f"  detection: fault on -> recommendation in Slack in {time.monotonic() - self.loop['fault_on']:.1f} s")
         self.log("  recommendation received:\n    " + text.replace("\n", "\n    ")[:3000])
         check(isinstance(msg.get("blocks"), list) and msg["blocks"], "the message has no Block Kit blocks")
         action_id = re.search(r"aiops approve (\S+)", text).group(1).strip("`*_")
@@ -414,11 +436,24 @@ class Scenario:
         check(re.search(r"may not|not in group|not allowed", out, re.I), f"the refusal does not say why: {out}")
         check(self.invocation(DEMO) == inv0, f"{OUTSIDER}'s refused approval restarted {DEMO}")
 
+        # alice approves from her own session, in the background (it returns once verified).
         before_approval = len(self.slack_messages())
-        out = self.m.succeed(as_user(OPERATOR, f"aiops approve {q(action_id)} 2>&1"), timeout=APPROVE_TIMEOUT)
-        self.log(f"  {OPERATOR}: aiops approve {action_id}:\n    " + out.strip().replace("\n", "\n    "))
-        check(re.search(r"verified|succeeded|fixed", out, re.I), "the approval did not report a verified outcome")
+        approve = as_user(OPERATOR, f"aiops approve {q(action_id)}") + f" >{APPROVE_OUT} 2>&1; echo $? >{APPROVE_RC}"
+        self.m.succeed(f"rm -f {APPROVE_OUT} {APPROVE_RC}; setsid -f sh -c {q(approve)} </dev/null >/dev/null 2>&1")
+        self.m.wait_until_succeeds(
+            f"test -s {APPROVE_RC} || test \"$(systemctl show {DEMO} -p InvocationID --value)\" != {q(inv0)}",
+            timeout=APPROVE_TIMEOUT,
+        )
         inv1 = self.invocation(DEMO)
+        if inv1 != inv0:
+            self.m.wait_for_unit(DEMO, timeout=60)
+            self.second_incident_starts()
+        self.m.wait_until_succeeds(f"test -s {APPROVE_RC}", timeout=APPROVE_TIMEOUT)
+        status = int(self.m.succeed(f"cat {APPROVE_RC}").strip())
+        out = self.m.succeed(f"cat {APPROVE_OUT}")
+        self.log(f"  {OPERATOR}: aiops approve {action_id} -> {status}:\n    " + out.strip().replace("\n", "\n    "))
+        check(status == 0, f"{OPERATOR}'s approval exited {status}")
+        check(re.search(r"verified|succeeded|fixed", out, re.I), "the approval did not report a verified outcome")
         check(inv1 != inv0, f"{DEMO} has the same InvocationID after the approved restart")
         self.m.wait_for_unit(DEMO, timeout=60)
         self.wait_for_message(
@@ -431,27 +466,37 @@ class Scenario:
         self.log(f"  aiops audit verify: {out.strip()}")
         history = self.m.succeed("aiops --json history")
         check(action_id in history and OPERATOR in history, "the history does not name the action and its approver")
-        self.loop = {"action": action_id, "since": since}
+        self.loop["action"] = action_id
+        self.loop["restarted"] = inv1
 
-    def cooldown_refuses_second_restart(self):
-        """A second incident on the same unit inside the cooldown: its restart is refused.
-
-        A different alert (HighLatencyP99) makes a new recommendation for the same unit at once,
-        without waiting for the first alert to resolve."""
-        check(self.loop, "needs the whole loop to have restarted the app first")
-        since = len(self.slack_messages())
+    def second_incident_starts(self):
+        """A latency fault on the freshly restarted app: HighLatencyP99 for the same unit."""
         self.m.execute("systemctl stop aiops-stress-1 2>/dev/null; true")
+        self.loop["since_second"] = len(self.slack_messages())
         self.m.succeed(
             "systemd-run --unit=aiops-stress-2 --collect --quiet "
             "$(command -v aiops) stress latency --delay-ms 600 --duration 240s --rate 5"
         )
+        self.loop["second_on"] = time.monotonic()
+
+    def cooldown_refuses_second_restart(self):
+        """A second incident on the same unit inside the cooldown: its restart is refused.
+
+        A different alert (HighLatencyP99, started on the app the whole loop restarted) makes a
+        new recommendation for the same unit without waiting for the first alert to resolve."""
+        check(self.loop.get("action"), "needs the whole loop to have restarted the app first")
+        if "second_on" not in self.loop:
+            self.second_incident_starts()
+        remaining = ALERT_TIMEOUT - (time.monotonic() - self.loop["second_on"])
         _, _, text = self.wait_for_message(
             lambda m, t: "HighLatencyP99" in t and "firing" in t.lower(),
-            ALERT_TIMEOUT,
+            max(remaining, 10),
             "for HighLatencyP99",
-            since,
+            self.loop["since_second"],
         )
+        self.log(f"  detection: latency fault on -> recommendation in Slack in {time.monotonic() - self.loop['second_on']:.1f} s")
         inv = self.invocation(DEMO)
+        check(inv == self.loop["restarted"], f"{DEMO} restarted again before the second approval")
         m = re.search(r"aiops approve (\S+)", text)
         if m is None:
             # Refused when proposed: the message itself must say why.
@@ -637,18 +682,23 @@ echo done >> /tmp/burst.codes
         self.m.succeed("aiops audit verify")
         self.log(f"  pending actions and {len(before['audit'].splitlines())} audit entries survived the reboot")
 
+# The order keeps the wall-clock time down under software emulation: the cases between
+# "incident" and "whole loop" leave the app alone and run while Prometheus and Alertmanager detect
+# the incident, and the cooldown's incident is detected while the whole loop verifies its restart.
+# Each case still asserts on its own; a case run alone (--only) starts what it needs itself.
 CASES = [
     ("services reach active via Type=notify", Scenario.services_ready),
-    ("state directory owner and mode", Scenario.state_directory),
     ("hardening: writes outside allowed paths fail", Scenario.hardening_holds),
     ("process metrics intact under hardening", Scenario.process_metrics),
-    ("systemd-analyze security exposure < 2.0", Scenario.security_exposure),
     ("service account confined by polkit", Scenario.service_account_confinement),
     ("watchdog restarts the hung app", Scenario.watchdog_restarts_hung_app),
-    ("whole loop: stress to verified restart", Scenario.whole_loop),
-    ("cooldown refuses a second restart", Scenario.cooldown_refuses_second_restart),
+    ("incident: error fault on (detected during the next cases)", Scenario.incident_starts),
+    ("state directory owner and mode", Scenario.state_directory),
+    ("systemd-analyze security exposure < 2.0", Scenario.security_exposure),
     ("SIGKILL during a burst loses nothing", Scenario.durability_sigkill),
     ("Slack outage (500, 429) loses nothing", Scenario.slack_outage),
+    ("whole loop: stress to verified restart", Scenario.whole_loop),
+    ("cooldown refuses a second restart", Scenario.cooldown_refuses_second_restart),
     ("reboot: receiver remembers what it posted", Scenario.reboot_keeps_receiver_state),
     ("reboot keeps pending actions and audit", Scenario.reboot_keeps_pending_and_audit),
 ]

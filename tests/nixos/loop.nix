@@ -78,7 +78,7 @@ pkgs.testers.runNixOSTest {
       users.users.mallory.isNormalUser = true;
 
       # Tools the scenario calls (scenario.TOOLS; its first case checks each one): curl here (also
-      # a NixOS core package), jq for this file's own checks; runuser and nsenter (util-linux),
+      # a NixOS core package), jq for this file's own checks; runuser, nsenter and setsid (util-linux),
       # stat and find (coreutils-full, findutils) are NixOS core packages; systemctl, systemd-run,
       # systemd-analyze and journalctl come with systemd; aiops* with services.aiops.
       environment.systemPackages = [
