@@ -4,8 +4,8 @@
 //! The library holds what every benchmark needs, all on loopback:
 //! - [`Spawned`]: start a server binary that prints `listening on http://ADDR` on stderr, time
 //!   its first answered request, and kill it (by pid) when dropped.
-//! - [`http_get`]: a minimal blocking HTTP/1.1 client, so timings measure the server rather
-//!   than a client library.
+//! - [`http_get`], [`KeepAlive`]: minimal blocking HTTP/1.1 clients (a fresh connection per
+//!   request, or one kept open), so timings measure the server rather than a client library.
 //! - [`wrk`]: run `wrk --latency` and parse requests/s and latency percentiles.
 //! - [`rss_bytes`]: resident memory of a process from `/proc/PID/status`.
 //! - [`Table`], [`percentile`], [`fmt_duration`]: report helpers (markdown tables).
@@ -215,6 +215,102 @@ pub fn http_get(
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::other("bad HTTP status line"))?;
     Ok((status, buf[head_end + 4..].to_vec()))
+}
+
+/// A blocking HTTP/1.1 client that keeps its connection open between requests, as Prometheus
+/// 2.x keeps its connection to a target open between scrapes (Go's `http.Transport` keep-alive);
+/// it reconnects once when the server has closed the idle connection.
+#[derive(Debug)]
+pub struct KeepAlive {
+    addr: SocketAddr,
+    timeout: Duration,
+    stream: Option<BufReader<TcpStream>>,
+    /// Connections opened so far (1 when the server kept the first one open throughout).
+    pub connects: u32,
+}
+
+impl KeepAlive {
+    pub fn new(addr: SocketAddr, timeout: Duration) -> Self {
+        KeepAlive {
+            addr,
+            timeout,
+            stream: None,
+            connects: 0,
+        }
+    }
+
+    /// `GET path`; returns the status and body. The response must carry a `Content-Length`.
+    pub fn get(&mut self, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
+        let reused = self.stream.is_some();
+        match self.request(path) {
+            Ok(r) => Ok(r),
+            // The server may close an idle connection at any time: retry once on a new one.
+            Err(_) if reused => {
+                self.stream = None;
+                self.request(path)
+            }
+            Err(e) => {
+                self.stream = None;
+                Err(e)
+            }
+        }
+    }
+
+    fn request(&mut self, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
+        if self.stream.is_none() {
+            let s = TcpStream::connect_timeout(&self.addr, self.timeout)?;
+            s.set_read_timeout(Some(self.timeout))?;
+            s.set_write_timeout(Some(self.timeout))?;
+            s.set_nodelay(true)?;
+            self.stream = Some(BufReader::new(s));
+            self.connects += 1;
+        }
+        let Some(reader) = self.stream.as_mut() else {
+            unreachable!("connected above")
+        };
+        write!(
+            reader.get_mut(),
+            "GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n",
+            self.addr
+        )?;
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let status: u16 = line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad HTTP status line {line:?}")))?;
+        let mut length: Option<usize> = None;
+        let mut close = false;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                return Err(std::io::Error::other(
+                    "connection closed inside the response head",
+                ));
+            }
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                let value = value.trim();
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.parse().ok();
+                } else if name.eq_ignore_ascii_case("connection") {
+                    close = value.eq_ignore_ascii_case("close");
+                }
+            }
+        }
+        let length =
+            length.ok_or_else(|| std::io::Error::other("response without Content-Length"))?;
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body)?;
+        if close {
+            self.stream = None;
+        }
+        Ok((status, body))
+    }
 }
 
 /// Resident set size of process `pid` (`VmRSS` in `/proc/PID/status`).

@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use aiops_bench::{Spawned, http_get, wrk};
+use aiops_bench::{KeepAlive, Spawned, http_get, wrk};
 
 fn hello() -> Spawned {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hello-hyper"));
@@ -30,6 +30,23 @@ fn spawned_servers_are_timed_measured_and_killed() {
             || std::fs::read_to_string(format!("/proc/{pid}/status"))
                 .is_ok_and(|s| s.contains("State:\tZ")),
         "the server was not killed"
+    );
+}
+
+#[test]
+fn the_keep_alive_client_reuses_its_connection() {
+    let server = hello();
+    let mut client = KeepAlive::new(server.addr, Duration::from_secs(5));
+    for _ in 0..3 {
+        let (status, body) = client.get("/").unwrap();
+        assert_eq!(
+            (status, body.as_slice()),
+            (200, b"Hello, World!".as_slice())
+        );
+    }
+    assert_eq!(
+        client.connects, 1,
+        "three requests should share one connection"
     );
 }
 

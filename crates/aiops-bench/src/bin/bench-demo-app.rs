@@ -4,8 +4,9 @@
 //! 1. `GET /` throughput and p99 of `hello-hyper` and of the app, and `GET /metrics` of the app,
 //!    with `wrk --latency` (both servers up, wrk alternating between them `--rounds` times; the
 //!    median round counts), and each server's RSS after its load;
-//! 2. the app's `/metrics` latency scraped once a second while 64 clients hammer its JSON API,
-//!    and, as a control, hello-hyper probed the same way under 64 clients;
+//! 2. the app's `/metrics` latency scraped once a second (one kept-alive connection, as Prometheus
+//!    scrapes) while 64 clients hammer its JSON API, and, as a control, hello-hyper probed the same
+//!    way under 64 clients;
 //! 3. time from spawn to first answered request, median of `--spawns` starts of each.
 //!
 //! Prints markdown tables for docs/BENCHMARKS.md and a verdict against the targets.
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use aiops_bench::{Spawned, Table, fmt_duration, fmt_mib, http_get, percentile, wrk};
+use aiops_bench::{KeepAlive, Spawned, Table, fmt_duration, fmt_mib, http_get, percentile, wrk};
 use anyhow::{Context, bail};
 use clap::Parser;
 
@@ -145,8 +146,8 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-/// Runs `load` while a thread sends `GET path` to `addr` once a second on a fresh connection
-/// (as Prometheus scrapes); returns wrk's report and the probe latencies.
+/// Runs `load` while a thread sends `GET path` to `addr` once a second on one kept-alive
+/// connection (as Prometheus 2.x scrapes a target); returns wrk's report and the probe latencies.
 fn probe_under_load(
     load: &wrk::Run<'_>,
     addr: std::net::SocketAddr,
@@ -157,6 +158,7 @@ fn probe_under_load(
         let stop = stop.clone();
         std::thread::spawn(move || -> anyhow::Result<Vec<Duration>> {
             let mut samples = Vec::new();
+            let mut client = KeepAlive::new(addr, Duration::from_secs(5));
             let mut next = Instant::now() + Duration::from_secs(1);
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(next.saturating_duration_since(Instant::now()));
@@ -164,7 +166,7 @@ fn probe_under_load(
                     break;
                 }
                 let t = Instant::now();
-                let (status, body) = http_get(addr, path, Duration::from_secs(5))?;
+                let (status, body) = client.get(path)?;
                 let took = t.elapsed();
                 if status != 200 || body.is_empty() {
                     bail!("GET {path} answered {status} under load");
