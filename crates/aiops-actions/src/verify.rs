@@ -2,16 +2,19 @@
 //!
 //! A restart counts only once the unit is `active` with a new `InvocationID` (the old process is
 //! really gone). Then the alert's expression, as Prometheus has it loaded (`/api/v1/rules`), is
-//! evaluated until it returns nothing (healthy) or the time is up. The outcome sentence carries
+//! evaluated until it returns nothing (healthy) or the time is up. An empty answer counts only
+//! once Prometheus has scraped the alert's job successfully after the action: a target that is
+//! down, or no longer scraped, makes every rate-based expression empty too, and that silence is
+//! not a recovery. The outcome sentence carries
 //! the primary evidence item's number: "verified: error ratio back to 0.2% 35 s after the
 //! restart" or "not fixed after 180 s: error ratio still 23.0%; nothing more will be done
 //! automatically".
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use aiops_core::config::ActionKind;
 use aiops_core::model::{Diagnosis, EvidenceItem};
-use aiops_diagnosis::prom::Prom;
+use aiops_diagnosis::prom::{Prom, label_value};
 
 use crate::exec::{Executor, UnitStatus};
 use crate::state::{Action, Outcome};
@@ -119,6 +122,10 @@ impl Verification<'_> {
                 std::thread::sleep(self.poll);
             }
         }
+        // The wall-clock time of the action, to compare with Prometheus's sample timestamps.
+        let acted_wall = SystemTime::now()
+            .checked_sub(self.acted_at.elapsed())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
         let mut rule_expr: Option<String> = None;
         let mut last_problem = String::new();
         let mut last_value: Option<f64> = None;
@@ -142,30 +149,35 @@ impl Verification<'_> {
                 let primary = primary_item(&a.diagnosis, Some(expr));
                 if let Some(item) = primary {
                     if let Ok(v) = self.prom.instant_value(&item.query, None) {
-                        last_value = v.or(last_value);
+                        // The latest answer, also when empty: a number from before the action
+                        // must not be reported as the value after it.
+                        last_value = v;
                     }
                 }
                 match self.prom.instant(expr, None) {
-                    Ok(samples) if samples.is_empty() => {
-                        let secs = self.acted_at.elapsed().as_secs_f64();
-                        let summary = match (primary, last_value) {
-                            (Some(item), Some(v)) => format!(
-                                "verified: {} back to {} {secs:.0} s after {words}",
-                                item.label,
-                                item.unit.format(v)
-                            ),
-                            _ => format!(
-                                "verified: {}'s condition cleared {secs:.0} s after {words}",
-                                a.alert.alertname
-                            ),
-                        };
-                        return Outcome {
-                            fixed: true,
-                            summary,
-                            recovery_secs: Some(secs),
-                            value_after: last_value,
-                        };
-                    }
+                    Ok(samples) if samples.is_empty() => match self.scraped_since(acted_wall) {
+                        Ok(()) => {
+                            let secs = self.acted_at.elapsed().as_secs_f64();
+                            let summary = match (primary, last_value) {
+                                (Some(item), Some(v)) => format!(
+                                    "verified: {} back to {} {secs:.0} s after {words}",
+                                    item.label,
+                                    item.unit.format(v)
+                                ),
+                                _ => format!(
+                                    "verified: {}'s condition cleared {secs:.0} s after {words}",
+                                    a.alert.alertname
+                                ),
+                            };
+                            return Outcome {
+                                fixed: true,
+                                summary,
+                                recovery_secs: Some(secs),
+                                value_after: last_value,
+                            };
+                        }
+                        Err(problem) => last_problem = problem,
+                    },
                     Ok(_) => {
                         last_problem = match (primary, last_value) {
                             (Some(item), Some(v)) => {
@@ -173,15 +185,15 @@ impl Verification<'_> {
                             }
                             _ => format!("{}'s condition still holds", a.alert.alertname),
                         };
-                        if polls % 5 == 0 {
-                            progress(&format!(
-                                "waiting for {} to clear: {last_problem} ({:.0} s after {words})",
-                                a.alert.alertname,
-                                self.acted_at.elapsed().as_secs_f64()
-                            ));
-                        }
                     }
                     Err(e) => last_problem = format!("cannot query Prometheus: {e}"),
+                }
+                if polls % 5 == 0 && !last_problem.is_empty() {
+                    progress(&format!(
+                        "waiting for {} to clear: {last_problem} ({:.0} s after {words})",
+                        a.alert.alertname,
+                        self.acted_at.elapsed().as_secs_f64()
+                    ));
                 }
             }
             polls += 1;
@@ -199,6 +211,34 @@ impl Verification<'_> {
                     .min(deadline.saturating_duration_since(Instant::now()))
                     .max(Duration::from_millis(10)),
             );
+        }
+    }
+
+    /// `Ok` when Prometheus has scraped every target of the alert's `job` successfully after
+    /// `acted`; otherwise what is missing, in words. Alerts without a `job` label pass: there is
+    /// no target to check, and the expression alone decides.
+    fn scraped_since(&self, acted: SystemTime) -> Result<(), String> {
+        let Some(job) = self.action.alert.labels.get("job") else {
+            return Ok(());
+        };
+        // The oldest latest-scrape time over the job's targets, present only if all are up.
+        let j = label_value(job);
+        let query = format!("min(timestamp(up{{job={j}}})) and on() (min(up{{job={j}}}) == 1)");
+        let acted_secs = acted
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        match self.prom.instant_value(&query, None) {
+            Ok(Some(scraped)) if scraped > acted_secs => Ok(()),
+            Ok(Some(_)) => Err(format!(
+                "the alert's condition is gone, but Prometheus has not scraped job {job} since {} yet",
+                action_words(self.action.kind)
+            )),
+            Ok(None) => Err(format!(
+                "the alert's condition is gone only because job {job} is down or not scraped (its `up` is not 1), which proves nothing"
+            )),
+            Err(e) => Err(format!(
+                "cannot ask Prometheus whether job {job} is scraped: {e}"
+            )),
         }
     }
 

@@ -17,10 +17,12 @@ use aiops_diagnosis::testkit::{self, PrometheusSpec};
 
 use crate::support::*;
 
-/// Serves `demo_error_ratio <value>` on 127.0.0.1:0 until dropped.
+/// Serves `demo_error_ratio <value>` on 127.0.0.1:0 until dropped; while `down` is set it
+/// closes every connection without answering, so Prometheus's scrapes fail (`up` 0).
 struct Metrics {
     addr: String,
     ratio: Arc<AtomicU64>,
+    down: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 }
 
@@ -30,13 +32,17 @@ impl Metrics {
         let addr = listener.local_addr().unwrap().to_string();
         let value = Arc::new(AtomicU64::new(ratio.to_bits()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (v, st) = (value.clone(), stop.clone());
+        let down = Arc::new(AtomicBool::new(false));
+        let (v, st, dn) = (value.clone(), stop.clone(), down.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if st.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(mut conn) = conn else { continue };
+                if dn.load(Ordering::SeqCst) {
+                    continue;
+                }
                 let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
                 let mut buf = [0u8; 4096];
                 let _ = conn.read(&mut buf);
@@ -54,6 +60,7 @@ impl Metrics {
         Self {
             addr,
             ratio: value,
+            down,
             stop,
         }
     }
@@ -203,5 +210,85 @@ fn stale_checks_and_verification_against_real_prometheus_and_alertmanager() {
         other => panic!("{other:?}"),
     }
     assert_eq!(sup.restarts(), 1);
+    assert!(g.audit_verify().ok);
+}
+
+#[test]
+fn a_target_that_is_down_after_the_restart_is_not_a_recovery() {
+    let dir = tempdir();
+    let metrics = Arc::new(Metrics::start(0.231));
+    let spec = PrometheusSpec {
+        config: format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [rules.yml]\nscrape_configs:\n  - job_name: app\n    static_configs:\n      - targets: ['{}']\n",
+            metrics.addr
+        ),
+        files: BTreeMap::from([("rules.yml".to_owned(), RULES.to_owned())]),
+        ..PrometheusSpec::default()
+    };
+    let Some(prom) = testkit::start_prometheus(&dir.path().join("prom"), &spec) else {
+        eprintln!("SKIP: prometheus is not on PATH (apt-get install prometheus)");
+        return;
+    };
+    let prom = prom.unwrap();
+    let Some(am) = testkit::start_alertmanager(&dir.path().join("am"), testkit::QUIET_ALERTMANAGER)
+    else {
+        eprintln!("SKIP: alertmanager is not on PATH (apt-get install prometheus-alertmanager)");
+        return;
+    };
+    let am = am.unwrap();
+
+    // The "restart" leaves the service unreachable: every rate and ratio series of it goes
+    // stale, so the alert's expression is empty although nothing was fixed.
+    let broken = metrics.clone();
+    let sup = Supervisor::start_with(
+        dir.path(),
+        Arc::new(move || broken.down.store(true, Ordering::SeqCst)),
+    );
+    let mut c = config(dir.path(), &sup.socket);
+    c.prometheus.url = prom.url.clone();
+    c.alertmanager.url = am.url.clone();
+    c.remediation.verify_timeout_secs = 8;
+    let options = GateOptions {
+        poll_interval: Duration::from_millis(250),
+        ..GateOptions::default()
+    };
+    let g = Gate::open_with(&c, &prometheus::Registry::new(), options).unwrap();
+    let client = aiops_diagnosis::prom::Prom::new(&c.prometheus);
+    wait_for(&client, "demo_error_ratio > 0.05", true);
+
+    let mut a = alert("down", UNIT);
+    a.labels.insert("job".into(), "app".into());
+    a.fingerprints.clear();
+    testkit::post_alert(&am.url, &a.labels, &BTreeMap::new(), a.starts_at).unwrap();
+    let mut d = diagnosis(UNIT, ActionKind::Restart);
+    d.evidence.items[0].query = "demo_error_ratio".into();
+    let Proposal::Pending { id, .. } = g.propose(&a, &d).unwrap() else {
+        panic!()
+    };
+    let lines = std::sync::Mutex::new(Vec::new());
+    let f = g
+        .approve(Some(id.as_str()), &alice(), false, &|m| {
+            lines.lock().unwrap().push(m.to_owned());
+        })
+        .unwrap();
+    let lines = lines.into_inner().unwrap();
+    assert_eq!(sup.restarts(), 1);
+    // The expression did go empty (the series are stale) ...
+    wait_for(&client, "demo_error_ratio > 0.05", false);
+    // ... and yet the outcome is a failure that says why.
+    assert!(!f.fixed, "{f:?} {lines:?}");
+    assert_eq!(f.action.state, ActionState::Failed);
+    assert!(
+        f.summary.starts_with("not fixed after 8 s: ")
+            && f.summary.contains("job app is down or not scraped"),
+        "{}",
+        f.summary
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("job app is down or not scraped")),
+        "{lines:?}"
+    );
     assert!(g.audit_verify().ok);
 }
