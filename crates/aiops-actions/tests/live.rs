@@ -239,7 +239,7 @@ fn a_target_that_is_down_after_the_restart_is_not_a_recovery() {
 
     // The "restart" leaves the service unreachable: every rate and ratio series of it goes
     // stale, so the alert's expression is empty although nothing was fixed.
-    let broken = metrics.clone();
+    let broken = metrics;
     let sup = Supervisor::start_with(
         dir.path(),
         Arc::new(move || broken.down.store(true, Ordering::SeqCst)),
