@@ -261,6 +261,9 @@ class Scenario:
         state directory; the process has no capabilities, no new privileges, a seccomp filter."""
         # The control: on the host these directories exist and root may write there, so an EROFS
         # below comes from the sandbox (a missing directory would fail with ENOENT instead).
+        # Only a started service has its sandbox: a process caught between fork and exec does not.
+        for unit in (WEBHOOK, DEMO):
+            self.m.wait_for_unit(unit, timeout=120)
         parents = sorted({os.path.dirname(path) for path in READONLY_PROBES})
         self.m.succeed(" && ".join(f"test -d {d} && test -w {d}" for d in parents))
         for unit in (WEBHOOK, DEMO):
