@@ -396,7 +396,8 @@ class Scenario:
             "$(command -v aiops) stress errors --ratio 0.6 --duration 240s --rate 5"
         )
         self.m.wait_until_succeeds(
-            f"curl -sf http://127.0.0.1:{PORT_DEMO}/metrics | grep -q '^demo_fault_active{{kind=\"errors\"}} 1'",
+            # grep reads all its input (no -q): under pipefail an early exit would SIGPIPE curl.
+            f"curl -sf http://127.0.0.1:{PORT_DEMO}/metrics | grep '^demo_fault_active{{kind=\"errors\"}} 1' >/dev/null",
             timeout=60,
         )
         self.loop["fault_on"] = time.monotonic()
