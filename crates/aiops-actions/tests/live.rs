@@ -98,10 +98,12 @@ fn wait_for(prom: &aiops_diagnosis::prom::Prom, query: &str, present: bool) {
     }
 }
 
-#[test]
-fn stale_checks_and_verification_against_real_prometheus_and_alertmanager() {
-    let dir = tempdir();
-    let metrics = Arc::new(Metrics::start(0.231));
+/// Prometheus (scraping `metrics` as job `app` every second, with [`RULES`]) and Alertmanager,
+/// both real, under `dir`; `None` (after saying why) when a binary is missing.
+fn start_stack(
+    dir: &std::path::Path,
+    metrics: &Metrics,
+) -> Option<(testkit::Server, testkit::Server)> {
     let spec = PrometheusSpec {
         config: format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [rules.yml]\nscrape_configs:\n  - job_name: app\n    static_configs:\n      - targets: ['{}']\n",
@@ -110,24 +112,30 @@ fn stale_checks_and_verification_against_real_prometheus_and_alertmanager() {
         files: BTreeMap::from([("rules.yml".to_owned(), RULES.to_owned())]),
         ..PrometheusSpec::default()
     };
-    let Some(prom) = testkit::start_prometheus(&dir.path().join("prom"), &spec) else {
+    let Some(prom) = testkit::start_prometheus(&dir.join("prom"), &spec) else {
         eprintln!("SKIP: prometheus is not on PATH (apt-get install prometheus)");
-        return;
+        return None;
     };
-    let prom = prom.unwrap();
-    let Some(am) = testkit::start_alertmanager(&dir.path().join("am"), testkit::QUIET_ALERTMANAGER)
-    else {
+    let Some(am) = testkit::start_alertmanager(&dir.join("am"), testkit::QUIET_ALERTMANAGER) else {
         eprintln!("SKIP: alertmanager is not on PATH (apt-get install prometheus-alertmanager)");
-        return;
+        return None;
     };
-    let am = am.unwrap();
+    Some((prom.unwrap(), am.unwrap()))
+}
 
-    let healed = metrics;
-    let sup = Supervisor::start_with(dir.path(), Arc::new(move || healed.set(0.001)));
-    let mut c = config(dir.path(), &sup.socket);
+/// A gate on the real stack whose restarts go through `sup`, polling every 250 ms, and a client
+/// of the same Prometheus; waits until the alert's condition holds.
+fn open_gate(
+    dir: &std::path::Path,
+    sup: &Supervisor,
+    prom: &testkit::Server,
+    am: &testkit::Server,
+    verify_timeout_secs: u64,
+) -> (Gate, aiops_diagnosis::prom::Prom) {
+    let mut c = config(dir, &sup.socket);
     c.prometheus.url = prom.url.clone();
     c.alertmanager.url = am.url.clone();
-    c.remediation.verify_timeout_secs = 60;
+    c.remediation.verify_timeout_secs = verify_timeout_secs;
     let options = GateOptions {
         poll_interval: Duration::from_millis(250),
         ..GateOptions::default()
@@ -135,6 +143,38 @@ fn stale_checks_and_verification_against_real_prometheus_and_alertmanager() {
     let g = Gate::open_with(&c, &prometheus::Registry::new(), options).unwrap();
     let client = aiops_diagnosis::prom::Prom::new(&c.prometheus);
     wait_for(&client, "demo_error_ratio > 0.05", true);
+    (g, client)
+}
+
+/// Proposes the action for `alert` and has alice approve it; returns the outcome and the
+/// progress lines the approval printed.
+fn propose_and_approve(
+    g: &Gate,
+    alert: &aiops_actions::AlertRef,
+    d: &aiops_core::model::Diagnosis,
+) -> (aiops_actions::Finished, Vec<String>) {
+    let Proposal::Pending { id, .. } = g.propose(alert, d).unwrap() else {
+        panic!("no pending action proposed")
+    };
+    let lines = std::sync::Mutex::new(Vec::new());
+    let f = g
+        .approve(Some(id.as_str()), &alice(), false, &|m| {
+            lines.lock().unwrap().push(m.to_owned());
+        })
+        .unwrap();
+    (f, lines.into_inner().unwrap())
+}
+
+#[test]
+fn stale_checks_and_verification_against_real_prometheus_and_alertmanager() {
+    let dir = tempdir();
+    let metrics = Arc::new(Metrics::start(0.231));
+    let Some((prom, am)) = start_stack(dir.path(), &metrics) else {
+        return;
+    };
+    let healed = metrics;
+    let sup = Supervisor::start_with(dir.path(), Arc::new(move || healed.set(0.001)));
+    let (g, _) = open_gate(dir.path(), &sup, &prom, &am, 60);
 
     // The alert fires in Alertmanager with exactly these labels.
     let mut a = alert("live", UNIT);
@@ -163,16 +203,8 @@ fn stale_checks_and_verification_against_real_prometheus_and_alertmanager() {
     g.reject(ghost.as_str(), &alice(), "test").unwrap();
 
     // Fresh: approved without --force, restarted, verified with the number.
-    let Proposal::Pending { id, .. } = g.propose(&a, &d).unwrap() else {
-        panic!()
-    };
-    let lines = std::sync::Mutex::new(Vec::new());
-    let f = g
-        .approve(Some(id.as_str()), &alice(), false, &|m| {
-            lines.lock().unwrap().push(m.to_owned());
-        })
-        .unwrap();
-    assert!(f.fixed, "{f:?} {:?}", lines.lock().unwrap());
+    let (f, lines) = propose_and_approve(&g, &a, &d);
+    assert!(f.fixed, "{f:?} {lines:?}");
     assert_eq!(f.action.state, ActionState::Succeeded);
     assert!(!f.action.forced);
     assert!(
@@ -217,26 +249,9 @@ fn stale_checks_and_verification_against_real_prometheus_and_alertmanager() {
 fn a_target_that_is_down_after_the_restart_is_not_a_recovery() {
     let dir = tempdir();
     let metrics = Arc::new(Metrics::start(0.231));
-    let spec = PrometheusSpec {
-        config: format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [rules.yml]\nscrape_configs:\n  - job_name: app\n    static_configs:\n      - targets: ['{}']\n",
-            metrics.addr
-        ),
-        files: BTreeMap::from([("rules.yml".to_owned(), RULES.to_owned())]),
-        ..PrometheusSpec::default()
-    };
-    let Some(prom) = testkit::start_prometheus(&dir.path().join("prom"), &spec) else {
-        eprintln!("SKIP: prometheus is not on PATH (apt-get install prometheus)");
+    let Some((prom, am)) = start_stack(dir.path(), &metrics) else {
         return;
     };
-    let prom = prom.unwrap();
-    let Some(am) = testkit::start_alertmanager(&dir.path().join("am"), testkit::QUIET_ALERTMANAGER)
-    else {
-        eprintln!("SKIP: alertmanager is not on PATH (apt-get install prometheus-alertmanager)");
-        return;
-    };
-    let am = am.unwrap();
-
     // The "restart" leaves the service unreachable: every rate and ratio series of it goes
     // stale, so the alert's expression is empty although nothing was fixed.
     let broken = metrics;
@@ -244,17 +259,7 @@ fn a_target_that_is_down_after_the_restart_is_not_a_recovery() {
         dir.path(),
         Arc::new(move || broken.down.store(true, Ordering::SeqCst)),
     );
-    let mut c = config(dir.path(), &sup.socket);
-    c.prometheus.url = prom.url.clone();
-    c.alertmanager.url = am.url.clone();
-    c.remediation.verify_timeout_secs = 8;
-    let options = GateOptions {
-        poll_interval: Duration::from_millis(250),
-        ..GateOptions::default()
-    };
-    let g = Gate::open_with(&c, &prometheus::Registry::new(), options).unwrap();
-    let client = aiops_diagnosis::prom::Prom::new(&c.prometheus);
-    wait_for(&client, "demo_error_ratio > 0.05", true);
+    let (g, client) = open_gate(dir.path(), &sup, &prom, &am, 8);
 
     let mut a = alert("down", UNIT);
     a.labels.insert("job".into(), "app".into());
@@ -262,16 +267,7 @@ fn a_target_that_is_down_after_the_restart_is_not_a_recovery() {
     testkit::post_alert(&am.url, &a.labels, &BTreeMap::new(), a.starts_at).unwrap();
     let mut d = diagnosis(UNIT, ActionKind::Restart);
     d.evidence.items[0].query = "demo_error_ratio".into();
-    let Proposal::Pending { id, .. } = g.propose(&a, &d).unwrap() else {
-        panic!()
-    };
-    let lines = std::sync::Mutex::new(Vec::new());
-    let f = g
-        .approve(Some(id.as_str()), &alice(), false, &|m| {
-            lines.lock().unwrap().push(m.to_owned());
-        })
-        .unwrap();
-    let lines = lines.into_inner().unwrap();
+    let (f, lines) = propose_and_approve(&g, &a, &d);
     assert_eq!(sup.restarts(), 1);
     // The expression did go empty (the series are stale) ...
     wait_for(&client, "demo_error_ratio > 0.05", false);
