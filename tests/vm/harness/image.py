@@ -9,6 +9,7 @@ needs root (mmdebstrap --mode=root, and files owned by many users in the root fi
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -100,6 +101,87 @@ def _need(tool: str, package: str) -> None:
         )
 
 
+def _mounts_below(path: Path) -> "list[str]":
+    """Mount points at or below `path` (from /proc/self/mountinfo), deepest first."""
+    root = os.path.realpath(path)
+    points = []
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) < 5:
+                continue
+            # Spaces and other special characters are escaped as octal (\040).
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+            if point == root or point.startswith(root + "/"):
+                points.append(point)
+    return sorted(set(points), key=len, reverse=True)
+
+
+def remove_build_dir(work: Path, log=print) -> bool:
+    """Deletes an image build directory, but only once nothing is mounted below it.
+
+    mmdebstrap mounts proc, sys, devpts and a bind of the host's /dev/shm into the root file
+    system it builds; a build that was interrupted can leave them mounted, and deleting through
+    them would delete the host's files. Unmounts them (deepest first); if any stays mounted the
+    directory is left in place, with a message. Returns whether it was removed."""
+    if not work.exists():
+        return True
+    for point in _mounts_below(work):
+        if subprocess.run(["umount", point], stderr=subprocess.DEVNULL).returncode != 0:
+            # Busy: detach it from the tree; the kernel frees it once no one uses it.
+            subprocess.run(["umount", "--lazy", point], stderr=subprocess.DEVNULL)
+    left = _mounts_below(work)
+    if left:
+        log(f"vm: NOT deleting {work}: still mounted below it: {', '.join(left)}; unmount them, then delete it")
+        return False
+    shutil.rmtree(work, ignore_errors=True)
+    return True
+
+
+def _term_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM from the kernel when the harness dies."""
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _in_use(path: Path) -> bool:
+    """Whether a running process names `path` on its command line (an mmdebstrap still at work)."""
+    needle = str(path).encode()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if needle in cmdline.read_bytes():
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _remove_stale_builds(base: Path, log=print) -> None:
+    """Build directories whose builder is gone (a harness killed during mmdebstrap)."""
+    for work in base.glob(".build-*"):
+        try:
+            pid = int((work / "builder.pid").read_text())
+        except (OSError, ValueError):
+            pid = 0
+        if (pid and _alive(pid)) or _in_use(work):
+            continue  # another harness, or its mmdebstrap, is building right now
+        if remove_build_dir(work, log):
+            log(f"vm: removed {work.name}, left by an interrupted image build")
+
+
 def ensure_image(log=print, rebuild: bool = False) -> Image:
     """Returns the cached image for the current recipe, building it first if needed."""
     key = recipe_key()
@@ -118,8 +200,11 @@ def ensure_image(log=print, rebuild: bool = False) -> Image:
     _need("mmdebstrap", "mmdebstrap")
     _need("mkfs.ext4", "e2fsprogs")
     base.mkdir(parents=True, exist_ok=True)
+    _remove_stale_builds(base, log)
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=base))
+    (work / "builder.pid").write_text(str(os.getpid()))
+    proc = None
     try:
         rootfs = work / "rootfs"
         cmd = [
@@ -139,7 +224,10 @@ def ensure_image(log=print, rebuild: bool = False) -> Image:
         log(f"vm: building image {key} (mmdebstrap, about 1-2 minutes)")
         build_log = work / "mmdebstrap.log"
         with open(build_log, "wb") as out:
-            proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT)
+            # If the harness dies without cleaning up (SIGKILL), the kernel sends mmdebstrap
+            # SIGTERM, on which it unmounts what it mounted and exits.
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_term_with_parent)
+            proc.wait()
         if proc.returncode != 0:
             sys.stderr.write(build_log.read_text(errors="replace")[-6000:])
             raise SystemExit(f"vm: mmdebstrap failed with status {proc.returncode}")
@@ -159,8 +247,10 @@ def ensure_image(log=print, rebuild: bool = False) -> Image:
         (work / "recipe.json").write_text(
             json.dumps({"key": key, "suite": SUITE, "packages": PACKAGES, "version": IMAGE_VERSION}, indent=2)
         )
-        shutil.rmtree(rootfs)
+        if not remove_build_dir(rootfs, log):
+            raise SystemExit(f"vm: {rootfs} still has mounts below it after mmdebstrap finished")
         build_log.unlink()
+        (work / "builder.pid").unlink()
         if final.exists():
             shutil.rmtree(final)
         os.rename(work, final)
@@ -169,8 +259,15 @@ def ensure_image(log=print, rebuild: bool = False) -> Image:
             if old != final:
                 shutil.rmtree(old, ignore_errors=True)
     finally:
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
+        # Interrupted (a signal, an error): let mmdebstrap unmount what it mounted, then clean up.
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        remove_build_dir(work, log)
     log(f"vm: image {key} built in {time.monotonic() - started:.0f} s")
     return image
 
