@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use aiops_testkit::procs::{self, alive, descendants, stop_within, terminate};
 use serde_json::Value;
 
 /// What can go wrong while driving the demo; each says what failed on what.
@@ -164,9 +165,9 @@ impl Demo {
 
     /// The pid of the demo's child whose command name is `comm` (e.g. `aiops-demo-app`).
     pub fn child_named(&self, comm: &str) -> Option<u32> {
-        crate::descendants(self.pid())
+        descendants(self.pid())
             .into_iter()
-            .find(|&p| crate::comm(p).as_deref() == Some(comm))
+            .find(|&p| procs::comm(p).as_deref() == Some(comm))
     }
 
     /// The `aiops` command with `--config` of this demo, ready for more arguments.
@@ -237,7 +238,7 @@ impl Demo {
         let Some(mut child) = self.child.take() else {
             return Err(DemoError::NoStop { timeout });
         };
-        let children: BTreeSet<u32> = crate::descendants(child.id());
+        let children: BTreeSet<u32> = descendants(child.id());
         terminate(child.id());
         let deadline = Instant::now() + timeout;
         let status = loop {
@@ -251,7 +252,7 @@ impl Demo {
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        let left = children.into_iter().filter(|&p| crate::alive(p)).collect();
+        let left = children.into_iter().filter(|&p| alive(p)).collect();
         Ok((status, left))
     }
 }
@@ -259,26 +260,8 @@ impl Demo {
 impl Drop for Demo {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            terminate(child.id());
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            stop_within(&mut child, Duration::from_secs(15));
         }
-    }
-}
-
-fn terminate(pid: u32) {
-    if let Ok(pid) = i32::try_from(pid) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGTERM,
-        );
     }
 }
 

@@ -10,7 +10,8 @@
 //! - [`rss_bytes`]: resident memory of a process from `/proc/PID/status`.
 //! - [`Table`], [`percentile`], [`fmt_duration`]: report helpers (markdown tables).
 //!
-//! - [`memory`], [`descendants`], [`comm`], [`alive`]: memory and process trees from `/proc`.
+//! - [`memory`]: resident memory and its high-water mark from `/proc` (process trees:
+//!   `aiops_testkit::procs`).
 //!
 //! Bins: `bench-demo-app` (the demo app against `hello-hyper`, a minimal hyper 1.x server);
 //! `bench-webhook` (the receiver against a Node relay of the seed's design; helpers in [`webhook`]);
@@ -356,59 +357,6 @@ pub fn parse_memory(status: &str) -> Option<Memory> {
     })
 }
 
-/// Every live (not zombie) process below `root`: children, grandchildren..., from `/proc`.
-pub fn descendants(root: u32) -> std::collections::BTreeSet<u32> {
-    let mut parents: Vec<(u32, u32)> = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        if let Some((state, ppid)) = parse_stat(&stat)
-            && state != 'Z'
-        {
-            parents.push((pid, ppid));
-        }
-    }
-    let mut found = std::collections::BTreeSet::new();
-    let mut frontier = vec![root];
-    while let Some(p) = frontier.pop() {
-        for &(pid, ppid) in &parents {
-            if ppid == p && found.insert(pid) {
-                frontier.push(pid);
-            }
-        }
-    }
-    found
-}
-
-/// State and parent pid from a `/proc/PID/stat` line. The command name may hold spaces and
-/// parentheses, so the fields are read after the last `)`.
-pub fn parse_stat(stat: &str) -> Option<(char, u32)> {
-    let rest = stat.rsplit_once(')')?.1;
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    Some((state, ppid))
-}
-
-/// Whether `pid` is a live process (not gone, not a zombie).
-pub fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| parse_stat(&s))
-        .is_some_and(|(state, _)| state != 'Z')
-}
-
-/// The command name of `pid` (`/proc/PID/comm`, at most 15 bytes).
-pub fn comm(pid: u32) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .ok()
-        .map(|s| s.trim_end().to_owned())
-}
-
 /// Percent-encodes a query-string value (everything but unreserved characters).
 pub fn url_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len() * 3);
@@ -669,7 +617,7 @@ Transfer/sec:     17.17MB
     }
 
     #[test]
-    fn reads_memory_and_the_process_tree() {
+    fn reads_memory() {
         let status = "Name:\tx\nVmHWM:\t    6000 kB\nVmRSS:\t    5012 kB\n";
         assert_eq!(
             parse_memory(status),
@@ -681,22 +629,6 @@ Transfer/sec:     17.17MB
         assert_eq!(parse_memory("VmRSS:\t1 kB\n"), None);
         let me = memory(std::process::id()).unwrap();
         assert!(me.hwm >= me.rss && me.rss > 0, "{me:?}");
-        assert_eq!(
-            parse_stat("123 (a (b) c) S 77 123 0"),
-            Some(('S', 77)),
-            "a command name with spaces and parentheses"
-        );
-        assert_eq!(parse_stat("garbage"), None);
-
-        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
-        let pid = child.id();
-        assert!(descendants(std::process::id()).contains(&pid));
-        assert!(alive(pid));
-        assert_eq!(comm(pid).as_deref(), Some("sleep"));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        assert!(!alive(pid));
-        assert!(!descendants(std::process::id()).contains(&pid));
     }
 
     #[test]

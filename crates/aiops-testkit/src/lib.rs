@@ -4,8 +4,10 @@
 //! - [`slack`]: a local server speaking Slack's incoming-webhook protocol that records what it
 //!   receives and can be told to fail (the one external service, faked on loopback);
 //! - [`wait_until`]: wait on a condition, bounded, never on a fixed sleep;
-//! - [`free_ports`]: loopback ports for programs that cannot be told to bind port 0.
+//! - [`free_ports`]: loopback ports for programs that cannot be told to bind port 0;
+//! - [`procs`]: process trees from `/proc`, and stopping a child the test started.
 
+pub mod procs;
 pub mod slack;
 
 use std::net::TcpListener;

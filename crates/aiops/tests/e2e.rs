@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use aiops_testkit::procs::{alive, descendants, stop_within, terminate};
 use aiops_testkit::slack::Sink;
 use aiops_testkit::{free_ports, wait_until};
 use serde_json::Value;
@@ -122,7 +123,7 @@ impl Demo {
     /// Stops the demo with SIGTERM and returns how it exited.
     fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
-        signal(child.id(), nix::sys::signal::Signal::SIGTERM);
+        terminate(child.id());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -140,63 +141,9 @@ impl Demo {
 impl Drop for Demo {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            signal(child.id(), nix::sys::signal::Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            stop_within(&mut child, Duration::from_secs(15));
         }
     }
-}
-
-fn signal(pid: u32, sig: nix::sys::signal::Signal) {
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
-}
-
-/// Every live process below `root` (children, grandchildren...), from /proc.
-fn descendants(root: u32) -> BTreeSet<u32> {
-    let mut parents: Vec<(u32, u32)> = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // The command name may hold spaces and parentheses: fields resume after the last ')'.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.first() == Some(&"Z") {
-            continue;
-        }
-        if let Some(ppid) = fields.get(1).and_then(|p| p.parse::<u32>().ok()) {
-            parents.push((pid, ppid));
-        }
-    }
-    let mut found = BTreeSet::new();
-    let mut frontier = vec![root];
-    while let Some(p) = frontier.pop() {
-        for &(pid, ppid) in &parents {
-            if ppid == p && found.insert(pid) {
-                frontier.push(pid);
-            }
-        }
-    }
-    found
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        !s.rsplit_once(')')
-            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
-    })
 }
 
 fn stdout(o: &Output) -> String {

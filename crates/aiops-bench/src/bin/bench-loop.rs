@@ -119,10 +119,10 @@ impl Sampler {
             let (phase, stop, samples) = (phase.clone(), stop.clone(), samples.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    let tree = aiops_bench::descendants(demo_pid);
+                    let tree = aiops_testkit::procs::descendants(demo_pid);
                     let find = |name: &str| {
                         tree.iter()
-                            .find(|&&p| aiops_bench::comm(p).as_deref() == Some(name))
+                            .find(|&&p| aiops_testkit::procs::comm(p).as_deref() == Some(name))
                             .and_then(|&p| aiops_bench::memory(p).ok())
                     };
                     let s = Sample {
