@@ -31,38 +31,7 @@ fn summary(out: &Output) -> Value {
 fn errors_mode_switches_the_fault_on_and_sees_its_share() {
     let app = BackgroundServer::start_ephemeral().expect("start the demo app");
     let url = app.url();
-    let out = Command::new(env!("CARGO_BIN_EXE_aiops"))
-        .args([
-            "--json",
-            "stress",
-            "errors",
-            "--ratio",
-            "0.5",
-            "--duration",
-            "3s",
-            "--rate",
-            "0",
-            "--concurrency",
-            "4",
-            "--url",
-            &url,
-        ])
-        .env("AIOPS_CONFIG", "/nonexistent/aiops-test-config.toml")
-        .output()
-        .unwrap();
-    // The config file named by AIOPS_CONFIG does not exist: stress must say so, not guess.
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("/nonexistent/aiops-test-config.toml"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
-    let empty = tempfile::NamedTempFile::new().unwrap();
-    let config = empty.path().to_str().unwrap();
-    let out = aiops(&[
-        "--config",
-        config,
+    let stress = [
         "--json",
         "stress",
         "errors",
@@ -76,7 +45,19 @@ fn errors_mode_switches_the_fault_on_and_sees_its_share() {
         "4",
         "--url",
         &url,
-    ]);
+    ];
+    let out = aiops(&stress);
+    // The config file named by AIOPS_CONFIG does not exist: stress must say so, not guess.
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/nonexistent/aiops-test-config.toml"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let empty = tempfile::NamedTempFile::new().unwrap();
+    let config = empty.path().to_str().unwrap();
+    let out = aiops(&[&["--config", config][..], &stress].concat());
     let s = summary(&out);
     let sent = s["sent"].as_u64().unwrap();
     assert!(sent >= 100, "only {sent} requests in 3 s: {s}");
