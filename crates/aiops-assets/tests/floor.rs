@@ -34,15 +34,17 @@ fn values<'a>(yaml: &'a str, key: &str) -> Vec<&'a str> {
         .collect()
 }
 
-/// The text of each `- alert: NAME` block of rules.yml, with its name.
-fn alert_blocks() -> Vec<(String, String)> {
+/// The text of each `- KIND: NAME` block of rules.yml (`kind` "alert" or "record"), with its
+/// name. A block ends at the next rule or at a section comment (`# ----`).
+fn rule_blocks(kind: &str) -> Vec<(String, String)> {
+    let start = format!("- {kind}:");
     let mut blocks: Vec<(String, String)> = Vec::new();
     let mut current: Option<(String, String)> = None;
     for line in RULES_YML.lines() {
         let t = line.trim();
-        if t.starts_with("- alert:") || t.starts_with("- record:") {
+        if t.starts_with("- alert:") || t.starts_with("- record:") || t.starts_with("# ----") {
             blocks.extend(current.take());
-            if let Some(name) = t.strip_prefix("- alert:") {
+            if let Some(name) = t.strip_prefix(start.as_str()) {
                 current = Some((name.trim().to_owned(), String::new()));
             }
         }
@@ -79,7 +81,7 @@ fn intervals_match_the_files() {
         REPEAT_INTERVAL
     );
     let fors = values(RULES_YML, "for");
-    assert_eq!(fors.len(), alert_blocks().len(), "every alert has a `for:`");
+    assert_eq!(fors.len(), rule_blocks("alert").len(), "every alert has a `for:`");
     for f in fors {
         assert_eq!(duration(f), ALERT_FOR, "every alert's `for:` is ALERT_FOR");
     }
@@ -109,7 +111,7 @@ fn the_floor_is_stated_where_people_read_it() {
 
 #[test]
 fn thresholds_match_the_rules() {
-    let blocks = alert_blocks();
+    let blocks = rule_blocks("alert");
     let expr_of = |name: &str| -> String {
         blocks
             .iter()
@@ -147,32 +149,11 @@ fn thresholds_match_the_rules() {
 
 #[test]
 fn names_match_the_rules() {
-    let alerts: BTreeSet<String> = alert_blocks().into_iter().map(|(n, _)| n).collect();
+    let alerts: BTreeSet<String> = rule_blocks("alert").into_iter().map(|(n, _)| n).collect();
     let expected: BTreeSet<String> = ALERT_NAMES.iter().map(|s| (*s).to_owned()).collect();
     assert_eq!(alerts, expected);
     let records: Vec<&str> = values(RULES_YML, "record");
     assert_eq!(records, RECORDING_RULES);
-}
-
-/// The text of each `- record: NAME` block of rules.yml, with its name.
-fn record_blocks() -> Vec<(String, String)> {
-    let mut blocks: Vec<(String, String)> = Vec::new();
-    let mut current: Option<(String, String)> = None;
-    for line in RULES_YML.lines() {
-        let t = line.trim();
-        if t.starts_with("- alert:") || t.starts_with("- record:") || t.starts_with("# ----") {
-            blocks.extend(current.take());
-            if let Some(name) = t.strip_prefix("- record:") {
-                current = Some((name.trim().to_owned(), String::new()));
-            }
-        }
-        if let Some((_, text)) = current.as_mut() {
-            text.push_str(line);
-            text.push('\n');
-        }
-    }
-    blocks.extend(current);
-    blocks
 }
 
 /// `30s`, `1m`: the window as the rules' names and range selectors write it.
@@ -194,7 +175,7 @@ fn windows_match_the_rules_and_their_names() {
         RATE_WINDOW >= 4 * SCRAPE_INTERVAL,
         "rate() needs a few samples in its window to extrapolate and to survive a missed scrape"
     );
-    let blocks = record_blocks();
+    let blocks = rule_blocks("record");
     assert_eq!(blocks.len(), RECORDING_RULES.len());
     for (name, block) in blocks {
         let (window, suffix_ok) = if block.contains("deriv(") {
@@ -233,7 +214,7 @@ fn every_alert_has_its_labels_annotations_and_runbook_section() {
         .map(|h| h.trim().to_lowercase())
         .collect();
     let units = ["aiops-demo-app.service", "aiops-webhook.service"];
-    for (name, block) in alert_blocks() {
+    for (name, block) in rule_blocks("alert") {
         for key in [
             "severity",
             "service",
