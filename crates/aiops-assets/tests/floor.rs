@@ -81,7 +81,11 @@ fn intervals_match_the_files() {
         REPEAT_INTERVAL
     );
     let fors = values(RULES_YML, "for");
-    assert_eq!(fors.len(), rule_blocks("alert").len(), "every alert has a `for:`");
+    assert_eq!(
+        fors.len(),
+        rule_blocks("alert").len(),
+        "every alert has a `for:`"
+    );
     for f in fors {
         assert_eq!(duration(f), ALERT_FOR, "every alert's `for:` is ALERT_FOR");
     }

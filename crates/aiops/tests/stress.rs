@@ -17,6 +17,16 @@ fn aiops(args: &[&str]) -> Output {
         .expect("run aiops")
 }
 
+/// The demo app's fault list (`GET /admin/faults`).
+fn active_faults(url: &str) -> Value {
+    ureq::get(format!("{url}/admin/faults"))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_json()
+        .unwrap()
+}
+
 fn summary(out: &Output) -> Value {
     assert!(
         out.status.success(),
@@ -115,12 +125,7 @@ fn no_traffic_only_switches_the_fault() {
     ]);
     let s = summary(&out);
     assert_eq!(s["sent"], 0, "{s}");
-    let faults: Value = ureq::get(format!("{}/admin/faults", app.url()))
-        .call()
-        .unwrap()
-        .into_body()
-        .read_json()
-        .unwrap();
+    let faults = active_faults(&app.url());
     assert!(
         faults.to_string().contains("latency"),
         "the latency fault is on: {faults}"
@@ -168,12 +173,7 @@ fn bad_input_is_refused_before_anything_happens() {
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
     // Nothing was switched on by any of them.
-    let faults: Value = ureq::get(format!("{url}/admin/faults"))
-        .call()
-        .unwrap()
-        .into_body()
-        .read_json()
-        .unwrap();
+    let faults = active_faults(&url);
     assert!(
         !faults.to_string().contains("errors") && !faults.to_string().contains("cpu"),
         "{faults}"
