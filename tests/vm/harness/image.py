@@ -11,12 +11,15 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from .procs import on_parent_death, pid_alive
 
 # Bump to force a rebuild when something outside the hashed files changes the image.
 IMAGE_VERSION = "3"
@@ -138,25 +141,6 @@ def remove_build_dir(work: Path, log=print) -> bool:
     return True
 
 
-def _term_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM from the kernel when the harness dies."""
-    import ctypes
-    import signal
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _in_use(path: Path) -> bool:
     """Whether a running process names `path` on its command line (an mmdebstrap still at work)."""
     needle = str(path).encode()
@@ -176,7 +160,7 @@ def _remove_stale_builds(base: Path, log=print) -> None:
             pid = int((work / "builder.pid").read_text())
         except (OSError, ValueError):
             pid = 0
-        if (pid and _alive(pid)) or _in_use(work):
+        if (pid and pid_alive(pid)) or _in_use(work):
             continue  # another harness, or its mmdebstrap, is building right now
         if remove_build_dir(work, log):
             log(f"vm: removed {work.name}, left by an interrupted image build")
@@ -226,7 +210,7 @@ def ensure_image(log=print, rebuild: bool = False) -> Image:
         with open(build_log, "wb") as out:
             # If the harness dies without cleaning up (SIGKILL), the kernel sends mmdebstrap
             # SIGTERM, on which it unmounts what it mounted and exits.
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_term_with_parent)
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, preexec_fn=on_parent_death(signal.SIGTERM))
             proc.wait()
         if proc.returncode != 0:
             sys.stderr.write(build_log.read_text(errors="replace")[-6000:])

@@ -18,7 +18,6 @@ the kernel kills qemu if the harness dies anyway (PR_SET_PDEATHSIG).
 
 import atexit
 import base64
-import ctypes
 import json
 import os
 import signal
@@ -29,17 +28,9 @@ import time
 from pathlib import Path
 
 from .image import Image
+from .procs import on_parent_death
 
 _LIVE: "set[Machine]" = set()
-
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: the kernel sends SIGKILL to qemu when the harness dies."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
 
 def kill_all() -> None:
     for m in list(_LIVE):
@@ -165,7 +156,7 @@ class Machine:
             stdin=subprocess.DEVNULL,
             stdout=open(self.workdir / f"{self.name}-qemu.log", "ab"),
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
+            preexec_fn=on_parent_death(signal.SIGKILL),
         )
         _LIVE.add(self)
         started = time.monotonic()
