@@ -389,12 +389,8 @@ class Scenario:
 
         Detection (scrape + rule evaluation + `for` + group_wait, then the diagnosis) runs in
         the background while the next cases, which leave the app alone, do their work."""
-        self.m.execute("systemctl stop aiops-stress-1 2>/dev/null; true")
         self.loop["since"] = len(self.slack_messages())
-        self.m.succeed(
-            "systemd-run --unit=aiops-stress-1 --collect --quiet "
-            "$(command -v aiops) stress errors --ratio 0.6 --duration 240s --rate 5"
-        )
+        self.start_stress("aiops-stress-1", "errors --ratio 0.6")
         self.m.wait_until_succeeds(
             # grep reads all its input (no -q): under pipefail an early exit would SIGPIPE curl.
             f"curl -sf http://127.0.0.1:{PORT_DEMO}/metrics | grep '^demo_fault_active{{kind=\"errors\"}} 1' >/dev/null",
@@ -473,14 +469,19 @@ class Scenario:
         self.loop["action"] = action_id
         self.loop["restarted"] = inv1
 
+    def start_stress(self, unit, mode):
+        """`aiops stress MODE` for 240 s at 5 requests/s as transient unit `unit`, after stopping
+        any stress the scenario started before (one incident at a time)."""
+        self.m.execute("systemctl stop aiops-stress-1 aiops-stress-2 2>/dev/null; true")
+        self.m.succeed(
+            f"systemd-run --unit={unit} --collect --quiet "
+            f"$(command -v aiops) stress {mode} --duration 240s --rate 5"
+        )
+
     def second_incident_starts(self):
         """A latency fault on the freshly restarted app: HighLatencyP99 for the same unit."""
-        self.m.execute("systemctl stop aiops-stress-1 2>/dev/null; true")
         self.loop["since_second"] = len(self.slack_messages())
-        self.m.succeed(
-            "systemd-run --unit=aiops-stress-2 --collect --quiet "
-            "$(command -v aiops) stress latency --delay-ms 600 --duration 240s --rate 5"
-        )
+        self.start_stress("aiops-stress-2", "latency --delay-ms 600")
         self.loop["second_on"] = time.monotonic()
 
     def cooldown_refuses_second_restart(self):
