@@ -8,7 +8,7 @@ set -eu
 S="${AIOPS_SUPPORT:-/mnt/aiops-support}"
 BINDIR=/usr/local/bin
 
-step() { echo "setup: $*"; }
+step() { echo "setup: [$(cut -d" " -f1 /proc/uptime) s] $*"; }
 
 # ---- binaries -----------------------------------------------------------------------------------
 step "binaries into $BINDIR"
@@ -73,10 +73,15 @@ printf 'ARGS="--cluster.listen-address="\n' > /etc/default/prometheus-alertmanag
 
 # ---- start --------------------------------------------------------------------------------------
 step "starting services"
+# Enabled for the reboot case. Debian's Prometheus and Alertmanager also ship SysV scripts, for
+# which `systemctl enable` runs update-rc.d (5 s under TCG); add-wants makes the same
+# multi-user.target link without it. One reload for all the new and changed units.
+systemctl add-wants --no-reload multi-user.target prometheus.service prometheus-alertmanager.service
+systemctl enable --quiet --no-reload fake-slack.service aiops-demo-app.service aiops-webhook.service
 systemctl daemon-reload
-systemctl enable --quiet fake-slack.service aiops-demo-app.service aiops-webhook.service
 systemctl reset-failed prometheus-alertmanager.service || true
-systemctl restart prometheus.service prometheus-alertmanager.service fake-slack.service
-# Our units are started without waiting: whether they come up is what the scenario asserts.
-systemctl restart --no-block aiops-demo-app.service aiops-webhook.service
+# Nothing here waits for a start: the boot may still be running, and whether each service comes
+# up (a bad configuration shows as a failed unit) is what the scenario's first case asserts.
+systemctl restart --no-block prometheus.service prometheus-alertmanager.service fake-slack.service \
+    aiops-demo-app.service aiops-webhook.service
 step "done"
