@@ -146,6 +146,7 @@ class Scenario:
         self.log = log
         self.alertmanager = None
         self.loop = {}  # facts the whole-loop case hands to later cases
+        self.hung = None  # the watchdog case's facts while the app is stopped
         self.starts_at = "2026-01-01T00:00:00Z"
         self.reboot_at = ""
 
@@ -368,12 +369,20 @@ class Scenario:
         self.m.wait_for_unit(DEMO, timeout=60)
         check(self.main_pid(DEMO) != pid, f"the allowed restart of {DEMO} did not happen")
 
-    def watchdog_restarts_hung_app(self):
-        """SIGSTOP the app: the watchdog fires, systemd kills and restarts it, NRestarts grows."""
-        n0 = self.nrestarts(DEMO)
-        inv0 = self.invocation(DEMO)
+    def watchdog_hang(self):
+        """The app hangs: SIGSTOP its main process. The watchdog fires up to WatchdogSec after
+        the app's last ping; the next cases, which leave the app alone, run meanwhile."""
+        self.hung = {"nrestarts": self.nrestarts(DEMO), "invocation": self.invocation(DEMO)}
         pid = self.main_pid(DEMO)
         self.m.succeed(f"kill -STOP {pid}")
+        self.hung["pid"] = pid
+
+    def watchdog_restarts_hung_app(self):
+        """The hung app: the watchdog fires, systemd kills and restarts it, NRestarts grows."""
+        if self.hung is None:
+            self.watchdog_hang()
+        n0, inv0 = self.hung["nrestarts"], self.hung["invocation"]
+        self.hung = None
         self.m.wait_until_succeeds(
             f"test $(systemctl show {DEMO} -p NRestarts --value) -gt {n0}", timeout=120
         )
@@ -687,21 +696,24 @@ echo done >> /tmp/burst.codes
         self.m.succeed("aiops audit verify")
         self.log(f"  pending actions and {len(before['audit'].splitlines())} audit entries survived the reboot")
 
-# The order keeps the wall-clock time down under software emulation: the cases between
-# "incident" and "whole loop" leave the app alone and run while Prometheus and Alertmanager detect
-# the incident, and the cooldown's incident is detected while the whole loop verifies its restart.
-# Each case still asserts on its own; a case run alone (--only) starts what it needs itself.
+# The order keeps the wall-clock time down under software emulation by running cases inside the
+# waits: the cases between "the app hangs" and "watchdog restarts" leave the app alone while the
+# watchdog's deadline runs out; those between "incident" and "whole loop" leave it alone (and do
+# not restart it) while Prometheus and Alertmanager detect the incident; the cooldown's incident
+# is detected while the whole loop verifies its restart. Each case still asserts on its own; a
+# case run alone (--only) starts what it needs itself.
 CASES = [
     ("services reach active via Type=notify", Scenario.services_ready),
-    ("hardening: writes outside allowed paths fail", Scenario.hardening_holds),
-    ("process metrics intact under hardening", Scenario.process_metrics),
     ("service account confined by polkit", Scenario.service_account_confinement),
-    ("watchdog restarts the hung app", Scenario.watchdog_restarts_hung_app),
-    ("incident: error fault on (detected during the next cases)", Scenario.incident_starts),
+    ("watchdog: the app hangs (SIGSTOP; restarted during the next cases)", Scenario.watchdog_hang),
     ("state directory owner and mode", Scenario.state_directory),
     ("systemd-analyze security exposure < 2.0", Scenario.security_exposure),
     ("SIGKILL during a burst loses nothing", Scenario.durability_sigkill),
     ("Slack outage (500, 429) loses nothing", Scenario.slack_outage),
+    ("watchdog restarts the hung app", Scenario.watchdog_restarts_hung_app),
+    ("incident: error fault on (detected during the next cases)", Scenario.incident_starts),
+    ("hardening: writes outside allowed paths fail", Scenario.hardening_holds),
+    ("process metrics intact under hardening", Scenario.process_metrics),
     ("whole loop: stress to verified restart", Scenario.whole_loop),
     ("cooldown refuses a second restart", Scenario.cooldown_refuses_second_restart),
     ("reboot: receiver remembers what it posted", Scenario.reboot_keeps_receiver_state),
