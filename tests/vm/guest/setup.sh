@@ -76,7 +76,7 @@ step "starting services"
 # Enabled for the reboot case. Debian's Prometheus and Alertmanager also ship SysV scripts, for
 # which `systemctl enable` runs update-rc.d (5 s under TCG); add-wants makes the same
 # multi-user.target link without it. One reload for all the new and changed units.
-systemctl add-wants --no-reload multi-user.target prometheus.service prometheus-alertmanager.service
+systemctl add-wants --quiet --no-reload multi-user.target prometheus.service prometheus-alertmanager.service
 systemctl enable --quiet --no-reload fake-slack.service aiops-demo-app.service aiops-webhook.service
 systemctl daemon-reload
 systemctl reset-failed prometheus-alertmanager.service || true

@@ -26,8 +26,12 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .image import Image
+
+if TYPE_CHECKING:
+    from .snapshot import Snapshot
 from .procs import on_parent_death
 
 _LIVE: "set[Machine]" = set()
@@ -51,6 +55,74 @@ def install_reaper() -> None:
 
 class MachineError(AssertionError):
     """A driver call failed: a command's status, a timeout, or the guest went away."""
+
+
+class Qmp:
+    """Just enough of the QEMU Machine Protocol: the handshake, then commands one at a time
+    (asynchronous events in between are skipped)."""
+
+    def __init__(self, path: Path, timeout: float, alive):
+        deadline = time.monotonic() + timeout
+        while True:
+            alive()
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                self.sock.connect(str(path))
+                break
+            except OSError:
+                self.sock.close()
+            if time.monotonic() > deadline:
+                raise MachineError(f"qemu's QMP socket {path} did not accept within {timeout} s")
+            time.sleep(0.02)
+        self.buf = b""
+        self._read(timeout)  # the greeting
+        self.execute("qmp_capabilities")
+
+    def _read(self, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise MachineError(f"no answer on QMP within {timeout} s")
+            self.sock.settimeout(remaining)
+            try:
+                chunk = self.sock.recv(1 << 16)
+            except socket.timeout:
+                continue
+            if not chunk:
+                raise MachineError("qemu closed the QMP connection")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def execute(self, command: str, arguments: "dict | None" = None, timeout: float = 30) -> "dict | list":
+        msg = {"execute": command}
+        if arguments:
+            msg["arguments"] = arguments
+        self.sock.sendall(json.dumps(msg).encode() + b"\n")
+        while True:
+            ans = self._read(timeout)
+            if "error" in ans:
+                raise MachineError(f"QMP {command}: {ans['error'].get('desc', ans['error'])}")
+            if "return" in ans:
+                return ans["return"]
+
+    def wait_for_migration(self, timeout: float) -> None:
+        """Polls query-migrate until the migration (outgoing or incoming) has completed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.execute("query-migrate")
+            status = info.get("status")
+            if status == "completed":
+                return
+            if status in ("failed", "cancelled"):
+                raise MachineError(f"migration {status}: {info.get('error-desc', '')}")
+            if time.monotonic() > deadline:
+                raise MachineError(f"migration not completed within {timeout} s (status {status})")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 class Machine:
@@ -81,6 +153,7 @@ class Machine:
         # Unix socket paths are limited to 108 bytes: keep them short, under /tmp.
         self._sockdir = Path(tempfile.mkdtemp(prefix="aiops-vm-"))
         self.shell_path = self._sockdir / "shell.sock"
+        self.qmp_path = self._sockdir / "qmp.sock"
         self.process: "subprocess.Popen | None" = None
         self._sock: "socket.socket | None" = None
         self._buf = b""
@@ -95,7 +168,7 @@ class Machine:
     def is_up(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def qemu_command(self) -> "list[str]":
+    def qemu_command(self, incoming: bool = False) -> "list[str]":
         append = " ".join(
             [
                 "root=/dev/vda rw console=ttyS0 panic=-1 net.ifnames=0",
@@ -122,7 +195,9 @@ class Machine:
             "-smp", str(self.cpus),
             "-nographic",
             "-monitor", "none",
-            "-serial", f"file:{self.serial_log}",
+            "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
+            "-chardev", f"file,id=serial,path={self.serial_log},append=on",
+            "-serial", "chardev:serial",
             "-no-reboot",
             "-pidfile", str(self.pidfile),
             "-kernel", str(self.image.kernel),
@@ -132,31 +207,54 @@ class Machine:
             # No network device: everything the tests talk to runs inside the guest.
             "-nic", "none",
             "-device", "virtio-rng-pci",
+            # A new generation ID on every start: a guest restored from a snapshot reseeds its
+            # random number generator instead of repeating the snapshot's random numbers.
+            "-device", "vmgenid,guid=auto",
             "-device", "virtio-serial-pci",
             "-chardev", f"socket,id=shell,path={self.shell_path},server=on,wait=off",
             "-device", "virtconsole,chardev=shell",
         ]
         for disk in self.extra_disks:
             cmd += ["-drive", f"file={disk},format=raw,if=virtio,readonly=on"]
+        if incoming:
+            cmd += ["-incoming", "defer"]
         return cmd
 
-    def start(self, timeout: float = 180) -> None:
-        """Boots the guest (the overlay keeps its disk across reboots) and waits for its shell."""
+    def signature(self) -> "list[str]":
+        """The qemu command without this run's paths: what a saved snapshot must match."""
+        cmd = []
+        for arg in self.qemu_command():
+            for disk in self.extra_disks:
+                arg = arg.replace(str(disk), "DISK")
+            cmd.append(arg.replace(str(self._sockdir), "SOCKDIR").replace(str(self.workdir), "WORKDIR"))
+        return cmd
+
+    def start(self, timeout: float = 180, restore: "Snapshot | None" = None) -> None:
+        """Boots the guest (the overlay keeps its disk across reboots) and waits for its shell.
+
+        With `restore` (first start only), the guest is not booted but resumed from a saved
+        snapshot of a booted guest (see snapshot.py): its disk under the overlay, its memory and
+        devices loaded by qemu, its clock then set to now."""
         if self.is_up():
             return
+        if restore is not None and self.boots > 0:
+            raise MachineError("a snapshot can only be restored on the first start")
         if not self.overlay.exists():
+            backing, fmt = (restore.disk, "qcow2") if restore is not None else (self.image.root, "raw")
             subprocess.run(
-                ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(self.image.root), str(self.overlay)],
+                ["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(backing), str(self.overlay)],
                 check=True,
             )
-        if self.shell_path.exists():
-            self.shell_path.unlink()
+        for path in (self.shell_path, self.qmp_path):
+            if path.exists():
+                path.unlink()
         self.boots += 1
-        self.log(f"starting qemu (boot {self.boots})")
+        how = "restoring the snapshot" if restore is not None else f"boot {self.boots}"
+        self.log(f"starting qemu ({how})")
         with open(self.serial_log, "ab") as f:
-            f.write(f"\n===== boot {self.boots} =====\n".encode())
+            f.write(f"\n===== {how} =====\n".encode())
         self.process = subprocess.Popen(
-            self.qemu_command(),
+            self.qemu_command(incoming=restore is not None),
             stdin=subprocess.DEVNULL,
             stdout=open(self.workdir / f"{self.name}-qemu.log", "ab"),
             stderr=subprocess.STDOUT,
@@ -165,6 +263,15 @@ class Machine:
         _LIVE.add(self)
         started = time.monotonic()
         deadline = started + timeout
+        if restore is not None:
+            qmp = Qmp(self.qmp_path, timeout, self._check_alive)
+            try:
+                qmp.execute("migrate-incoming", {"uri": f"file:{restore.state}"})
+                qmp.wait_for_migration(timeout)
+                # The guest was stopped when it was saved, and qemu restores that too.
+                qmp.execute("cont")
+            finally:
+                qmp.close()
         # qemu creates the socket file before it listens on it: retry until connected.
         while True:
             self._check_alive()
@@ -189,7 +296,28 @@ class Machine:
                 break
             except TimeoutError:
                 continue
+        if restore is not None:
+            # The guest's clock stood still since the snapshot was saved.
+            self.succeed(f"date -u -s @{time.time():.3f} >/dev/null")
         self.log(f"shell connected after {time.monotonic() - started:.1f} s")
+
+    def save_snapshot(self, state: Path, timeout: float = 120) -> None:
+        """Stops the guest, saves its memory and devices to `state` (qemu's migration stream)
+        and ends qemu. The overlay then holds the disk that goes with it."""
+        qmp = Qmp(self.qmp_path, 30, self._check_alive)
+        try:
+            qmp.execute("stop")
+            qmp.execute("migrate", {"uri": f"file:{state}"})
+            qmp.wait_for_migration(timeout)
+            qmp.execute("quit")
+        finally:
+            qmp.close()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        _LIVE.discard(self)
+        self._close()
 
     def _check_alive(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -249,8 +377,9 @@ class Machine:
     def cleanup(self) -> None:
         self.kill()
         try:
-            if self.shell_path.exists():
-                self.shell_path.unlink()
+            for path in (self.shell_path, self.qmp_path):
+                if path.exists():
+                    path.unlink()
             self._sockdir.rmdir()
         except OSError:
             pass

@@ -1,7 +1,7 @@
 """The per-run support disk: fresh binaries, unit files, configuration and test files.
 
 Built with `mkfs.ext4 -d` from a staging directory in well under a second, attached read-only as
-/dev/vdb and mounted by the image at /mnt/aiops-support. Layout:
+/dev/vdb and mounted by the harness at /mnt/aiops-support. Layout:
 
     bin/aiops bin/aiops-demo-app bin/aiops-webhook   release builds (--bindir)
     systemd/*.service                                 the repository's unit files (@bindir@ kept)
@@ -17,6 +17,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
 BINARIES = ["aiops", "aiops-demo-app", "aiops-webhook"]
+# Always this size (sparse), so that a guest restored from a snapshot saved with an empty disk of
+# the same size sees the run's disk as it is (the guest read the capacity when it booted).
+DISK_SIZE = 256 << 20
 
 
 def missing_binaries(bindir: Path) -> "list[str]":
@@ -46,10 +49,9 @@ def build_support_disk(bindir: Path, workdir: Path, extra_units: "Path | None" =
     shutil.copytree(REPO / "tests" / "vm" / "guest", stage / "guest")
 
     size = sum(p.stat().st_size for p in stage.rglob("*") if p.is_file())
-    size = (size * 3 // 2 + (32 << 20)) // 4096 * 4096
-    disk = workdir / "support.img"
-    with open(disk, "wb") as f:
-        f.truncate(size)
+    if size * 3 // 2 > DISK_SIZE:
+        raise SystemExit(f"vm: the support files ({size >> 20} MiB) do not fit the {DISK_SIZE >> 20} MiB support disk")
+    disk = placeholder_disk(workdir / "support.img")
     subprocess.run(
         ["mkfs.ext4", "-q", "-F", "-L", "aiops-support", "-E", "root_owner=0:0", "-d", str(stage), str(disk)],
         check=True,
@@ -57,6 +59,13 @@ def build_support_disk(bindir: Path, workdir: Path, extra_units: "Path | None" =
     )
     shutil.rmtree(stage)
     return disk
+
+
+def placeholder_disk(path: Path) -> Path:
+    """An empty (sparse) disk of the support disk's size: what a snapshot is saved with."""
+    with open(path, "wb") as f:
+        f.truncate(DISK_SIZE)
+    return path
 
 
 def default_bindir() -> Path:
