@@ -4,13 +4,43 @@
 # Runs as root from the read-only support disk; idempotent, so a re-run after a reboot is harmless.
 #
 #   /mnt/aiops-support/guest/setup.sh
+#
+# Prometheus and Alertmanager start first, then the demo app and the fake Slack once their units
+# are in, while the accounts and the polkit rule are made; the receiver starts last. Nothing
+# waits for a start: whether each service comes up (a bad configuration shows as a failed unit)
+# is what the scenario asserts.
 set -eu
 S="${AIOPS_SUPPORT:-/mnt/aiops-support}"
 BINDIR=/usr/local/bin
 
 step() { echo "setup: [$(cut -d" " -f1 /proc/uptime) s] $*"; }
 
-# ---- binaries -----------------------------------------------------------------------------------
+# ---- secrets ------------------------------------------------------------------------------------
+step "secrets"
+install -d -m 0755 /etc/aiops
+install -d -m 0700 /etc/aiops/secrets
+if [ ! -s /etc/aiops/secrets/webhook-token ]; then
+    (umask 077; od -An -N24 -tx1 /dev/urandom | tr -d ' \n' > /etc/aiops/secrets/webhook-token)
+fi
+(umask 077; printf 'http://127.0.0.1:9999/services/T000/B000/XXXX\n' > /etc/aiops/secrets/slack-webhook-url)
+chmod 0600 /etc/aiops/secrets/webhook-token /etc/aiops/secrets/slack-webhook-url
+
+# ---- Prometheus and Alertmanager from Debian, with the repository's configuration ----------------
+# Started first: the first incident's detection waits for Prometheus's first scrapes of the app.
+step "prometheus and alertmanager"
+install -m 0644 "$S/prometheus/prometheus.yml" /etc/prometheus/prometheus.yml
+install -m 0644 "$S/prometheus/rules.yml" /etc/prometheus/rules.yml
+install -m 0644 "$S/prometheus/alertmanager.yml" /etc/prometheus/alertmanager.yml
+# Debian's Alertmanager runs as `prometheus`; prometheus/alertmanager.yml names this copy.
+install -m 0640 -o root -g prometheus /etc/aiops/secrets/webhook-token /etc/aiops/webhook-token
+# (promtool/amtool checks run in the pipeline's own tests; here a bad file shows as a failed unit.)
+# One host, no peers: without this Alertmanager looks for a private address to gossip on and
+# exits on a machine whose only interface is loopback.
+printf 'ARGS="--cluster.listen-address="\n' > /etc/default/prometheus-alertmanager
+systemctl reset-failed prometheus-alertmanager.service || true
+systemctl restart --no-block prometheus.service prometheus-alertmanager.service
+
+# ---- binaries, configuration, units -------------------------------------------------------------
 step "binaries into $BINDIR"
 for b in aiops aiops-demo-app aiops-webhook; do
     if [ -x "$S/bin/$b" ]; then
@@ -19,6 +49,30 @@ for b in aiops aiops-demo-app aiops-webhook; do
         echo "setup: WARNING: $S/bin/$b is missing (not built yet?)" >&2
     fi
 done
+install -m 0644 "$S/guest/config.toml" /etc/aiops/config.toml
+
+step "systemd units"
+for u in aiops-demo-app aiops-webhook; do
+    sed "s|@bindir@|$BINDIR|g" "$S/systemd/$u.service" > "/etc/systemd/system/$u.service"
+done
+install -d /etc/systemd/system/aiops-webhook.service.d
+install -m 0644 "$S/guest/credentials.conf" /etc/systemd/system/aiops-webhook.service.d/credentials.conf
+install -D -m 0755 "$S/tests/fake_slack.py" /usr/local/lib/aiops-test/fake_slack.py
+install -m 0644 "$S/guest/fake-slack.service" /etc/systemd/system/fake-slack.service
+# Enabled for the reboot case the way a package's postinst does it (deb-systemd-helper makes the
+# links itself): `systemctl enable` costs a second each under TCG, and for Debian's Prometheus
+# and Alertmanager it also runs update-rc.d for their SysV scripts (5 s).
+wants=/etc/systemd/system/multi-user.target.wants
+mkdir -p "$wants"
+for u in prometheus prometheus-alertmanager; do
+    ln -sf "/lib/systemd/system/$u.service" "$wants/$u.service"
+done
+for u in fake-slack aiops-demo-app aiops-webhook; do
+    ln -sf "/etc/systemd/system/$u.service" "$wants/$u.service"
+done
+systemctl daemon-reload
+# The app runs as a dynamic user: it needs none of the accounts below.
+systemctl restart --no-block aiops-demo-app.service fake-slack.service
 
 # ---- accounts -----------------------------------------------------------------------------------
 step "users and groups"
@@ -29,29 +83,6 @@ getent group aiops-operators >/dev/null || groupadd --system aiops-operators
 id -u alice >/dev/null 2>&1 || useradd --create-home --shell /bin/bash --groups aiops-operators alice
 id -u mallory >/dev/null 2>&1 || useradd --create-home --shell /bin/bash mallory
 
-# ---- configuration and secrets ------------------------------------------------------------------
-step "/etc/aiops"
-install -d -m 0755 /etc/aiops
-install -m 0644 "$S/guest/config.toml" /etc/aiops/config.toml
-install -d -m 0700 /etc/aiops/secrets
-if [ ! -s /etc/aiops/secrets/webhook-token ]; then
-    (umask 077; od -An -N24 -tx1 /dev/urandom | tr -d ' \n' > /etc/aiops/secrets/webhook-token)
-fi
-(umask 077; printf 'http://127.0.0.1:9999/services/T000/B000/XXXX\n' > /etc/aiops/secrets/slack-webhook-url)
-chmod 0600 /etc/aiops/secrets/webhook-token /etc/aiops/secrets/slack-webhook-url
-# Debian's Alertmanager runs as `prometheus`; prometheus/alertmanager.yml names this copy.
-install -m 0640 -o root -g prometheus /etc/aiops/secrets/webhook-token /etc/aiops/webhook-token
-
-# ---- units --------------------------------------------------------------------------------------
-step "systemd units"
-for u in aiops-demo-app aiops-webhook; do
-    sed "s|@bindir@|$BINDIR|g" "$S/systemd/$u.service" > "/etc/systemd/system/$u.service"
-done
-install -d /etc/systemd/system/aiops-webhook.service.d
-install -m 0644 "$S/guest/credentials.conf" /etc/systemd/system/aiops-webhook.service.d/credentials.conf
-install -D -m 0755 "$S/tests/fake_slack.py" /usr/local/lib/aiops-test/fake_slack.py
-install -m 0644 "$S/guest/fake-slack.service" /etc/systemd/system/fake-slack.service
-
 # ---- polkit: the service account may restart the allow-listed units, nothing else ----------------
 step "polkit rule"
 rule=/etc/polkit-1/rules.d/50-aiops.rules
@@ -61,27 +92,7 @@ chmod 0644 "$rule.tmp"
 mv "$rule.tmp" "$rule"
 cat "$rule"
 
-# ---- Prometheus and Alertmanager from Debian, with the repository's configuration ----------------
-step "prometheus and alertmanager"
-install -m 0644 "$S/prometheus/prometheus.yml" /etc/prometheus/prometheus.yml
-install -m 0644 "$S/prometheus/rules.yml" /etc/prometheus/rules.yml
-install -m 0644 "$S/prometheus/alertmanager.yml" /etc/prometheus/alertmanager.yml
-# (promtool/amtool checks run in the pipeline's own tests; here a bad file shows as a failed unit.)
-# One host, no peers: without this Alertmanager looks for a private address to gossip on and
-# exits on a machine whose only interface is loopback.
-printf 'ARGS="--cluster.listen-address="\n' > /etc/default/prometheus-alertmanager
-
-# ---- start --------------------------------------------------------------------------------------
-step "starting services"
-# Enabled for the reboot case. Debian's Prometheus and Alertmanager also ship SysV scripts, for
-# which `systemctl enable` runs update-rc.d (5 s under TCG); add-wants makes the same
-# multi-user.target link without it. One reload for all the new and changed units.
-systemctl add-wants --quiet --no-reload multi-user.target prometheus.service prometheus-alertmanager.service
-systemctl enable --quiet --no-reload fake-slack.service aiops-demo-app.service aiops-webhook.service
-systemctl daemon-reload
-systemctl reset-failed prometheus-alertmanager.service || true
-# Nothing here waits for a start: the boot may still be running, and whether each service comes
-# up (a bad configuration shows as a failed unit) is what the scenario's first case asserts.
-systemctl restart --no-block prometheus.service prometheus-alertmanager.service fake-slack.service \
-    aiops-demo-app.service aiops-webhook.service
+# ---- the receiver (runs as aiops, approvals come from the operators' group) ----------------------
+step "starting the receiver"
+systemctl restart --no-block aiops-webhook.service
 step "done"

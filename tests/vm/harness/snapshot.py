@@ -27,7 +27,7 @@ from .image import Image
 from .machine import Machine, MachineError
 
 # Bump when what a snapshot holds changes in a way the key does not show.
-SNAPSHOT_VERSION = "1"
+SNAPSHOT_VERSION = "2"
 
 
 @dataclass
@@ -68,6 +68,15 @@ def ensure_snapshot(image: Image, make_machine, placeholder_disk, log=print) -> 
         log(f"vm: saving a booted guest as snapshot {final.name} (once per image)")
         m.start()
         m.succeed("systemctl is-system-running --wait >/dev/null || true", timeout=240)
+        # What every run starts first is read from disk here, once, instead of at each run's
+        # start (disk reads are slow under TCG: a cold Prometheus takes 1.7 s to print its
+        # version, a warm one 0.3 s); polkitd, started on demand by the first polkit check,
+        # is started now for the same reason.
+        m.succeed(
+            "cat /usr/bin/prometheus /usr/bin/prometheus-alertmanager /usr/bin/curl >/dev/null"
+            " && python3 -c 'import argparse, http.server, json, socketserver, threading'"
+            " && systemctl start polkit.service"
+        )
         m.succeed("udevadm settle && sync")
         m.save_snapshot(work / "state")
         m.cleanup()
