@@ -147,6 +147,7 @@ class Scenario:
         self.alertmanager = None
         self.loop = {}  # facts the whole-loop case hands to later cases
         self.hung = None  # the watchdog case's facts while the app is stopped
+        self.before_reboot = None  # what the reboot case saw before powering off
         self.starts_at = "2026-01-01T00:00:00Z"
         self.reboot_at = ""
 
@@ -216,6 +217,9 @@ class Scenario:
     def audit_file(self):
         return f"{STATE_DIR}/audit.jsonl"
 
+    def audit_entries(self):
+        return [json.loads(line) for line in self.m.succeed(f"cat {self.audit_file()}").splitlines() if line.strip()]
+
     # ---- cases ---------------------------------------------------------------------------------
 
     def services_ready(self):
@@ -226,14 +230,12 @@ class Scenario:
         ).split()
         check(not missing, f"not on root's PATH in the guest: {missing}")
         self.m.succeed(as_user(OPERATOR, "sh -c 'command -v aiops'"))
-        for unit in (DEMO, WEBHOOK):
-            self.m.wait_for_unit(unit, timeout=120)
-            p = unit_props(self.m, unit, "Type", "ActiveState", "SubState", "NotifyAccess", "StatusText", "WatchdogUSec")
-            self.log(f"  {unit}: {p}")
-            check(p["Type"] == "notify", f"{unit} is Type={p['Type']}, expected notify")
-            check(p["ActiveState"] == "active" and p["SubState"] == "running", f"{unit}: {p}")
-            check(p["WatchdogUSec"] not in ("0", "infinity", ""), f"{unit} has no watchdog: {p}")
-            check(p["StatusText"] != "", f"{unit} sent no STATUS= line")
+        # A hung app (the watchdog case runs around this one) is checked once restarted.
+        ours = (WEBHOOK,) if self.hung is not None else (DEMO, WEBHOOK)
+        if self.hung is not None:
+            self.log(f"  {DEMO} is stopped for the watchdog case, which checks it once restarted")
+        for unit in ours:
+            self.notify_ready(unit)
         for candidate in ALERTMANAGER_CANDIDATES:
             status, _ = self.m.execute(f"systemctl cat {candidate} >/dev/null 2>&1")
             if status == 0:
@@ -242,9 +244,31 @@ class Scenario:
         check(self.alertmanager is not None, f"none of {ALERTMANAGER_CANDIDATES} exists")
         for unit in (PROMETHEUS, self.alertmanager, FAKE_SLACK):
             self.m.wait_for_unit(unit, timeout=120)
-        for port in (PORT_DEMO, PORT_WEBHOOK, PORT_PROMETHEUS, PORT_ALERTMANAGER, PORT_SLACK):
+        for port in (PORT_WEBHOOK, PORT_PROMETHEUS, PORT_ALERTMANAGER, PORT_SLACK):
             self.m.wait_for_open_port(port, timeout=60)
-        self.m.succeed(f"curl -sf http://127.0.0.1:{PORT_DEMO}/healthz", f"curl -sf http://127.0.0.1:{PORT_WEBHOOK}/healthz")
+        self.m.succeed(f"curl -sf http://127.0.0.1:{PORT_WEBHOOK}/healthz")
+        if self.hung is None:
+            self.demo_serves()
+
+    def receiver_up(self):
+        """The receiver and the fake Slack are up (a case run alone may start before them)."""
+        for unit in (WEBHOOK, FAKE_SLACK):
+            self.m.wait_for_unit(unit, timeout=120)
+        self.m.wait_for_open_port(PORT_WEBHOOK, timeout=60)
+
+    def notify_ready(self, unit):
+        """`unit` is active through Type=notify, with a watchdog and a STATUS= line."""
+        self.m.wait_for_unit(unit, timeout=120)
+        p = unit_props(self.m, unit, "Type", "ActiveState", "SubState", "NotifyAccess", "StatusText", "WatchdogUSec")
+        self.log(f"  {unit}: {p}")
+        check(p["Type"] == "notify", f"{unit} is Type={p['Type']}, expected notify")
+        check(p["ActiveState"] == "active" and p["SubState"] == "running", f"{unit}: {p}")
+        check(p["WatchdogUSec"] not in ("0", "infinity", ""), f"{unit} has no watchdog: {p}")
+        check(p["StatusText"] != "", f"{unit} sent no STATUS= line")
+
+    def demo_serves(self):
+        self.m.wait_for_open_port(PORT_DEMO, timeout=60)
+        self.m.succeed(f"curl -sf http://127.0.0.1:{PORT_DEMO}/healthz")
 
     def state_directory(self):
         """StateDirectory: owned by the service account, mode 0700; files inside are private."""
@@ -339,8 +363,10 @@ class Scenario:
         return "systemd-run --wait --pipe --quiet --collect </dev/null " + " ".join(props)
 
     def service_account_confinement(self):
-        """polkit lets the aiops account restart the allow-listed unit and nothing else, both
-        directly and from inside the receiver's sandbox (over D-Bus, as the executor does)."""
+        """polkit refuses the aiops account everything but restarting the allow-listed unit:
+        another unit's restart, the allowed unit's stop and kill, directly and from inside the
+        receiver's sandbox (over D-Bus, as the executor does); an operator's own systemctl too.
+        The allowed restart is the positive control, a case of its own."""
         no_ask = "systemctl --no-ask-password"
         sandbox = self.webhook_sandbox()
 
@@ -363,15 +389,35 @@ class Scenario:
         out = denied(as_user(OPERATOR, f"{no_ask} restart {DEMO} 2>&1"))
         self.log(f"  {OPERATOR}: restart {DEMO}: {out.strip()}")
         check(self.main_pid(DEMO) == pid, f"{DEMO} was stopped or restarted by a refused call")
-        # The positive control, from inside the receiver's sandbox: the rule is not "deny
-        # everything", and the hardening leaves the executor its way to systemd.
-        self.m.succeed(f"{sandbox} {no_ask} restart {DEMO}")
+
+    def service_account_may_restart_allowed(self):
+        """The positive control of the polkit case: the rule is not "deny everything", and the
+        hardening leaves the executor its way to systemd. The whole loop's approved restart is
+        exactly this (the receiver's executor, as the aiops account inside the receiver's sandbox,
+        restarting the allow-listed unit over D-Bus); without it, the same restart is made here
+        from a copy of that sandbox."""
+        restarted = self.loop.get("restarted")
+        if restarted is not None:
+            events = {e.get("event"): e for e in self.audit_entries() if e.get("action_id") == self.loop["action"]}
+            check(
+                "executing" in events and "succeeded" in events,
+                f"the audit log does not show {self.loop['action']} executed and succeeded: {sorted(events)}",
+            )
+            self.log(
+                f"  the whole loop's restart of {DEMO} (new invocation {restarted[:8]}) was made by the "
+                f"executor through this rule: {json.dumps(events['executing'].get('actor'))} -> succeeded"
+            )
+            return
+        self.m.wait_for_unit(DEMO, timeout=60)
+        pid = self.main_pid(DEMO)
+        self.m.succeed(f"{self.webhook_sandbox()} systemctl --no-ask-password restart {DEMO}")
         self.m.wait_for_unit(DEMO, timeout=60)
         check(self.main_pid(DEMO) != pid, f"the allowed restart of {DEMO} did not happen")
 
     def watchdog_hang(self):
         """The app hangs: SIGSTOP its main process. The watchdog fires up to WatchdogSec after
         the app's last ping; the next cases, which leave the app alone, run meanwhile."""
+        self.m.wait_for_unit(DEMO, timeout=120)
         self.hung = {"nrestarts": self.nrestarts(DEMO), "invocation": self.invocation(DEMO)}
         pid = self.main_pid(DEMO)
         self.m.succeed(f"kill -STOP {pid}")
@@ -391,13 +437,17 @@ class Scenario:
         result = self.m.succeed(f"journalctl -u {DEMO} --no-pager -o cat | grep -i 'watchdog timeout' | tail -1")
         check(result.strip() != "", "the journal does not show a watchdog timeout")
         self.log(f"  NRestarts {n0} -> {self.nrestarts(DEMO)}; {result.strip()}")
-        self.m.succeed(f"curl -sf http://127.0.0.1:{PORT_DEMO}/healthz")
+        # The restarted app reached active through Type=notify again, and serves.
+        self.notify_ready(DEMO)
+        self.demo_serves()
 
     def incident_starts(self):
         """The first incident: the app answers 60% of requests with errors, under steady traffic.
 
-        Detection (scrape + rule evaluation + `for` + group_wait, then the diagnosis) runs in
-        the background while the next cases, which leave the app alone, do their work."""
+        It is the first case: Prometheus and Alertmanager detect it (scrape + rule evaluation +
+        `for` + group_wait, then the diagnosis) while the next cases, which look at the app but
+        do not restart it, do their work."""
+        self.m.wait_for_unit(DEMO, timeout=120)
         self.loop["since"] = len(self.slack_messages())
         self.start_stress("aiops-stress-1", "errors --ratio 0.6")
         self.m.wait_until_succeeds(
@@ -431,9 +481,6 @@ class Scenario:
             re.search(r"error ratio", text, re.I) and re.search(r"\d+(\.\d+)?\s*%", text),
             "the message shows no evidence (the error ratio, in %)",
         )
-        shown = self.m.succeed(as_user(OPERATOR, f"aiops show {q(action_id)}"))
-        self.log("  aiops show:\n    " + shown.strip().replace("\n", "\n    ")[:3000])
-        check(re.search(r"job:http_request|rate\(|http_requests_total", shown), "`aiops show` does not show the PromQL behind the evidence")
         pending = self.pending(OPERATOR)
         self.log(f"  pending: {json.dumps(pending)[:800]}")
         check(any(action_id in json.dumps(p) for p in pending), f"{action_id} is not pending")
@@ -449,6 +496,10 @@ class Scenario:
         before_approval = len(self.slack_messages())
         approve = as_user(OPERATOR, f"aiops approve {q(action_id)}") + f" >{APPROVE_OUT} 2>&1; echo $? >{APPROVE_RC}"
         self.m.succeed(f"rm -f {APPROVE_OUT} {APPROVE_RC}; setsid -f sh -c {q(approve)} </dev/null >/dev/null 2>&1")
+        # What the operator reads before approving is still there while the restart verifies.
+        shown = self.m.succeed(as_user(OPERATOR, f"aiops show {q(action_id)}"))
+        self.log("  aiops show:\n    " + shown.strip().replace("\n", "\n    ")[:3000])
+        check(re.search(r"job:http_request|rate\(|http_requests_total", shown), "`aiops show` does not show the PromQL behind the evidence")
         self.m.wait_until_succeeds(
             f"test -s {APPROVE_RC} || test \"$(systemctl show {DEMO} -p InvocationID --value)\" != {q(inv0)}",
             timeout=APPROVE_TIMEOUT,
@@ -529,6 +580,7 @@ class Scenario:
 
     def durability_sigkill(self):
         """SIGKILL the receiver during a burst: every acknowledged notification reaches Slack."""
+        self.receiver_up()
         n = 60
         since = len(self.slack_messages())
         restarts0 = self.nrestarts(WEBHOOK)
@@ -583,6 +635,7 @@ echo done >> /tmp/burst.codes
 
     def slack_outage(self):
         """Slack answering 500 and then 429 loses nothing: delivered once it recovers."""
+        self.receiver_up()
         since = len(self.slack_messages())
         self.m.succeed(f"echo 500 > {SLACK_FAIL}")
         try:
@@ -629,26 +682,35 @@ echo done >> /tmp/burst.codes
             f"-H 'Content-Type: application/json' --data-binary {q(text)} http://127.0.0.1:{PORT_WEBHOOK}/"
         ).strip()
 
-    def reboot_keeps_receiver_state(self):
-        """Reboot the guest. The receiver remembers what it already posted: the same
-        notification re-sent after the reboot is not posted again (a later one is)."""
+    def reboot(self):
+        """The guest powers off and boots again. Before it does, a notification goes through the
+        receiver to Slack, and what the gate holds is noted (the next cases compare)."""
+        self.receiver_up()
         self.starts_at = self.m.succeed("date -u +%Y-%m-%dT%H:%M:%SZ").strip()
         since = len(self.slack_messages())
         code = self.post_notification("AiopsVmReboot", "vm-reboot-probe-before", "00000000000000bb")
         check(code.startswith("2"), f"the receiver answered {code}")
         self.wait_for_message(lambda m, t: "vm-reboot-probe-before" in t, 120, "for the probe sent before the reboot", since)
-        # What the gate holds before the reboot (checked by the next case).
         status, out = self.m.execute("aiops --json pending 2>/dev/null")
         self.before_reboot = {
             "pending": out if status == 0 else None,
             "audit": self.m.execute(f"cat {self.audit_file()} 2>/dev/null")[1],
+            "slack_since": since,
         }
         self.reboot_at = self.m.succeed("date -u +%Y-%m-%dT%H:%M:%S").strip()
+        down = time.monotonic()
         self.m.shutdown()
+        off = time.monotonic()
         self.m.start()
-        for unit in (DEMO, WEBHOOK, FAKE_SLACK):
-            self.m.wait_for_unit(unit, timeout=180)
-        self.m.wait_for_open_port(PORT_WEBHOOK, timeout=60)
+        self.log(f"  power-off {off - down:.1f} s; boot to a shell {time.monotonic() - off:.1f} s")
+
+    def reboot_keeps_receiver_state(self):
+        """The receiver remembers what it posted before the reboot: the same notification
+        re-sent after it is not posted again (a later one is)."""
+        if self.before_reboot is None:
+            self.reboot()
+        since = self.before_reboot["slack_since"]
+        self.receiver_up()
         count = len(self.slack_messages())
         check(count >= since + 1, "the fake Slack lost its messages across the reboot")
         code = self.post_notification("AiopsVmReboot", "vm-reboot-probe-before", "00000000000000bb")
@@ -664,8 +726,10 @@ echo done >> /tmp/burst.codes
     def reboot_keeps_pending_and_audit(self):
         """The pending actions and the audit log from before the reboot are all still there,
         and the audit chain still verifies."""
-        before = getattr(self, "before_reboot", None)
-        check(before is not None, "needs the reboot case")
+        before = self.before_reboot
+        if before is None:
+            self.reboot()
+            before = self.before_reboot
         check(before["pending"] is not None, "`aiops --json pending` did not work before the reboot")
         pending_before = json.loads(before["pending"])
         check(pending_before, "no pending action to carry across the reboot (the cooldown case leaves one)")
@@ -697,27 +761,30 @@ echo done >> /tmp/burst.codes
         self.log(f"  pending actions and {len(before['audit'].splitlines())} audit entries survived the reboot")
 
 # The order keeps the wall-clock time down under software emulation by running cases inside the
-# waits: the cases between "the app hangs" and "watchdog restarts" leave the app alone while the
-# watchdog's deadline runs out; those between "incident" and "whole loop" leave it alone (and do
-# not restart it) while Prometheus and Alertmanager detect the incident; the cooldown's incident
-# is detected while the whole loop verifies its restart. Each case still asserts on its own; a
-# case run alone (--only) starts what it needs itself.
+# three waits that nothing can shorten: Prometheus and Alertmanager detecting the first incident
+# (the cases that look at the app without restarting it run meanwhile), the whole loop verifying
+# its restart (the cooldown's incident is detected meanwhile), and the watchdog's deadline after
+# the app hangs, right after the reboot (WatchdogSec after its last ping; the cases that leave the
+# app alone run meanwhile). Each case asserts on its own; a case run alone (--only) starts what
+# it needs itself.
 CASES = [
+    ("incident: error fault on (detected during the next cases)", Scenario.incident_starts),
     ("services reach active via Type=notify", Scenario.services_ready),
     ("service account confined by polkit", Scenario.service_account_confinement),
-    ("watchdog: the app hangs (SIGSTOP; restarted during the next cases)", Scenario.watchdog_hang),
+    ("hardening: writes outside allowed paths fail", Scenario.hardening_holds),
+    ("process metrics intact under hardening", Scenario.process_metrics),
     ("state directory owner and mode", Scenario.state_directory),
     ("systemd-analyze security exposure < 2.0", Scenario.security_exposure),
+    ("whole loop: stress to verified restart", Scenario.whole_loop),
+    ("polkit lets the service account restart the allow-listed unit", Scenario.service_account_may_restart_allowed),
+    ("cooldown refuses a second restart", Scenario.cooldown_refuses_second_restart),
+    ("reboot: the guest powers off and boots again", Scenario.reboot),
+    ("watchdog: the app hangs (SIGSTOP; restarted during the next cases)", Scenario.watchdog_hang),
+    ("reboot: receiver remembers what it posted", Scenario.reboot_keeps_receiver_state),
+    ("reboot keeps pending actions and audit", Scenario.reboot_keeps_pending_and_audit),
     ("SIGKILL during a burst loses nothing", Scenario.durability_sigkill),
     ("Slack outage (500, 429) loses nothing", Scenario.slack_outage),
     ("watchdog restarts the hung app", Scenario.watchdog_restarts_hung_app),
-    ("incident: error fault on (detected during the next cases)", Scenario.incident_starts),
-    ("hardening: writes outside allowed paths fail", Scenario.hardening_holds),
-    ("process metrics intact under hardening", Scenario.process_metrics),
-    ("whole loop: stress to verified restart", Scenario.whole_loop),
-    ("cooldown refuses a second restart", Scenario.cooldown_refuses_second_restart),
-    ("reboot: receiver remembers what it posted", Scenario.reboot_keeps_receiver_state),
-    ("reboot keeps pending actions and audit", Scenario.reboot_keeps_pending_and_audit),
 ]
 
 
