@@ -458,8 +458,9 @@ class Scenario:
         self.loop["fault_on"] = time.monotonic()
 
     def whole_loop(self):
-        """stress -> alert -> recommendation in Slack -> mallory refused -> alice approves ->
-        new InvocationID -> verified outcome (CLI and Slack) -> audit chain verifies.
+        """stress -> alert -> recommendation in Slack -> alice approves -> new InvocationID
+        (mallory, trying the same meanwhile, is refused) -> verified outcome (CLI and Slack) ->
+        audit chain verifies.
 
         While the approval verifies the recovery, the second incident (for the cooldown case)
         starts on the restarted app: a latency fault, which the error ratio does not see."""
@@ -486,12 +487,6 @@ class Scenario:
         check(any(action_id in json.dumps(p) for p in pending), f"{action_id} is not pending")
 
         inv0 = self.invocation(DEMO)
-        status, out = self.m.execute(as_user(OUTSIDER, f"aiops approve {q(action_id)} 2>&1"))
-        self.log(f"  {OUTSIDER}: aiops approve -> {status}: {out.strip()}")
-        check(status == EXIT_REFUSED, f"{OUTSIDER}'s approval exited {status}, expected {EXIT_REFUSED} (refused)")
-        check(re.search(r"may not|not in group|not allowed", out, re.I), f"the refusal does not say why: {out}")
-        check(self.invocation(DEMO) == inv0, f"{OUTSIDER}'s refused approval restarted {DEMO}")
-
         # alice approves from her own session, in the background (it returns once verified).
         before_approval = len(self.slack_messages())
         approve = as_user(OPERATOR, f"aiops approve {q(action_id)}") + f" >{APPROVE_OUT} 2>&1; echo $? >{APPROVE_RC}"
@@ -508,6 +503,13 @@ class Scenario:
         if inv1 != inv0:
             self.m.wait_for_unit(DEMO, timeout=60)
             self.second_incident_starts()
+        # mallory, not an operator, tries the same while the approved restart verifies: refused
+        # for who she is, and no restart of her own.
+        status, out = self.m.execute(as_user(OUTSIDER, f"aiops approve {q(action_id)} 2>&1"))
+        self.log(f"  {OUTSIDER}: aiops approve -> {status}: {out.strip()}")
+        check(status == EXIT_REFUSED, f"{OUTSIDER}'s approval exited {status}, expected {EXIT_REFUSED} (refused)")
+        check(re.search(r"may not|not in group|not allowed", out, re.I), f"the refusal does not say why: {out}")
+        check(self.invocation(DEMO) == inv1, f"{OUTSIDER}'s refused approval restarted {DEMO}")
         self.m.wait_until_succeeds(f"test -s {APPROVE_RC}", timeout=APPROVE_TIMEOUT)
         status = int(self.m.succeed(f"cat {APPROVE_RC}").strip())
         out = self.m.succeed(f"cat {APPROVE_OUT}")
