@@ -1,7 +1,8 @@
 #!/bin/sh
 # mmdebstrap setup hook for the aiops VM test image: $1 is the (still empty) root directory.
-# A small initramfs with only what finding the root disk needs: it is unpacked under software
-# emulation at every boot, and Debian's default (MODULES=most) is ten times larger.
+# The test guest boots an initramfs of its own (tests/vm/harness/initramfs.py); Debian's, which
+# the kernel package still builds, is kept small (MODULES=list instead of most) so that building
+# it does not slow the image build down.
 set -eu
 root="$1"
 mkdir -p "$root/etc/initramfs-tools/conf.d" "$root/usr/share/initramfs-tools/modules.d"
