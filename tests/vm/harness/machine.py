@@ -57,23 +57,29 @@ class MachineError(AssertionError):
     """A driver call failed: a command's status, a timeout, or the guest went away."""
 
 
+def connect_unix(path: Path, what: str, timeout: float, alive) -> socket.socket:
+    """Connects to a unix socket qemu serves. qemu creates the socket file before it listens on
+    it, so this retries until connected; `alive()` raises if qemu has died meanwhile."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(path))
+            return sock
+        except OSError:
+            sock.close()
+        if time.monotonic() > deadline:
+            raise MachineError(f"qemu's {what} socket {path} did not accept within {timeout} s")
+        time.sleep(0.02)
+
+
 class Qmp:
     """Just enough of the QEMU Machine Protocol: the handshake, then commands one at a time
     (asynchronous events in between are skipped)."""
 
     def __init__(self, path: Path, timeout: float, alive):
-        deadline = time.monotonic() + timeout
-        while True:
-            alive()
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                self.sock.connect(str(path))
-                break
-            except OSError:
-                self.sock.close()
-            if time.monotonic() > deadline:
-                raise MachineError(f"qemu's QMP socket {path} did not accept within {timeout} s")
-            time.sleep(0.02)
+        self.sock = connect_unix(path, "QMP", timeout, alive)
         self.buf = b""
         self._read(timeout)  # the greeting
         self.execute("qmp_capabilities")
@@ -246,9 +252,7 @@ class Machine:
                 ["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(backing), str(self.overlay)],
                 check=True,
             )
-        for path in (self.shell_path, self.qmp_path):
-            if path.exists():
-                path.unlink()
+        self._remove_sockets()
         self.boots += 1
         how = "restoring the snapshot" if restore is not None else f"boot {self.boots}"
         self.log(f"starting qemu ({how})")
@@ -273,19 +277,7 @@ class Machine:
                 qmp.execute("cont")
             finally:
                 qmp.close()
-        # qemu creates the socket file before it listens on it: retry until connected.
-        while True:
-            self._check_alive()
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.connect(str(self.shell_path))
-                self._sock = sock
-                break
-            except OSError:
-                sock.close()
-            if time.monotonic() > deadline:
-                raise MachineError(f"qemu's shell socket {self.shell_path} did not accept within {timeout} s")
-            time.sleep(0.05)
+        self._sock = connect_unix(self.shell_path, "shell", max(deadline - time.monotonic(), 0), self._check_alive)
         self._buf = b""
         # Ping until the agent answers; unanswered pings are drained by id.
         while True:
@@ -377,13 +369,22 @@ class Machine:
 
     def cleanup(self) -> None:
         self.kill()
+        self._remove_sockets()
         try:
-            for path in (self.shell_path, self.qmp_path):
-                if path.exists():
-                    path.unlink()
             self._sockdir.rmdir()
         except OSError:
             pass
+
+    def _remove_sockets(self) -> None:
+        for path in (self.shell_path, self.qmp_path):
+            path.unlink(missing_ok=True)
+
+    def reset(self) -> None:
+        """Kills qemu and deletes the overlay: the next start() is a first start on a fresh disk
+        (how the harness falls back to booting when a snapshot does not load)."""
+        self.kill()
+        self.overlay.unlink(missing_ok=True)
+        self.boots = 0
 
     # ---- the shell protocol -----------------------------------------------------------------
 
