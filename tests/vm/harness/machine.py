@@ -95,6 +95,8 @@ class Qmp:
                 chunk = self.sock.recv(1 << 16)
             except socket.timeout:
                 continue
+            except OSError as e:
+                raise MachineError(f"the QMP connection to qemu broke: {e}") from None
             if not chunk:
                 raise MachineError("qemu closed the QMP connection")
             self.buf += chunk
@@ -105,7 +107,10 @@ class Qmp:
         msg = {"execute": command}
         if arguments:
             msg["arguments"] = arguments
-        self.sock.sendall(json.dumps(msg).encode() + b"\n")
+        try:
+            self.sock.sendall(json.dumps(msg).encode() + b"\n")
+        except OSError as e:
+            raise MachineError(f"the QMP connection to qemu broke: {e}") from None
         while True:
             ans = self._read(timeout)
             if "error" in ans:
