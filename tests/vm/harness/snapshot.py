@@ -54,10 +54,11 @@ def ensure_snapshot(image: Image, make_machine, placeholder_disk, log=print) -> 
     Returns None (and the run boots) if the snapshot cannot be saved."""
     base = image.root.parent
     work = Path(tempfile.mkdtemp(prefix=".snapshot-", dir=base))
+    placeholder = work / "placeholder.img"
     m = None
     try:
-        disk = placeholder_disk(work / "placeholder.img")
-        m = make_machine(work, disk)
+        # Building the Machine touches no disk: the key needs only its command line.
+        m = make_machine(work, placeholder)
         key = snapshot_key(image, m)
         final = base / f"snapshot-{key}"
         snap = Snapshot(final / "disk.qcow2", final / "state")
@@ -66,6 +67,7 @@ def ensure_snapshot(image: Image, make_machine, placeholder_disk, log=print) -> 
             return snap
         started = time.monotonic()
         log(f"vm: saving a booted guest as snapshot {final.name} (once per image)")
+        placeholder_disk(placeholder)
         m.start()
         m.succeed("systemctl is-system-running --wait >/dev/null || true", timeout=240)
         # What every run starts first is read from disk here, once, instead of at each run's
@@ -78,14 +80,12 @@ def ensure_snapshot(image: Image, make_machine, placeholder_disk, log=print) -> 
             " && systemctl start polkit.service"
         )
         m.succeed("udevadm settle && sync")
-        m.save_snapshot(work / "state")
-        m.cleanup()
+        m.save_snapshot(work / snap.state.name)
         # The overlay names root.img relatively, so the cache directory may move.
         subprocess.run(["qemu-img", "rebase", "-u", "-F", "raw", "-b", "../root.img", str(m.overlay)], check=True)
-        m.overlay.rename(work / "disk.qcow2")
-        (work / "placeholder.img").unlink()
+        m.overlay.rename(work / snap.disk.name)
         for f in work.iterdir():
-            if f.name not in ("disk.qcow2", "state"):
+            if f.name not in (snap.disk.name, snap.state.name):
                 f.unlink()
         for old in base.glob("snapshot-*"):
             shutil.rmtree(old, ignore_errors=True)
