@@ -419,9 +419,7 @@ class Scenario:
         the app's last ping; the next cases, which leave the app alone, run meanwhile."""
         self.m.wait_for_unit(DEMO, timeout=120)
         self.hung = {"nrestarts": self.nrestarts(DEMO), "invocation": self.invocation(DEMO)}
-        pid = self.main_pid(DEMO)
-        self.m.succeed(f"kill -STOP {pid}")
-        self.hung["pid"] = pid
+        self.m.succeed(f"kill -STOP {self.main_pid(DEMO)}")
 
     def watchdog_restarts_hung_app(self):
         """The hung app: the watchdog fires, systemd kills and restarts it, NRestarts grows."""
