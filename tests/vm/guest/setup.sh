@@ -37,7 +37,6 @@ install -m 0640 -o root -g prometheus /etc/aiops/secrets/webhook-token /etc/aiop
 # One host, no peers: without this Alertmanager looks for a private address to gossip on and
 # exits on a machine whose only interface is loopback.
 printf 'ARGS="--cluster.listen-address="\n' > /etc/default/prometheus-alertmanager
-systemctl reset-failed prometheus-alertmanager.service || true
 systemctl restart --no-block prometheus.service prometheus-alertmanager.service
 
 # ---- binaries, configuration, units -------------------------------------------------------------

@@ -41,14 +41,11 @@ for mod in kvm kvm_amd kvm_intel floppy pcspkr parport parport_pc ppdev bochs dr
 done > "$root/etc/modprobe.d/aiops-vm-blacklist.conf"
 
 # Debian's Prometheus and Alertmanager are enabled by their packages; in the image they would
-# start at the first boot with Debian's configuration, only for setup.sh to restart them with the
-# repository's. setup.sh enables them once configured (and the reboot case starts them again).
+# start at the first boot with Debian's configuration (Alertmanager, looking for a peer address on
+# a loopback-only guest, would fail), only for setup.sh to restart them with the repository's.
+# setup.sh configures and enables them (and the reboot case starts them again).
 rm -f "$root/etc/systemd/system/multi-user.target.wants/prometheus.service" \
     "$root/etc/systemd/system/multi-user.target.wants/prometheus-alertmanager.service"
-
-# One host, no peers: without this Alertmanager looks for a private address to gossip on and exits
-# on a machine whose only interface is loopback (and would fail at every boot).
-printf 'ARGS="--cluster.listen-address="\n' > "$root/etc/default/prometheus-alertmanager"
 
 # A persistent journal survives the reboot case; keep it small.
 mkdir -p "$root/var/log/journal" "$root/etc/systemd/journald.conf.d"
