@@ -32,7 +32,7 @@ from .image import Image
 
 if TYPE_CHECKING:
     from .snapshot import Snapshot
-from .procs import on_parent_death
+from .procs import on_parent_death, spawn
 
 _LIVE: "set[Machine]" = set()
 
@@ -233,11 +233,16 @@ class Machine:
         return cmd
 
     def signature(self) -> "list[str]":
-        """The qemu command without this run's paths: what a saved snapshot must match."""
+        """The qemu command without this run's paths and the machine's name: what a saved
+        snapshot must match (every guest of a run resumes the same snapshot)."""
         cmd = []
-        for arg in self.qemu_command():
+        args = self.qemu_command()
+        for i, arg in enumerate(args):
+            if i > 0 and args[i - 1] == "-name":
+                arg = "NAME"
             for disk in self.extra_disks:
                 arg = arg.replace(str(disk), "DISK")
+            arg = arg.replace(str(self.workdir / self.name), "WORKDIR/NAME")
             cmd.append(arg.replace(str(self._sockdir), "SOCKDIR").replace(str(self.workdir), "WORKDIR"))
         return cmd
 
@@ -263,7 +268,7 @@ class Machine:
         self.log(f"starting qemu ({how})")
         with open(self.serial_log, "ab") as f:
             f.write(f"\n===== {how} =====\n".encode())
-        self.process = subprocess.Popen(
+        self.process = spawn(
             self.qemu_command(incoming=restore is not None),
             stdin=subprocess.DEVNULL,
             stdout=open(self.workdir / f"{self.name}-qemu.log", "ab"),
