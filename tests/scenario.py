@@ -1,20 +1,25 @@
 """The aiops promises under a real systemd: one scenario for the Debian and the NixOS VM tests.
 
     import scenario
-    scenario.run(machine)              # NixOS: in testScript; Debian: tests/vm/run does it
+    scenario.run({"loop": loop, "host": host})   # NixOS: in testScript (one after the other)
+    scenario.run(machines, parallel=True)        # Debian: tests/vm/run (side by side)
 
-`run(machine, log=print, only=None)` drives one guest with the NixOS test driver's vocabulary only
-(`succeed`, `fail`, `execute`, `wait_until_succeeds`, `wait_for_unit`, `wait_for_open_port`,
-`shutdown`, `start`), runs every case below in order, logs PASS/FAIL with timings, returns the
-results and raises `ScenarioFailed` if any case failed. Each case asserts on what the guest does
-(unit properties, exit codes, JSON fields of the messages the fake Slack received), so it fails
-when the behaviour breaks.
+Two guests, set up alike (the contract below), each run a track of cases (TRACKS, at the end):
+"loop" the remediation loop and what makes it safe to run as shipped, "host" what the host does
+to the services (SIGKILL, a Slack outage, a reboot, a hang). `run(machines, log=print, only=None,
+parallel=False)` drives each guest with the NixOS test driver's vocabulary only (`succeed`,
+`fail`, `execute`, `wait_until_succeeds`, `wait_for_unit`, `wait_for_open_port`, `shutdown`,
+`start`), runs each track's cases in order, logs PASS/FAIL with timings, returns the results and
+raises `ScenarioFailed` if any case failed. Each case asserts on what its guest does (unit
+properties, exit codes, JSON fields of the messages the fake Slack received), so it fails when
+the behaviour breaks.
 
-The guest contract (what tests/vm/guest/setup.sh sets up on Debian and the NixOS test's module
-configuration must set up the same way; tests/nix-eval/run pins the NixOS side of each point):
+The guest contract, for each guest (what tests/vm/guest/setup.sh sets up on Debian and the NixOS
+test's module configuration must set up the same way; tests/nix-eval/run pins the NixOS side of
+each point):
 
 - `aiops`, `aiops-demo-app` and `aiops-webhook` on root's PATH and on the users' PATH (`runuser`
-  keeps root's PATH); the tools in `TOOLS` on root's PATH (the first case checks them all).
+  keeps root's PATH); the tools in `TOOLS` on root's PATH (the readiness case checks them all).
 - Units `aiops-demo-app.service` and `aiops-webhook.service` from `systemd/` (Type=notify,
   watchdog, hardening), `prometheus.service`, the Alertmanager unit
   (`prometheus-alertmanager.service` on Debian, `alertmanager.service` on NixOS) and
@@ -113,7 +118,7 @@ class ScenarioFailed(AssertionError):
         failed = [r for r in results if r["status"] == "FAIL"]
         super().__init__(
             "scenario failed: "
-            + ", ".join(f"{r['name']}: {r['detail'].splitlines()[0] if r['detail'] else ''}" for r in failed)
+            + ", ".join(f"{r['track']}: {r['name']}: {r['detail'].splitlines()[0] if r['detail'] else ''}" for r in failed)
         )
 
 
@@ -247,6 +252,18 @@ class Scenario:
         for port in (PORT_WEBHOOK, PORT_PROMETHEUS, PORT_ALERTMANAGER, PORT_SLACK):
             self.m.wait_for_open_port(port, timeout=60)
         self.m.succeed(f"curl -sf http://127.0.0.1:{PORT_WEBHOOK}/healthz")
+        # Prometheus and Alertmanager run the contract's configuration, not a default one that a
+        # refused reload would have left in place: the repository's rules are loaded, and
+        # Alertmanager sends to the receiver. (grep reads all its input: under pipefail an early
+        # exit would SIGPIPE curl.)
+        self.m.wait_until_succeeds(
+            f"curl -sf http://127.0.0.1:{PORT_PROMETHEUS}/api/v1/rules | grep '\"name\":\"HighErrorRatio\"' >/dev/null",
+            timeout=60,
+        )
+        self.m.wait_until_succeeds(
+            f"curl -sf http://127.0.0.1:{PORT_ALERTMANAGER}/api/v2/status | grep '127.0.0.1:{PORT_WEBHOOK}' >/dev/null",
+            timeout=60,
+        )
         if self.hung is None:
             self.demo_serves()
 
@@ -440,11 +457,11 @@ class Scenario:
         self.demo_serves()
 
     def incident_starts(self):
-        """The first incident: the app answers 60% of requests with errors, under steady traffic.
+        """An incident: the app answers 60% of requests with errors, under steady traffic.
 
-        It is the first case: Prometheus and Alertmanager detect it (scrape + rule evaluation +
-        `for` + group_wait, then the diagnosis) while the next cases, which look at the app but
-        do not restart it, do their work."""
+        It is each guest's first case: Prometheus and Alertmanager detect it (scrape + rule
+        evaluation + `for` + group_wait, then the diagnosis) while the next cases, which do not
+        restart the app, do their work."""
         self.m.wait_for_unit(DEMO, timeout=120)
         self.loop["since"] = len(self.slack_messages())
         self.start_stress("aiops-stress-1", "errors --ratio 0.6")
@@ -455,15 +472,13 @@ class Scenario:
         )
         self.loop["fault_on"] = time.monotonic()
 
-    def whole_loop(self):
-        """stress -> alert -> recommendation in Slack -> alice approves -> new InvocationID
-        (mallory, trying the same meanwhile, is refused) -> verified outcome (CLI and Slack) ->
-        audit chain verifies.
-
-        While the approval verifies the recovery, the second incident (for the cooldown case)
-        starts on the restarted app: a latency fault, which the error ratio does not see."""
+    def recommendation(self):
+        """Waits for the incident's recommendation in Slack (evidence shown, an `aiops approve`
+        command) and checks that its action is pending for an operator; returns the action id."""
         if "fault_on" not in self.loop:
             self.incident_starts()
+        if "action_id" in self.loop:
+            return self.loop["action_id"]
         self.m.succeed(f"test -S {CONTROL_SOCKET}")
         remaining = ALERT_TIMEOUT - (time.monotonic() - self.loop["fault_on"])
         _, msg, text = self.wait_for_message(
@@ -483,6 +498,17 @@ class Scenario:
         pending = self.pending(OPERATOR)
         self.log(f"  pending: {json.dumps(pending)[:800]}")
         check(any(action_id in json.dumps(p) for p in pending), f"{action_id} is not pending")
+        self.loop["action_id"] = action_id
+        return action_id
+
+    def whole_loop(self):
+        """stress -> alert -> recommendation in Slack -> alice approves -> new InvocationID
+        (mallory, trying the same meanwhile, is refused) -> verified outcome (CLI and Slack) ->
+        audit chain verifies.
+
+        While the approval verifies the recovery, the second incident (for the cooldown case)
+        starts on the restarted app: a latency fault, which the error ratio does not see."""
+        action_id = self.recommendation()
 
         inv0 = self.invocation(DEMO)
         # alice approves from her own session, in the background (it returns once verified).
@@ -683,8 +709,10 @@ echo done >> /tmp/burst.codes
         ).strip()
 
     def reboot(self):
-        """The guest powers off and boots again. Before it does, a notification goes through the
-        receiver to Slack, and what the gate holds is noted (the next cases compare)."""
+        """The guest powers off and boots again. Before it does, the incident's recommendation is
+        pending (an action to carry across), a notification goes through the receiver to Slack,
+        and what the gate holds is noted (the next cases compare)."""
+        self.recommendation()
         self.receiver_up()
         self.starts_at = self.m.succeed("date -u +%Y-%m-%dT%H:%M:%SZ").strip()
         since = len(self.slack_messages())
@@ -732,7 +760,7 @@ echo done >> /tmp/burst.codes
             before = self.before_reboot
         check(before["pending"] is not None, "`aiops --json pending` did not work before the reboot")
         pending_before = json.loads(before["pending"])
-        check(pending_before, "no pending action to carry across the reboot (the cooldown case leaves one)")
+        check(pending_before, "no pending action to carry across the reboot (the incident's recommendation is one)")
         check(before["audit"].strip(), "the audit log was empty before the reboot")
         # Every action that was pending is still known with the same identity. It is still
         # pending, unless the alert resolved after the reboot (the app restarted with the guest,
@@ -760,42 +788,104 @@ echo done >> /tmp/burst.codes
         self.m.succeed("aiops audit verify")
         self.log(f"  pending actions and {len(before['audit'].splitlines())} audit entries survived the reboot")
 
-# The order keeps the wall-clock time down under software emulation by running cases inside the
-# three waits that nothing can shorten: Prometheus and Alertmanager detecting the first incident
-# (the cases that look at the app without restarting it run meanwhile), the whole loop verifying
-# its restart (the cooldown's incident is detected meanwhile), and the watchdog's deadline after
-# the app hangs, right after the reboot (WatchdogSec after its last ping; the cases that leave the
+# Two guests, set up alike, each with a story of its own, so that neither waits for the other's
+# waits (a VM test framework runs them side by side; tests/vm/run does, the NixOS test runs them
+# one after the other):
+#
+# - "loop": the remediation loop, and what makes it safe to run as shipped (readiness, hardening,
+#   confinement): stress -> alert -> recommendation -> approval -> verified restart -> cooldown.
+# - "host": what the host does to the services: SIGKILL, a Slack outage, a real reboot, a hang.
+#   Its own incident leaves the pending action that the reboot must keep.
+#
+# Within each story the order keeps the wall-clock time down under software emulation by running
+# cases inside the waits that nothing can shorten: Prometheus and Alertmanager detecting the
+# incident (the cases that leave the app running run meanwhile), the whole loop verifying its
+# restart (the cooldown's incident is detected meanwhile), and the watchdog's deadline after the
+# app hangs, right after the reboot (WatchdogSec after its last ping; the cases that leave the
 # app alone run meanwhile). Each case asserts on its own; a case run alone (--only) starts what
 # it needs itself.
-CASES = [
-    ("incident: error fault on (detected during the next cases)", Scenario.incident_starts),
-    ("services reach active via Type=notify", Scenario.services_ready),
-    ("service account confined by polkit", Scenario.service_account_confinement),
-    ("hardening: writes outside allowed paths fail", Scenario.hardening_holds),
-    ("process metrics intact under hardening", Scenario.process_metrics),
-    ("state directory owner and mode", Scenario.state_directory),
-    ("systemd-analyze security exposure < 2.0", Scenario.security_exposure),
-    ("whole loop: stress to verified restart", Scenario.whole_loop),
-    ("polkit lets the service account restart the allow-listed unit", Scenario.service_account_may_restart_allowed),
-    ("cooldown refuses a second restart", Scenario.cooldown_refuses_second_restart),
-    ("reboot: the guest powers off and boots again", Scenario.reboot),
-    ("watchdog: the app hangs (SIGSTOP; restarted during the next cases)", Scenario.watchdog_hang),
-    ("reboot: receiver remembers what it posted", Scenario.reboot_keeps_receiver_state),
-    ("reboot keeps pending actions and audit", Scenario.reboot_keeps_pending_and_audit),
-    ("SIGKILL during a burst loses nothing", Scenario.durability_sigkill),
-    ("Slack outage (500, 429) loses nothing", Scenario.slack_outage),
-    ("watchdog restarts the hung app", Scenario.watchdog_restarts_hung_app),
-]
+TRACKS = {
+    "loop": [
+        ("incident: error fault on (detected during the next cases)", Scenario.incident_starts),
+        ("services reach active via Type=notify", Scenario.services_ready),
+        ("service account confined by polkit", Scenario.service_account_confinement),
+        ("hardening: writes outside allowed paths fail", Scenario.hardening_holds),
+        ("process metrics intact under hardening", Scenario.process_metrics),
+        ("state directory owner and mode", Scenario.state_directory),
+        ("systemd-analyze security exposure < 2.0", Scenario.security_exposure),
+        ("whole loop: stress to verified restart", Scenario.whole_loop),
+        ("polkit lets the service account restart the allow-listed unit", Scenario.service_account_may_restart_allowed),
+        ("cooldown refuses a second restart", Scenario.cooldown_refuses_second_restart),
+    ],
+    "host": [
+        ("incident: error fault on (its action stays pending, for the reboot)", Scenario.incident_starts),
+        ("SIGKILL during a burst loses nothing", Scenario.durability_sigkill),
+        ("Slack outage (500, 429) loses nothing", Scenario.slack_outage),
+        ("reboot: the guest powers off and boots again", Scenario.reboot),
+        ("watchdog: the app hangs (SIGSTOP; restarted during the next cases)", Scenario.watchdog_hang),
+        ("reboot: receiver remembers what it posted", Scenario.reboot_keeps_receiver_state),
+        ("reboot keeps pending actions and audit", Scenario.reboot_keeps_pending_and_audit),
+        ("watchdog restarts the hung app", Scenario.watchdog_restarts_hung_app),
+    ],
+}
 
 
-def run(machine, log=print, only=None):
-    """Runs the cases (or those whose name contains one of `only`) and returns their results."""
-    s = Scenario(machine, log)
-    results = []
-    for name, case in CASES:
-        if only and not any(o in name for o in only):
-            continue
-        log(f"=== {name}")
+def selected(only=None):
+    """The tracks with the cases to run: all, or those whose "track: name" contains one of `only`."""
+    picked = {}
+    for track, cases in TRACKS.items():
+        keep = [(n, c) for n, c in cases if not only or any(o in f"{track}: {n}" for o in only)]
+        if keep:
+            picked[track] = keep
+    return picked
+
+
+def run(machines, log=print, only=None, parallel=False):
+    """Runs each track's cases (or those `only` selects) on its machine and returns the results.
+
+    `machines` maps each track to its guest ({"loop": loop, "host": host}); a track that has
+    nothing selected needs no machine. With `parallel`, the tracks run at the same time, one
+    thread each (the Debian harness); otherwise one after the other."""
+    tracks = selected(only)
+    missing = sorted(set(tracks) - set(machines))
+    if missing:
+        raise ValueError(f"no machine for the track(s) {missing}")
+    results = {track: [] for track in tracks}
+    if parallel and len(tracks) > 1:
+        import threading
+
+        lock = threading.Lock()
+
+        def locked_log(msg):
+            with lock:
+                log(msg)
+
+        threads = [
+            threading.Thread(target=run_track, args=(t, machines[t], cases, locked_log, results[t]), name=t)
+            for t, cases in tracks.items()
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    else:
+        for t, cases in tracks.items():
+            run_track(t, machines[t], cases, log, results[t])
+    merged = [r for track in tracks for r in results[track]]
+    if any(r["status"] == "FAIL" for r in merged):
+        raise ScenarioFailed(merged)
+    return merged
+
+
+def run_track(track, machine, cases, log, results):
+    """Runs `cases` in order on `machine`, appending one result each to `results`."""
+
+    def track_log(msg):
+        log("\n".join(f"[{track}] {line}" for line in str(msg).split("\n")))
+
+    s = Scenario(machine, track_log)
+    for name, case in cases:
+        track_log(f"=== {name}")
         started = time.monotonic()
         try:
             case(s)
@@ -803,14 +893,11 @@ def run(machine, log=print, only=None):
         except Exception as e:  # noqa: BLE001 - every failure is reported, then the next case runs
             status, detail = "FAIL", f"{type(e).__name__}: {e}"
         took = time.monotonic() - started
-        results.append({"name": name, "status": status, "seconds": took, "detail": detail})
-        log(f"--- {status} {name} ({took:.1f} s)" + (f"\n{detail}" if detail else ""))
+        results.append({"track": track, "name": name, "status": status, "seconds": took, "detail": detail})
+        track_log(f"--- {status} {name} ({took:.1f} s)" + (f"\n{detail}" if detail else ""))
         if not machine_is_up(machine):
-            log("the guest is down; stopping here")
+            track_log("the guest is down; stopping here")
             break
-    if any(r["status"] == "FAIL" for r in results):
-        raise ScenarioFailed(results)
-    return results
 
 
 def find_action(data, action_id):

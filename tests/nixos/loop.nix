@@ -1,7 +1,8 @@
 # The whole aiops loop on NixOS, with the shared scenario (tests/scenario.py, the same cases as
 # the Debian VM test): stress -> alert -> recommendation in a fake Slack -> `aiops approve` by an
 # operator -> restart confined by polkit -> verified outcome; plus the negatives, durability,
-# reboot, and `systemd-analyze security` of our units.
+# reboot, and `systemd-analyze security` of our units. Two nodes configured alike, one per track
+# of the scenario: `loop` (the remediation loop) and `host` (SIGKILL, Slack outage, reboot, hang).
 #
 # Run: nix build .#checks.x86_64-linux.vm-loop (or `nix flake check`); interactively:
 #   nix run .#checks.x86_64-linux.vm-loop.driverInteractive
@@ -35,11 +36,9 @@ let
   # Everything else comes from the module's own defaults; tests/nix-eval checks that the result
   # is the Debian file, value for value, except the dashboard link.
   debianGuest = lib.importTOML ../vm/guest/config.toml;
-in
-pkgs.testers.runNixOSTest {
-  name = "aiops-loop";
 
-  nodes.machine =
+  # Both nodes: the scenario's guest contract.
+  guest =
     { config, pkgs, ... }:
     {
       imports = [ self.nixosModules.default ];
@@ -77,10 +76,11 @@ pkgs.testers.runNixOSTest {
       };
       users.users.mallory.isNormalUser = true;
 
-      # Tools the scenario calls (scenario.TOOLS; its first case checks each one): curl here (also
-      # a NixOS core package), jq for this file's own checks; runuser, nsenter and setsid (util-linux),
-      # stat and find (coreutils-full, findutils) are NixOS core packages; systemctl, systemd-run,
-      # systemd-analyze and journalctl come with systemd; aiops* with services.aiops.
+      # Tools the scenario calls (scenario.TOOLS; its readiness case checks each one): curl here
+      # (also a NixOS core package), jq for this file's own checks; runuser, nsenter and setsid
+      # (util-linux), stat and find (coreutils-full, findutils) are NixOS core packages;
+      # systemctl, systemd-run, systemd-analyze and journalctl come with systemd; aiops* with
+      # services.aiops.
       environment.systemPackages = [
         pkgs.curl
         pkgs.jq
@@ -127,6 +127,12 @@ pkgs.testers.runNixOSTest {
         '';
       };
     };
+in
+pkgs.testers.runNixOSTest {
+  name = "aiops-loop";
+
+  nodes.loop = guest;
+  nodes.host = guest;
 
   testScript = ''
     import importlib.util
@@ -134,32 +140,36 @@ pkgs.testers.runNixOSTest {
     import re
     import shlex
 
-    # The secrets, handed over outside the Nix configuration (see the node's aiops-test-secrets).
-    secrets = os.path.join(machine.shared_dir, "aiops-secrets")
+    # The secrets, handed over outside the Nix configuration (see the nodes' aiops-test-secrets);
+    # the driver's shared directory is the same for every node.
+    secrets = os.path.join(loop.shared_dir, "aiops-secrets")
     os.makedirs(secrets, exist_ok=True)
     for name, value in (("slack-webhook-url", ${builtins.toJSON slackUrl}), ("webhook-token", ${builtins.toJSON webhookToken})):
         with open(os.path.join(secrets, name), "w") as f:
             f.write(value + "\n")
 
-    machine.start()
-    machine.wait_for_unit("multi-user.target")
+    start_all()
+    for machine in (loop, host):
+        machine.wait_for_unit("multi-user.target")
 
     with subtest("secrets are root-only files, loaded as credentials, and nowhere in the store"):
-        for name in ("slack-webhook-url", "webhook-token"):
-            machine.succeed(f"test \"$(stat -c '%U %a' ${secretsDir}/{name})\" = 'root 600'")
-        machine.wait_for_unit("aiops-webhook.service")
-        machine.wait_for_unit("alertmanager.service")
-        # Each credential is there, inside the unit's own view of /run/credentials.
-        for unit, name in (
-            ("aiops-webhook.service", "slack-webhook-url"),
-            ("aiops-webhook.service", "webhook-token"),
-            ("alertmanager.service", "webhook-token"),
-        ):
-            machine.succeed(f"systemctl cat {unit} | grep -F 'LoadCredential={name}:${secretsDir}/{name}'")
-            machine.succeed(
-                f"nsenter -t $(systemctl show {unit} -p MainPID --value) -m -- test -s /run/credentials/{unit}/{name}"
-            )
-        closure = machine.succeed("nix-store -qR /run/current-system").split()
+        for machine in (loop, host):
+            for name in ("slack-webhook-url", "webhook-token"):
+                machine.succeed(f"test \"$(stat -c '%U %a' ${secretsDir}/{name})\" = 'root 600'")
+            machine.wait_for_unit("aiops-webhook.service")
+            machine.wait_for_unit("alertmanager.service")
+            # Each credential is there, inside the unit's own view of /run/credentials.
+            for unit, name in (
+                ("aiops-webhook.service", "slack-webhook-url"),
+                ("aiops-webhook.service", "webhook-token"),
+                ("alertmanager.service", "webhook-token"),
+            ):
+                machine.succeed(f"systemctl cat {unit} | grep -F 'LoadCredential={name}:${secretsDir}/{name}'")
+                machine.succeed(
+                    f"nsenter -t $(systemctl show {unit} -p MainPID --value) -m -- test -s /run/credentials/{unit}/{name}"
+                )
+        # Both nodes run the same system: one closure to search.
+        closure = loop.succeed("nix-store -qR /run/current-system").split()
         # What NixOS generated for these services: units, /etc, configuration files, scripts.
         generated = [
             p for p in closure
@@ -167,50 +177,51 @@ pkgs.testers.runNixOSTest {
         ]
         paths = " ".join(shlex.quote(p) for p in generated)
         # Positive controls: the search does see the generated configuration and units...
-        machine.succeed(f"grep -rqF operators_group {paths}")
-        machine.succeed(f"grep -rqF webhook-token:${secretsDir}/webhook-token {paths}")
+        loop.succeed(f"grep -rqF operators_group {paths}")
+        loop.succeed(f"grep -rqF webhook-token:${secretsDir}/webhook-token {paths}")
         # ...and finds neither secret value (grep exits 1: no match; 2 would be an error). The
         # driver runs commands under `set -e`, so the status is caught, not left to end the shell.
         for secret in (${builtins.toJSON slackUrl}, ${builtins.toJSON webhookToken}):
-            machine.succeed(f"status=0; grep -rqF -- {shlex.quote(secret)} {paths} || status=$?; test $status -eq 1")
+            loop.succeed(f"status=0; grep -rqF -- {shlex.quote(secret)} {paths} || status=$?; test $status -eq 1")
 
     with subtest("Prometheus, Alertmanager and Grafana are wired by the module"):
-        machine.wait_for_open_port(${toString ports.prometheus})
-        machine.wait_until_succeeds(
+        loop.wait_for_open_port(${toString ports.prometheus})
+        loop.wait_until_succeeds(
             "curl -sf http://127.0.0.1:${toString ports.prometheus}/api/v1/targets"
             + " | jq -e '[.data.activeTargets[].labels.job] | contains([\"aiops-demo-app\", \"aiops-webhook\", \"alertmanager\", \"prometheus\"])'",
             timeout=120,
         )
-        machine.succeed(
+        loop.succeed(
             "curl -sf http://127.0.0.1:${toString ports.prometheus}/api/v1/rules"
             + " | jq -e '[.data.groups[].rules[].name] | index(\"HighErrorRatio\")'"
         )
-        machine.wait_for_unit("grafana.service")
-        machine.wait_for_open_port(3000)
-        machine.wait_until_succeeds(
+        loop.wait_for_unit("grafana.service")
+        loop.wait_for_open_port(3000)
+        loop.wait_until_succeeds(
             "curl -sf -u admin:admin http://127.0.0.1:3000/api/datasources/uid/aiops-prometheus | jq -e '.url == \"http://127.0.0.1:${toString ports.prometheus}\"'",
             timeout=120,
         )
         # The link in every message leads to the provisioned dashboard.
-        machine.wait_until_succeeds(
+        loop.wait_until_succeeds(
             "curl -sf -u admin:admin http://127.0.0.1:3000/api/dashboards/uid/aiops-loop | jq -e '.dashboard.uid == \"aiops-loop\"'",
             timeout=120,
         )
 
     with subtest("the polkit rule is the one `aiops policy polkit` prints"):
-        rules = machine.succeed("cat /etc/polkit-1/rules.d/10-nixos.rules")
+        rules = loop.succeed("cat /etc/polkit-1/rules.d/10-nixos.rules")
         print(rules)
         assert '["aiops-demo-app.service"].indexOf(action.lookup("unit"))' in rules, rules
 
     with subtest("systemd-analyze security of our units"):
         for unit in ("aiops-webhook.service", "aiops-demo-app.service"):
-            print(machine.succeed(f"SYSTEMD_COLORS=0 systemd-analyze security --no-pager {unit} 2>&1"))
+            print(loop.succeed(f"SYSTEMD_COLORS=0 systemd-analyze security --no-pager {unit} 2>&1"))
 
-    # The shared scenario: the same cases and assertions as the Debian VM test.
+    # The shared scenario: the same cases and assertions as the Debian VM test, each track on its
+    # node, one after the other (the Debian harness runs them side by side).
     spec = importlib.util.spec_from_file_location("scenario", "${scenario}")
     assert spec is not None and spec.loader is not None
     scenario = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(scenario)
-    scenario.run(machine, log=print)
+    scenario.run({"loop": loop, "host": host}, log=print)
   '';
 }
