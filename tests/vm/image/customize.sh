@@ -40,12 +40,24 @@ for mod in kvm kvm_amd kvm_intel floppy pcspkr parport parport_pc ppdev bochs dr
     echo "install $mod /bin/false"
 done > "$root/etc/modprobe.d/aiops-vm-blacklist.conf"
 
-# Debian's Prometheus and Alertmanager are enabled by their packages; in the image they would
-# start at the first boot with Debian's configuration (Alertmanager, looking for a peer address on
-# a loopback-only guest, would fail), only for setup.sh to restart them with the repository's.
-# setup.sh configures and enables them (and the reboot case starts them again).
+# Debian's Prometheus and Alertmanager are enabled by their packages; in the image they do not
+# start at boot: the snapshot (harness/snapshot.py) starts them, setup.sh loads the repository's
+# configuration into them and enables them (the reboot case starts them again).
 rm -f "$root/etc/systemd/system/multi-user.target.wants/prometheus.service" \
     "$root/etc/systemd/system/multi-user.target.wants/prometheus-alertmanager.service"
+# One host, no peers: without this Alertmanager looks for a private address to gossip on and
+# exits on a machine whose only interface is loopback.
+printf 'ARGS="--cluster.listen-address="\n' > "$root/etc/default/prometheus-alertmanager"
+
+# The accounts of the guest contract (tests/scenario.py): the service account that runs the
+# receiver, an operator and a user who is not one. They belong to the guest like the NixOS test
+# node's users.users; made here once rather than by every run (useradd takes a second under TCG).
+chroot "$root" groupadd --system aiops
+chroot "$root" useradd --system --gid aiops --home-dir /var/lib/aiops --no-create-home \
+    --shell /usr/sbin/nologin aiops
+chroot "$root" groupadd --system aiops-operators
+chroot "$root" useradd --create-home --shell /bin/bash --groups aiops-operators alice
+chroot "$root" useradd --create-home --shell /bin/bash mallory
 
 # A persistent journal survives the reboot case; keep it small.
 mkdir -p "$root/var/log/journal" "$root/etc/systemd/journald.conf.d"
