@@ -758,6 +758,7 @@ echo done >> /tmp/burst.codes
         if before is None:
             self.reboot()
             before = self.before_reboot
+        self.receiver_up()
         check(before["pending"] is not None, "`aiops --json pending` did not work before the reboot")
         pending_before = json.loads(before["pending"])
         check(pending_before, "no pending action to carry across the reboot (the incident's recommendation is one)")
