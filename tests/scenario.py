@@ -862,7 +862,7 @@ def run(machines, log=print, only=None, parallel=False):
                 log(msg)
 
         threads = [
-            threading.Thread(target=run_track, args=(t, machines[t], cases, locked_log, results[t]), name=t)
+            threading.Thread(target=run_track, args=(t, machines[t], cases, locked_log, results[t]), name=t, daemon=True)
             for t, cases in tracks.items()
         ]
         for t in threads:
