@@ -847,10 +847,12 @@ def run(machines, log=print, only=None, parallel=False):
     `machines` maps each track to its guest ({"loop": loop, "host": host}); a track that has
     nothing selected needs no machine. With `parallel`, the tracks run at the same time, one
     thread each (the Debian harness); otherwise one after the other."""
+    if not isinstance(machines, dict):
+        raise TypeError(f"run() takes a guest per track, {{{', '.join(f'{t!r}: machine' for t in TRACKS)}}}, not {machines!r}")
     tracks = selected(only)
     missing = sorted(set(tracks) - set(machines))
     if missing:
-        raise ValueError(f"no machine for the track(s) {missing}")
+        raise ValueError(f"no machine for the track(s) {missing}: run() takes a guest per track of {list(TRACKS)}")
     results = {track: [] for track in tracks}
     if parallel and len(tracks) > 1:
         import threading
