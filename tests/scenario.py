@@ -235,11 +235,7 @@ class Scenario:
         ).split()
         check(not missing, f"not on root's PATH in the guest: {missing}")
         self.m.succeed(as_user(OPERATOR, "sh -c 'command -v aiops'"))
-        # A hung app (the watchdog case runs around this one) is checked once restarted.
-        ours = (WEBHOOK,) if self.hung is not None else (DEMO, WEBHOOK)
-        if self.hung is not None:
-            self.log(f"  {DEMO} is stopped for the watchdog case, which checks it once restarted")
-        for unit in ours:
+        for unit in (DEMO, WEBHOOK):
             self.notify_ready(unit)
         for candidate in ALERTMANAGER_CANDIDATES:
             status, _ = self.m.execute(f"systemctl cat {candidate} >/dev/null 2>&1")
@@ -264,8 +260,7 @@ class Scenario:
             f"curl -sf http://127.0.0.1:{PORT_ALERTMANAGER}/api/v2/status | grep '127.0.0.1:{PORT_WEBHOOK}' >/dev/null",
             timeout=60,
         )
-        if self.hung is None:
-            self.demo_serves()
+        self.demo_serves()
 
     def receiver_up(self):
         """The receiver and the fake Slack are up (a case run alone may start before them)."""
