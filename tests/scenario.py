@@ -55,6 +55,7 @@ import json
 import os
 import re
 import shlex
+import threading
 import time
 
 DEMO = "aiops-demo-app.service"
@@ -850,22 +851,21 @@ def run(machines, log=print, only=None, parallel=False):
         raise ValueError(f"no machine for the track(s) {missing}: run() takes a guest per track of {list(TRACKS)}")
     results = {track: [] for track in tracks}
     if parallel and len(tracks) > 1:
-        import threading
-
         lock = threading.Lock()
 
         def locked_log(msg):
             with lock:
                 log(msg)
 
-        threads = [
-            threading.Thread(target=run_track, args=(t, machines[t], cases, locked_log, results[t]), name=t, daemon=True)
+        jobs = {
+            t: (lambda t=t, cases=cases: run_track(t, machines[t], cases, locked_log, results[t]))
             for t, cases in tracks.items()
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        }
+        # run_track reports every case's failure itself; anything that still escapes is a bug
+        # of the scenario, reported as a failure of that track rather than lost with its thread.
+        for t, e in in_parallel(jobs).items():
+            detail = f"{type(e).__name__}: {e}"
+            results[t].append({"track": t, "name": "(the track itself)", "status": "FAIL", "seconds": 0.0, "detail": detail})
     else:
         for t, cases in tracks.items():
             run_track(t, machines[t], cases, log, results[t])
@@ -873,6 +873,26 @@ def run(machines, log=print, only=None, parallel=False):
     if any(r["status"] == "FAIL" for r in merged):
         raise ScenarioFailed(merged)
     return merged
+
+
+def in_parallel(jobs):
+    """Runs each of `jobs` ({name: callable}) in a thread of its own and waits for all; returns
+    the exceptions they raised, by name. The threads are daemons: a harness that is told to stop
+    does not wait for them."""
+    failures = {}
+
+    def wrap(name, job):
+        try:
+            job()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            failures[name] = e
+
+    threads = [threading.Thread(target=wrap, args=(name, job), name=name, daemon=True) for name, job in jobs.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return failures
 
 
 def run_track(track, machine, cases, log, results):
