@@ -5,8 +5,9 @@
 #
 #   /mnt/aiops-support/guest/setup.sh
 #
-# Prometheus and Alertmanager start first, then the demo app, the fake Slack and the receiver once
-# their units are in (the accounts come with the image); the polkit rule is made meanwhile.
+# Prometheus and Alertmanager load the repository's configuration first (a reload: the snapshot
+# runs them already), then the demo app, the fake Slack and the receiver start once their units
+# are in (the accounts come with the image); the polkit rule is made meanwhile.
 # Nothing waits for a start: whether each service comes up (a bad configuration shows as a failed
 # unit) is what the scenario asserts.
 set -eu

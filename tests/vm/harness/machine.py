@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .image import Image
+from .procs import on_parent_death, spawn
 
 if TYPE_CHECKING:
     from .snapshot import Snapshot
-from .procs import on_parent_death, spawn
 
 _LIVE: "set[Machine]" = set()
 

@@ -2,18 +2,19 @@
 
 The snapshot is the guest as it stands after a cold boot of the cached image, with Debian's
 Prometheus and Alertmanager started (Debian's configuration, until a run's setup.sh reloads them
-with the repository's), before anything of the run is installed: its disk (a qcow2 overlay on the image's root.img) and its memory and
-device state (qemu's migration stream, saved with QMP `migrate` to a file). A run creates its own
-overlay on that disk, starts qemu with `-incoming defer` and loads the state (`migrate-incoming`),
-then sets the guest's clock, which stood still since the save. The run's support disk is attached
-where the snapshot had an empty placeholder of the same size; the guest drops what it had cached
-of that disk before mounting it (`blockdev --flushbufs`). The reboot case still boots for real.
+with the repository's), before anything of the run is installed: its disk (a qcow2 overlay on the
+image's root.img) and its memory and device state (qemu's migration stream, saved with QMP
+`migrate` to a file). A run creates its own overlay on that disk, starts qemu with `-incoming
+defer` and loads the state (`migrate-incoming`), then sets the guest's clock, which stood still
+since the save. The run's support disk is attached where the snapshot had an empty placeholder of
+the same size; the guest drops what it had cached of that disk before mounting it (`blockdev
+--flushbufs`). The reboot case still boots for real.
 
 qemu can only load a state saved with the same devices, so the snapshot is keyed by the image,
 qemu's version and the qemu command line without the run's paths and the machine's name
-(Machine.signature(): every guest of a run resumes the same snapshot), and
-saved next to the image (older snapshots are removed). Saving it costs one boot, once; a snapshot
-that fails to load is deleted and the run boots instead.
+(Machine.signature(): every guest of a run resumes the same snapshot), and saved next to the
+image (older snapshots are removed). Saving it costs one boot, once; a snapshot that fails to
+load is deleted and the run boots instead.
 """
 
 import hashlib
