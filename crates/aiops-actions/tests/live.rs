@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use aiops_actions::{ActionState, Gate, GateOptions, Proposal, Refusal};
 use aiops_core::config::ActionKind;
 use aiops_diagnosis::testkit::{self, PrometheusSpec};
+use aiops_testkit::tools;
 
 use crate::support::*;
 
@@ -113,11 +114,11 @@ fn start_stack(
         ..PrometheusSpec::default()
     };
     let Some(prom) = testkit::start_prometheus(&dir.join("prom"), &spec) else {
-        eprintln!("SKIP: prometheus is not on PATH (apt-get install prometheus)");
+        tools::missing("prometheus");
         return None;
     };
     let Some(am) = testkit::start_alertmanager(&dir.join("am"), testkit::QUIET_ALERTMANAGER) else {
-        eprintln!("SKIP: alertmanager is not on PATH (apt-get install prometheus-alertmanager)");
+        tools::missing("alertmanager");
         return None;
     };
     Some((prom.unwrap(), am.unwrap()))

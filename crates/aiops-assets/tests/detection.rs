@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 use aiops_assets::Ports;
 use aiops_assets::floor::DETECTION_FLOOR;
 use aiops_demo_app::BackgroundServer;
+use aiops_testkit::tools;
 
 use crate::support::{
-    Proc, Receiver, closed_ports, find_tool, http, instant, start_alertmanager, start_prometheus,
+    Proc, Receiver, closed_ports, http, instant, start_alertmanager, start_prometheus,
     wait_for,
 };
 
@@ -31,10 +32,11 @@ struct Stack {
     _dir: tempfile::TempDir,
 }
 
+/// Prometheus and Alertmanager, or `None` after `tools::require` said why (or failed the test).
 fn tools() -> Option<(PathBuf, PathBuf)> {
     Some((
-        find_tool(&["prometheus"])?,
-        find_tool(&["prometheus-alertmanager", "alertmanager"])?,
+        tools::require(&["prometheus"])?,
+        tools::require(&["prometheus-alertmanager", "alertmanager"])?,
     ))
 }
 
@@ -190,9 +192,6 @@ impl Drop for Load {
 #[test]
 fn the_error_fault_reaches_the_receiver_within_a_minute() {
     let Some((prometheus, alertmanager)) = tools() else {
-        eprintln!(
-            "SKIPPED the_error_fault_reaches_the_receiver_within_a_minute: prometheus or alertmanager is not on PATH"
-        );
         return;
     };
     let stack = Stack::start(&prometheus, &alertmanager);

@@ -17,27 +17,13 @@ pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The first of `names` found on `PATH`.
-pub fn find_tool(names: &[&str]) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .flat_map(|dir| names.iter().map(move |n| dir.join(n)))
-        .find(|p| p.is_file())
-}
-
-/// Finds a tool or prints why the test is skipped (CI installs them all, so CI never skips).
+/// Finds a tool or returns from the test: skipped (saying why) locally, failed when tools are
+/// required (`CI`, `AIOPS_TESTS=all`; see `aiops_testkit::tools`).
 macro_rules! tool_or_skip {
-    ($test:expr, $($name:expr),+) => {
-        match $crate::support::find_tool(&[$($name),+]) {
+    ($($name:expr),+) => {
+        match aiops_testkit::tools::require(&[$($name),+]) {
             Some(p) => p,
-            None => {
-                eprintln!(
-                    "SKIPPED {}: none of {:?} is on PATH (apt-get install prometheus prometheus-alertmanager)",
-                    $test,
-                    [$($name),+]
-                );
-                return;
-            }
+            None => return,
         }
     };
 }

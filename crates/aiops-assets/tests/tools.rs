@@ -11,9 +11,7 @@ use crate::support::{repo, run_ok, tool_or_skip};
 
 #[test]
 fn promtool_checks_the_repository_config_and_rules() {
-    let promtool = tool_or_skip!(
-        "promtool_checks_the_repository_config_and_rules",
-        "promtool"
+    let promtool = tool_or_skip!("promtool"
     );
     let out = run_ok(
         Command::new(&promtool)
@@ -37,7 +35,7 @@ fn promtool_checks_the_repository_config_and_rules() {
 
 #[test]
 fn promtool_unit_tests_of_every_alert_pass() {
-    let promtool = tool_or_skip!("promtool_unit_tests_of_every_alert_pass", "promtool");
+    let promtool = tool_or_skip!("promtool");
     let mut files: Vec<_> = fs::read_dir(repo().join("prometheus/tests"))
         .expect("prometheus/tests")
         .map(|e| e.expect("entry").path())
@@ -76,7 +74,7 @@ fn promtool_unit_tests_of_every_alert_pass() {
 
 #[test]
 fn promtool_checks_a_rendered_tree() {
-    let promtool = tool_or_skip!("promtool_checks_a_rendered_tree", "promtool");
+    let promtool = tool_or_skip!("promtool");
     let dir = tempfile::tempdir().expect("tempdir");
     let r = render(dir.path(), &OTHER_PORTS, &dir.path().join("token")).expect("render");
     let out = run_ok(
@@ -90,9 +88,7 @@ fn promtool_checks_a_rendered_tree() {
 
 #[test]
 fn amtool_checks_the_repository_and_a_rendered_config() {
-    let amtool = tool_or_skip!(
-        "amtool_checks_the_repository_and_a_rendered_config",
-        "amtool"
+    let amtool = tool_or_skip!("amtool"
     );
     let out = run_ok(
         Command::new(&amtool)

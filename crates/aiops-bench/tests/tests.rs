@@ -65,8 +65,7 @@ fn a_server_that_never_listens_is_reported() {
 
 #[test]
 fn wrk_runs_are_parsed() {
-    if Command::new("wrk").arg("--version").output().is_err() {
-        eprintln!("SKIPPED wrk_runs_are_parsed: wrk is not installed (apt-get install wrk)");
+    if aiops_testkit::tools::require(&["wrk"]).is_none() {
         return;
     }
     let server = hello();

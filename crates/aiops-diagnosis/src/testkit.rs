@@ -2,8 +2,10 @@
 //!
 //! Each server runs on loopback, on a port the kernel picks (`127.0.0.1:0`; the bound address is
 //! read from the server's own log line), in a temp directory, and is killed by pid when its
-//! handle drops. Binaries are found on `$PATH` under Debian's and Nix's names; when one is
-//! missing the constructor returns `None` so the caller can print why it skips.
+//! handle drops. Binaries are found on `$PATH` under Debian's and Nix's names (the first
+//! directory that has one wins, so a directory put first selects a version); when one is missing,
+//! or the run is hermetic (`AIOPS_TESTS=hermetic`), the constructor returns `None` and the caller
+//! reports it with `aiops_testkit::tools::missing`, which fails the test when tools are required.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -13,24 +15,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use aiops_testkit::tools::find;
 use chrono::{DateTime, Utc};
 
 /// How long a server may take to start listening (a loaded 2-core CI machine is slow).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Finds the first of `names` on `$PATH`.
-pub fn find_binary(names: &[&str]) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    for dir in std::env::split_paths(&path) {
-        for name in names {
-            let p = dir.join(name);
-            if p.is_file() {
-                return Some(p);
-            }
-        }
-    }
-    None
-}
 
 /// A running server process; killed (by pid) and reaped on drop.
 #[derive(Debug)]
@@ -142,7 +131,7 @@ pub struct PrometheusSpec {
 
 /// Starts Prometheus in `dir` (`None` if the binary is missing).
 pub fn start_prometheus(dir: &Path, spec: &PrometheusSpec) -> Option<std::io::Result<Server>> {
-    let bin = find_binary(&["prometheus"])?;
+    let bin = find(&["prometheus"])?;
     Some((|| {
         fs::create_dir_all(dir)?;
         for (name, text) in &spec.files {
@@ -172,7 +161,7 @@ pub fn start_prometheus(dir: &Path, spec: &PrometheusSpec) -> Option<std::io::Re
 
 /// Runs `promtool tsdb create-blocks-from openmetrics` into `data`.
 fn backfill(dir: &Path, openmetrics: &str, data: &Path) -> std::io::Result<()> {
-    let promtool = find_binary(&["promtool"]).ok_or_else(|| {
+    let promtool = find(&["promtool"]).ok_or_else(|| {
         std::io::Error::other("promtool is not on PATH (it ships with prometheus)")
     })?;
     let input = dir.join("backfill.om");
@@ -195,7 +184,7 @@ fn backfill(dir: &Path, openmetrics: &str, data: &Path) -> std::io::Result<()> {
 /// Starts Alertmanager in `dir` with `config` (`None` if the binary is missing). Clustering is
 /// off, so it opens no other port.
 pub fn start_alertmanager(dir: &Path, config: &str) -> Option<std::io::Result<Server>> {
-    let bin = find_binary(&["prometheus-alertmanager", "alertmanager"])?;
+    let bin = find(&["prometheus-alertmanager", "alertmanager"])?;
     Some((|| {
         fs::create_dir_all(dir)?;
         let file = dir.join("alertmanager.yml");
@@ -432,7 +421,7 @@ pub fn backfill_rules(
     eval_interval: &str,
     data: &Path,
 ) -> std::io::Result<()> {
-    let promtool = find_binary(&["promtool"]).ok_or_else(|| {
+    let promtool = find(&["promtool"]).ok_or_else(|| {
         std::io::Error::other("promtool is not on PATH (it ships with prometheus)")
     })?;
     let out_dir = data.with_file_name(format!(
@@ -478,7 +467,7 @@ pub fn prometheus_with_history(
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 ) -> Option<std::io::Result<Server>> {
-    find_binary(&["promtool"])?;
+    find(&["promtool"])?;
     let rules = fs::read_to_string(rules_file).ok()?;
     let raw = PrometheusSpec {
         config: "global:\n  evaluation_interval: 1h\n".into(),

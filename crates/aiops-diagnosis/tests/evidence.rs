@@ -53,7 +53,7 @@ pub fn start_recorded() -> Option<Recorded> {
         incident.end,
     ) {
         None => {
-            eprintln!("SKIP: prometheus/promtool are not on PATH (apt-get install prometheus)");
+            aiops_testkit::tools::missing("prometheus");
             None
         }
         Some(r) => Some(Recorded {

@@ -23,7 +23,7 @@ fn start(dir: &std::path::Path) -> Option<testkit::Server> {
     };
     match testkit::start_prometheus(dir, &spec) {
         None => {
-            eprintln!("SKIP: prometheus is not on PATH (apt-get install prometheus)");
+            aiops_testkit::tools::missing("prometheus");
             None
         }
         Some(r) => Some(r.expect("prometheus starts")),

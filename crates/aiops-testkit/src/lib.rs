@@ -5,10 +5,13 @@
 //!   receives and can be told to fail (the one external service, faked on loopback);
 //! - [`wait_until`]: wait on a condition, bounded, never on a fixed sleep;
 //! - [`free_ports`]: loopback ports for programs that cannot be told to bind port 0;
-//! - [`procs`]: process trees from `/proc`, and stopping a child the test started.
+//! - [`procs`]: process trees from `/proc`, and stopping a child the test started;
+//! - [`tools`]: finding Prometheus, Alertmanager and other tools, and what their absence means
+//!   in this run (`AIOPS_TESTS`, `CI`).
 
 pub mod procs;
 pub mod slack;
+pub mod tools;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};

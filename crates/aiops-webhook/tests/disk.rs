@@ -12,12 +12,7 @@ use crate::support::*;
 
 #[test]
 fn a_full_disk_means_503_unhealthy_and_nothing_acknowledged_is_lost() {
-    if std::process::Command::new("prlimit")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIPPED: prlimit (util-linux) is not installed");
+    if aiops_testkit::tools::require(&["prlimit"]).is_none() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use aiops_assets::Ports;
 use aiops_demo_app::BackgroundServer;
-use aiops_diagnosis::testkit::{PrometheusSpec, find_binary, start_alertmanager, start_prometheus};
+use aiops_diagnosis::testkit::{PrometheusSpec, start_alertmanager, start_prometheus};
+use aiops_testkit::tools;
 use aiops_webhook::TestAdvisor;
 use serde_json::Value;
 
@@ -77,12 +78,9 @@ fn high_error_ratio(sink: &Sink) -> Vec<Value> {
 #[test]
 fn the_error_fault_fires_one_message_and_its_end_one_follow_up() {
     let (Some(_), Some(_)) = (
-        find_binary(&["prometheus"]),
-        find_binary(&["prometheus-alertmanager", "alertmanager"]),
+        tools::require(&["prometheus"]),
+        tools::require(&["prometheus-alertmanager", "alertmanager"]),
     ) else {
-        eprintln!(
-            "SKIPPED: prometheus and prometheus-alertmanager (or alertmanager) must be on PATH (apt-get install prometheus prometheus-alertmanager)"
-        );
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -51,7 +51,7 @@ fn start_stack() -> Option<Stack> {
         incident.end,
     ) {
         None => {
-            eprintln!("SKIP: prometheus/promtool are not on PATH (apt-get install prometheus)");
+            aiops_testkit::tools::missing("prometheus");
             return None;
         }
         Some(r) => r.expect("prometheus starts"),
@@ -59,9 +59,7 @@ fn start_stack() -> Option<Stack> {
     let alertmanager =
         match testkit::start_alertmanager(&dir.path().join("am"), testkit::QUIET_ALERTMANAGER) {
             None => {
-                eprintln!(
-                    "SKIP: alertmanager is not on PATH (apt-get install prometheus-alertmanager)"
-                );
+                aiops_testkit::tools::missing("alertmanager");
                 return None;
             }
             Some(r) => r.expect("alertmanager starts"),
@@ -315,7 +313,7 @@ fn unreachable_services_exit_unavailable_naming_the_url_and_key() {
     // and the exit code says Prometheus is unavailable.
     let Some(am) = testkit::start_alertmanager(&dir.path().join("am"), testkit::QUIET_ALERTMANAGER)
     else {
-        eprintln!("SKIP: alertmanager is not on PATH (apt-get install prometheus-alertmanager)");
+        aiops_testkit::tools::missing("alertmanager");
         return;
     };
     let am = am.unwrap();
