@@ -12,40 +12,23 @@ use std::time::{Duration, Instant};
 
 use aiops_testkit::procs::{alive, descendants, stop_within, terminate};
 use aiops_testkit::slack::Sink;
-use aiops_testkit::{free_ports, wait_until};
+use aiops_testkit::{free_ports, tools, wait_until};
 use serde_json::Value;
 
-/// The release or debug directory holding `aiops`, with `aiops-webhook` and `aiops-demo-app`
-/// built next to it. `cargo test -p aiops` builds only this package's binaries, so the other two
-/// are built here the same way (a no-op when they are fresh).
-fn binaries() -> PathBuf {
+/// The directory holding `aiops` and, built next to it by the same `cargo test --workspace` (or
+/// the Nix package's build), `aiops-webhook` and `aiops-demo-app`; `None`, after saying why (or
+/// failing, when tools are required), when either is missing. Nothing is built here: a nested
+/// `cargo build` would compile the workspace again under another target layout.
+fn binaries() -> Option<PathBuf> {
     let aiops = PathBuf::from(env!("CARGO_BIN_EXE_aiops"));
     let dir = aiops.parent().expect("a directory").to_owned();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args([
-        "build",
-        "-p",
-        "aiops-webhook",
-        "-p",
-        "aiops-demo-app",
-        "--bins",
-    ])
-    .current_dir(env!("CARGO_MANIFEST_DIR"));
-    if dir.ends_with("release") {
-        cmd.arg("--release");
+    for sibling in ["aiops-webhook", "aiops-demo-app"] {
+        if !dir.join(sibling).is_file() {
+            tools::missing(sibling);
+            return None;
+        }
     }
-    let status = cmd.status().expect("run cargo build");
-    assert!(
-        status.success(),
-        "building aiops-webhook and aiops-demo-app failed"
-    );
-    dir
-}
-
-fn have(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+    Some(dir)
 }
 
 /// A running `aiops demo`, stopped (TERM, then KILL) on drop.
@@ -198,21 +181,13 @@ fn slack_text(body: &Value) -> String {
 
 #[test]
 fn the_whole_loop_on_the_demo_stack() {
-    let missing: Vec<&str> = ["prometheus"]
-        .into_iter()
-        .filter(|t| !have(t))
-        .chain(
-            (!have("alertmanager") && !have("prometheus-alertmanager")).then_some("alertmanager"),
-        )
-        .collect();
-    if !missing.is_empty() {
-        eprintln!(
-            "SKIPPED the_whole_loop_on_the_demo_stack: {} not installed (Debian: apt-get install prometheus prometheus-alertmanager)",
-            missing.join(", ")
-        );
+    let (Some(_), Some(_), Some(bin)) = (
+        tools::require(&["prometheus"]),
+        tools::require(&["alertmanager", "prometheus-alertmanager"]),
+        binaries(),
+    ) else {
         return;
-    }
-    let bin = binaries();
+    };
     let dir = tempfile::tempdir().unwrap();
     let sink = Sink::start();
     let url_file = dir.path().join("slack-url");
