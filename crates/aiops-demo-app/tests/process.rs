@@ -163,6 +163,9 @@ fn without_notify_socket_nothing_is_fatal() {
 
 #[test]
 fn cpu_burn_shows_in_process_cpu_seconds_and_stops_on_time() {
+    if !aiops_testkit::tools::live() {
+        return;
+    }
     let bin = Binary::start(CONFIG, &[], &[]);
     let a = bin.addr;
     let cpu = || support::scrape(a).value("process_cpu_seconds_total", &[]);
