@@ -128,6 +128,12 @@ def check(cond, message):
         raise AssertionError(message)
 
 
+def version_at_least(version, minimum):
+    """Whether a version string such as "3.5.3+ds1" is at least (major, minor)."""
+    numbers = re.findall(r"\d+", version)[:2]
+    return tuple(int(n) for n in numbers) >= minimum
+
+
 def q(s):
     return shlex.quote(s)
 
@@ -260,6 +266,16 @@ class Scenario:
         self.m.wait_until_succeeds(
             f"curl -sf http://127.0.0.1:{PORT_ALERTMANAGER}/api/v2/status | grep '127.0.0.1:{PORT_WEBHOOK}' >/dev/null",
             timeout=60,
+        )
+        # The guest runs what Nix users run (nixpkgs 26.05: Prometheus 3.x, Alertmanager 0.3x; the
+        # Debian guest installs the same over bookworm's 2.42 and 0.25).
+        prom = json.loads(self.m.succeed(f"curl -sf http://127.0.0.1:{PORT_PROMETHEUS}/api/v1/status/buildinfo"))
+        am = json.loads(self.m.succeed(f"curl -sf http://127.0.0.1:{PORT_ALERTMANAGER}/api/v2/status"))
+        versions = (prom["data"]["version"], am["versionInfo"]["version"])
+        self.log(f"  guest runs Prometheus {versions[0]}, Alertmanager {versions[1]}")
+        check(
+            version_at_least(versions[0], (3, 0)) and version_at_least(versions[1], (0, 27)),
+            f"the guest runs Prometheus {versions[0]} and Alertmanager {versions[1]}, not the current 3.x and 0.3x",
         )
         self.demo_serves()
 

@@ -1,7 +1,8 @@
 """The Debian guest image: built once with mmdebstrap, cached by a hash of its recipe.
 
 The recipe is the package list, the mmdebstrap options, the apt sources file, the customize hook
-and everything it copies in (tests/vm/image/), and IMAGE_VERSION. Change any of them and the next
+and everything it copies in (tests/vm/image/), the current Prometheus and Alertmanager it installs
+over Debian 12's (their package versions), and IMAGE_VERSION. Change any of them and the next
 run builds a new image; an unchanged recipe reuses the cached one (about 60-90 s saved). Building
 needs root (mmdebstrap --mode=root, and files owned by many users in the root file system).
 """
@@ -52,6 +53,13 @@ PACKAGES = [
 APT_OPTIONS = ['APT::Install-Recommends "false"']
 
 IMAGE_DIR = Path(__file__).resolve().parent.parent / "image"
+REPO = Path(__file__).resolve().parents[3]
+
+# The guest runs what Nix users run: Prometheus 3.x and Alertmanager 0.3x, from Debian's unstable
+# suite (unpacked by .ci/current-tools, not installed), over bookworm's packages, whose units,
+# accounts and directories stay.
+CURRENT_TOOLS = REPO / ".ci" / "current-tools"
+CURRENT_BINARIES = ["prometheus", "promtool", "prometheus-alertmanager", "amtool"]
 
 EATMYDATA_HOOKS = "/usr/share/mmdebstrap/hooks/eatmydata"
 
@@ -88,7 +96,21 @@ def _sources() -> str:
     return FALLBACK_MIRROR
 
 
-def recipe_key() -> str:
+def current_tools(log=print) -> Path:
+    """The unpacked root of the current Prometheus and Alertmanager (fetched once, then reused)."""
+    try:
+        out = subprocess.run([str(CURRENT_TOOLS)], check=True, capture_output=True, text=True).stdout
+    except subprocess.CalledProcessError as e:
+        sys.stderr.write(e.stderr)
+        raise SystemExit("vm: .ci/current-tools could not fetch the current Prometheus and Alertmanager")
+    root = Path(out.strip().splitlines()[-1]).parent
+    for name in CURRENT_BINARIES:
+        if not (root / "root/usr/bin" / name).is_file():
+            raise SystemExit(f"vm: {root}/root/usr/bin has no {name}; delete {root} and rerun")
+    return root
+
+
+def recipe_key(tools: Path) -> str:
     h = hashlib.sha256()
     h.update(f"image-version={IMAGE_VERSION}\nsuite={SUITE}\n".encode())
     h.update(("packages=" + ",".join(PACKAGES) + "\n").encode())
@@ -98,6 +120,7 @@ def recipe_key() -> str:
     h.update(f"sources={src}\n".encode())
     if os.path.exists(src):
         h.update(Path(src).read_bytes())
+    h.update(b"current-tools=" + (tools / "packages.txt").read_bytes())
     for f in sorted(IMAGE_DIR.iterdir()):
         if f.is_file():
             h.update(f"file={f.name}\n".encode())
@@ -176,7 +199,8 @@ def _remove_stale_builds(base: Path, log=print) -> None:
 
 def ensure_image(log=print, rebuild: bool = False) -> Image:
     """Returns the cached image for the current recipe, building it first if needed."""
-    key = recipe_key()
+    tools = current_tools(log)
+    key = recipe_key(tools)
     base = cache_dir()
     final = base / f"debian-{SUITE}-{key}"
     image = Image(final / "root.img", final / "vmlinux", final / "initrd.img", key)
@@ -208,7 +232,7 @@ def ensure_image(log=print, rebuild: bool = False) -> Image:
             # dpkg without fsync while building (mmdebstrap removes eatmydata again at the end).
             *([f"--hook-dir={EATMYDATA_HOOKS}"] if os.path.isdir(EATMYDATA_HOOKS) else []),
             f'--setup-hook={IMAGE_DIR / "setup-hook.sh"} "$1"',
-            f'--customize-hook={IMAGE_DIR / "customize.sh"} "$1"',
+            f'--customize-hook={IMAGE_DIR / "customize.sh"} "$1" {tools / "root"}',
             SUITE,
             str(rootfs),
             _sources(),

@@ -1,10 +1,20 @@
 #!/bin/sh
-# mmdebstrap customize hook for the aiops VM test image: $1 is the root directory.
+# mmdebstrap customize hook for the aiops VM test image: $1 is the root directory, $2 the unpacked
+# root of the current Prometheus and Alertmanager (.ci/current-tools).
 # Everything that belongs to the image (not to one test run) is set here; the hash of this file is
 # part of the image's cache key.
 set -eu
 root="$1"
+current="$2"
 here="$(dirname "$0")"
+
+# What Nix users run: Prometheus 3.x and Alertmanager 0.3x over bookworm's 2.42 and 0.25, whose
+# units, accounts, directories and defaults stay (the binaries run on bookworm as they are).
+for bin in prometheus promtool prometheus-alertmanager amtool; do
+    install -m 0755 "$current/usr/bin/$bin" "$root/usr/bin/$bin"
+done
+chroot "$root" /usr/bin/prometheus --version | head -1
+chroot "$root" /usr/bin/prometheus-alertmanager --version | head -1
 
 echo aiops-vm > "$root/etc/hostname"
 printf '127.0.0.1 localhost\n127.0.1.1 aiops-vm\n::1 localhost ip6-localhost ip6-loopback\n' > "$root/etc/hosts"
