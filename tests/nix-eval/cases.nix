@@ -33,8 +33,13 @@ let
   amReceiver = lib.head (lib.head am.configuration.receivers).webhook_configs;
   prom = cfg.services.prometheus;
   jobs = map (s: s.job_name) prom.scrapeConfigs;
-  targetsOf =
-    job: lib.concatMap (s: s.targets) (lib.head (lib.filter (s: s.job_name == job) prom.scrapeConfigs)).static_configs;
+  # The targets of a job ([] when there is no such job, so that a case fails rather than the run).
+  jobTargets =
+    scrapeConfigs: job:
+    lib.concatMap (j: lib.concatMap (s: s.targets) j.static_configs) (
+      lib.filter (j: j.job_name == job) scrapeConfigs
+    );
+  targetsOf = jobTargets prom.scrapeConfigs;
 
   # Prometheus' configuration as nixpkgs' prometheus module renders it (promConfig: null values and
   # _module dropped), for `promtool check config` in the runner. (`rules`, which it would add as
@@ -394,7 +399,7 @@ let
     ] [ "[::1]" "" [ ] ])
     (expectEqual "existing host: an IPv6 listen address is reached as [::1]:9090" [
       host.services.aiops.settings.prometheus.url
-      (lib.head (lib.head (lib.filter (j: j.job_name == "aiops-prometheus") host.services.prometheus.scrapeConfigs)).static_configs).targets
+      (jobTargets host.services.prometheus.scrapeConfigs "aiops-prometheus")
       (lib.last hostDatasources).url
       host.services.aiops.settings.alertmanager.url
     ] [ "http://[::1]:9090" [ "[::1]:9090" ] "http://[::1]:9090" "http://127.0.0.1:9093" ])
