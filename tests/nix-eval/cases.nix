@@ -515,6 +515,52 @@ in
     # The existing host's, as their modules would render and check them.
     hostPrometheus = promConfigOf host;
     hostAlertmanager = hostAm.configuration;
+    # Where Alertmanager sends an alert (`amtool config routes test`): ours reach aiops and the
+    # host's routes that match them; the host's own reach what they reached before aiops came.
+    routing = {
+      own = [
+        {
+          labels = {
+            alertname = "HighErrorRatio";
+            service = "aiops-demo-app";
+            severity = "critical";
+          };
+          receivers = [ "aiops" ];
+        }
+      ];
+      host = [
+        {
+          labels = {
+            alertname = "HighErrorRatio";
+            service = "aiops-demo-app";
+            severity = "critical";
+          };
+          receivers = [ "aiops" ];
+        }
+        {
+          labels = {
+            alertname = "ReceiverDown";
+            service = "aiops-webhook";
+            severity = "page";
+          };
+          receivers = [
+            "aiops"
+            "ops-pager"
+          ];
+        }
+        {
+          labels = {
+            alertname = "DiskFull";
+            severity = "page";
+          };
+          receivers = [ "ops-pager" ];
+        }
+        {
+          labels.alertname = "NodeDown";
+          receivers = [ "ops" ];
+        }
+      ];
+    };
     hostGrafanaDatasources = hostDatasources;
     packagePath = "${cfg.services.aiops.package}";
   };
