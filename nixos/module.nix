@@ -172,6 +172,7 @@ let
   hostAlertmanagerConfig = withoutOurs.config.services.prometheus.alertmanager.configuration;
   hostHasAlertmanagerConfig = hostAlertmanagerConfig != null;
   receiverNames = c: map (r: r.name or null) (c.receivers or [ ]);
+  hostAlertmanagerTargets = lib.concatMap (a: lib.concatMap (s: s.targets or [ ]) (a.static_configs or [ ])) withoutOurs.config.services.prometheus.alertmanagers;
 
   grafanaSecretKey = "$__file{${credentialPath "grafana.service" "secret-key"}}";
   datasourcesOf =
@@ -387,7 +388,7 @@ in
       default = true;
       internal = true;
       visible = false;
-      description = "Switched off in the evaluation that reads what the host itself configures (its Alertmanager configuration, its Grafana datasources).";
+      description = "Switched off in the evaluation that reads what the host itself configures (its Alertmanager configuration and targets, its Grafana datasources).";
     };
 
     grafana.enable = mkOption {
@@ -504,9 +505,10 @@ in
         ]
         ++ lib.optional cfg.demoApp.enable (scrapeJob cfg.settings.diagnosis.job demoAppTarget)
         ++ lib.optional cfg.alertmanager.enable (scrapeJob "aiops-alertmanager" alertmanagerTarget);
-        alertmanagers = lib.optional cfg.alertmanager.enable {
-          static_configs = [ { targets = [ alertmanagerTarget ]; } ];
-        };
+        # Our Alertmanager, unless the host's Prometheus already sends to it.
+        alertmanagers = lib.optional (
+          cfg.alertmanager.enable && cfg.internal.contribute && !lib.elem alertmanagerTarget hostAlertmanagerTargets
+        ) { static_configs = [ { targets = [ alertmanagerTarget ]; } ]; };
       };
     })
 

@@ -423,6 +423,15 @@ let
     })
     (expectEqual "existing host: our receiver posts to aiops with the token credential" (lib.last hostAm.configuration.receivers) (lib.head am.configuration.receivers))
     (expectEqual "existing host: a configuration of the host's at mkDefault priority is merged with too" (map (r: r.name) (hostWith (lib.mkDefault hostAmConfiguration) { }).config.services.prometheus.alertmanager.configuration.receivers) [ "ops" "ops-pager" "aiops" ])
+    (expectEqual "existing host: Prometheus gets our Alertmanager as a target once, also when it already sends to it" [
+      host.services.prometheus.alertmanagers
+      (withHost {
+        services.prometheus.alertmanagers = [ { static_configs = [ { targets = [ "127.0.0.1:9093" ]; } ]; } ];
+      }).config.services.prometheus.alertmanagers
+    ] [
+      [ { static_configs = [ { targets = [ "127.0.0.1:9093" ]; } ]; } ]
+      [ { static_configs = [ { targets = [ "127.0.0.1:9093" ]; } ]; } ]
+    ])
     (expectEqual "existing host: Grafana keeps its secret key; no key of ours is generated" [
       host.services.grafana.settings.security.secret_key
       (host.systemd.services ? aiops-grafana-secret)
