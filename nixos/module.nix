@@ -495,8 +495,8 @@ in
         # Only a Prometheus of ours: a host's keeps the address its other users reach it on.
         listenAddress = mkIf prometheusIsOurs (mkDefault "127.0.0.1");
         # The rules' `for:` and the documented 25 s detection floor assume a 5 s evaluation. A
-        # Prometheus of ours evaluates every 5 s; a host's keeps the evaluation interval all its
-        # rules share, and ours then run at their rule group's own `interval` (rules.yml).
+        # Prometheus of ours evaluates every 5 s; a host's keeps the interval all its rules share,
+        # at which ours run too unless their rule group sets an `interval` of its own.
         globalConfig.evaluation_interval = mkIf prometheusIsOurs (mkDefault "5s");
         ruleFiles = [ "${cfg.package}/share/aiops/prometheus/rules.yml" ];
         scrapeConfigs = [
