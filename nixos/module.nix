@@ -165,7 +165,8 @@ let
   # simply be added beside the host's. Instead the host's configuration is read from an evaluation
   # of the same system without our contributions, and the merged result is defined just above
   # normal priority. A host that sets its configuration with mkForce keeps it; an assertion then
-  # says that the aiops receiver is missing. Only the options read here are evaluated there.
+  # says that the aiops receiver is missing. Only the options read here are evaluated there (the
+  # same lazy evaluation NixOS does for specialisations), at the cost of evaluating them twice.
   withoutOurs = extendModules {
     modules = [ { services.aiops.internal.contribute = lib.mkForce false; } ];
   };
