@@ -1,6 +1,7 @@
 # `nix flake check`: the NixOS VM tests (every file in tests/nixos/), clippy, rustfmt, the package
-# build (which runs every crate's tests), promtool/amtool on prometheus/, and the module
-# evaluation test of tests/nix-eval with this nixpkgs' lib.
+# build (which runs the hermetic tests), the whole test suite with nixpkgs' Prometheus and
+# Alertmanager (integration), promtool/amtool on prometheus/, and the module evaluation test of
+# tests/nix-eval with this nixpkgs' lib.
 {
   self,
   pkgs,
@@ -38,6 +39,33 @@ in
 vmTests
 // {
   package = aiops;
+
+  # Every test of the workspace, the live ones included (`cargo test --release --workspace`, the
+  # same build as the package): real Prometheus (and promtool), Alertmanager (and amtool), wrk,
+  # prlimit and python3 from this nixpkgs. AIOPS_TESTS=all makes a test whose tool is missing fail
+  # instead of skipping, so this check cannot pass by running less.
+  integration = aiops.overrideAttrs (old: {
+    pname = "aiops-integration";
+    env = (old.env or { }) // {
+      AIOPS_TESTS = "all";
+    };
+    nativeCheckInputs = (old.nativeCheckInputs or [ ]) ++ [
+      pkgs.prometheus
+      promtool
+      pkgs.prometheus-alertmanager
+      pkgs.wrk
+      pkgs.util-linux # prlimit
+      pkgs.python3
+    ];
+    doCheck = true;
+    preCheck = ''
+      export HOME=$TMPDIR
+    '';
+    # The tests are the product; nothing is installed.
+    installPhase = ''
+      touch $out
+    '';
+  });
 
   clippy = aiops.overrideAttrs (old: {
     pname = "aiops-clippy";

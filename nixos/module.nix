@@ -6,12 +6,17 @@
 #   (deny_unknown_fields: a key the programs do not know fails them at start).
 # - Secrets are paths to files outside the store, handed over with LoadCredential.
 # - Approvals are confined by polkit: the service user may only restart the allow-listed units.
-# - Prometheus, Alertmanager and Grafana are wired with defaults the user can override, each behind
-#   its own `enable`.
+# - Prometheus, Alertmanager and Grafana are wired each behind its own `enable`, as a good citizen
+#   of a host that may already run them: our scrape jobs are named `aiops-*` and carry their own
+#   intervals, our Alertmanager receiver and route are merged into the host's configuration, and
+#   what every job or user of a service shares (global intervals, listen addresses, Grafana's
+#   secret key and default datasource) is set only when this module is what enables the service.
 {
   config,
+  options,
   lib,
   pkgs,
+  extendModules,
   ...
 }:
 let
@@ -56,9 +61,125 @@ let
   demoAppTarget = reachable cfg.settings.demo_app.listen;
   promCfg = config.services.prometheus;
   amCfg = config.services.prometheus.alertmanager;
-  loopbackOr = addr: if addr == "" || addr == "0.0.0.0" then "127.0.0.1" else addr;
-  prometheusTarget = "${loopbackOr promCfg.listenAddress}:${toString promCfg.port}";
-  alertmanagerTarget = "${loopbackOr amCfg.listenAddress}:${toString amCfg.port}";
+  grafanaCfg = config.services.grafana;
+
+  # A host (no port) as a local client reaches it: the wildcards on loopback, an IPv6 address in
+  # brackets. The Prometheus and Alertmanager modules take the address without its port
+  # ("0.0.0.0", "[::1]"; Alertmanager's default "" means every interface).
+  localHost =
+    addr:
+    if addr == "" || addr == "0.0.0.0" then
+      "127.0.0.1"
+    else if addr == "::" || addr == "[::]" then
+      "[::1]"
+    else if lib.hasInfix ":" addr && !lib.hasPrefix "[" addr then
+      "[${addr}]"
+    else
+      addr;
+  prometheusTarget = "${localHost promCfg.listenAddress}:${toString promCfg.port}";
+  alertmanagerTarget = "${localHost amCfg.listenAddress}:${toString amCfg.port}";
+
+  # Whether the host's own configuration enables a service (at normal priority), as opposed to
+  # this module's `mkDefault true`. What every user of a shared service depends on (listen
+  # addresses, global intervals, clustering, Grafana's secret key) is only set in the second case.
+  enabledByHost = opt: opt.highestPrio < (mkDefault true).priority;
+  prometheusIsOurs = !enabledByHost options.services.prometheus.enable;
+  alertmanagerIsOurs = !enabledByHost options.services.prometheus.alertmanager.enable;
+  grafanaIsOurs = !enabledByHost options.services.grafana.enable;
+
+  # Our scrape jobs. Their names start with `aiops-` so that they cannot collide with a host's
+  # (Prometheus refuses two jobs of one name); the rules and the diagnosis use the demo app's and
+  # the receiver's. Each job has the 5 s interval the rules' `for:` and the documented 25 s
+  # detection floor assume, without changing the host's global interval for its own jobs.
+  scrapeJob = job_name: target: {
+    inherit job_name;
+    scrape_interval = "5s";
+    scrape_timeout = "4s";
+    static_configs = [ { targets = [ target ]; } ];
+  };
+
+  # Alertmanager. The receiver, and the route that sends our alerts to it.
+  aiopsReceiver = {
+    name = "aiops";
+    webhook_configs = [
+      (
+        {
+          url = "http://${webhookTarget}/";
+          send_resolved = true;
+        }
+        // lib.optionalAttrs (cfg.webhookTokenFile != null) {
+          # The token reaches the DynamicUser alertmanager as a systemd credential, never the store.
+          http_config.authorization = {
+            type = "Bearer";
+            credentials_file = credentialPath "alertmanager.service" "webhook-token";
+          };
+        }
+      )
+    ];
+  };
+  aiopsTiming = {
+    group_by = [
+      "alertname"
+      "service"
+    ];
+    group_wait = "5s";
+    group_interval = "15s";
+    repeat_interval = "1h";
+  };
+  aiopsInhibitRules = [
+    {
+      source_matchers = [ ''alertname = "TargetDown"'' ];
+      target_matchers = [ ''alertname =~ "HighErrorRatio|HighLatencyP99|HighCpuUsage|MemoryGrowth"'' ];
+      equal = [ "service" ];
+    }
+  ];
+  # An Alertmanager of our own: the same routing as prometheus/alertmanager.yml (tests/nix-eval
+  # checks they agree), every alert to the aiops receiver.
+  ownAlertmanagerConfig = {
+    route = {
+      receiver = "aiops";
+    }
+    // aiopsTiming;
+    receivers = [ aiopsReceiver ];
+    inhibit_rules = aiopsInhibitRules;
+  };
+  # The route to aiops within a host's configuration: first among the top route's children,
+  # matching only the services our rules watch, with `continue` so that the host's own routes
+  # still see those alerts too.
+  aiopsRoute = {
+    receiver = "aiops";
+    matchers = cfg.alertmanager.matchers;
+    continue = true;
+  }
+  // aiopsTiming;
+  # A host's configuration with ours merged in: our receiver, route and inhibit rule added to its.
+  mergeIntoHost = host: host // {
+    route = (host.route or { receiver = "aiops"; }) // {
+      routes = [ aiopsRoute ] ++ (host.route.routes or [ ]);
+    };
+    receivers = (host.receivers or [ ]) ++ [ aiopsReceiver ];
+    inhibit_rules = (host.inhibit_rules or [ ]) ++ aiopsInhibitRules;
+  };
+  # `services.prometheus.alertmanager.configuration` is of type `attrs`, whose definitions merge
+  # shallowly (a second definition of `route` or `receivers` replaces the first), so ours cannot
+  # simply be added beside the host's. Instead the host's configuration is read from an evaluation
+  # of the same system without our contributions, and the merged result is defined just above
+  # normal priority. A host that sets its configuration with mkForce keeps it; an assertion then
+  # says that the aiops receiver is missing. Only the options read here are evaluated there (the
+  # same lazy evaluation NixOS does for specialisations), at the cost of evaluating them twice.
+  withoutOurs = extendModules {
+    modules = [ { services.aiops.internal.contribute = lib.mkForce false; } ];
+  };
+  hostAlertmanagerConfig = withoutOurs.config.services.prometheus.alertmanager.configuration;
+  hostHasAlertmanagerConfig = hostAlertmanagerConfig != null;
+  receiverNames = c: map (r: r.name or null) (c.receivers or [ ]);
+  hostAlertmanagerTargets = lib.concatMap (a: lib.concatMap (s: s.targets or [ ]) (a.static_configs or [ ])) withoutOurs.config.services.prometheus.alertmanagers;
+
+  grafanaSecretKey = "$__file{${credentialPath "grafana.service" "secret-key"}}";
+  datasourcesOf =
+    grafana: if grafana.provision.datasources.settings == null then [ ] else grafana.provision.datasources.settings.datasources;
+  # The host's own provisioned datasources (read without ours, like the Alertmanager configuration).
+  otherDefaultDatasource = lib.any (d: d.isDefault or false) (datasourcesOf withoutOurs.config.services.grafana);
 
   restartableUnits = lib.attrNames (lib.filterAttrs (_: lib.elem "restart") cfg.allowedActions);
 
@@ -231,19 +352,66 @@ in
     prometheus.enable = mkOption {
       type = types.bool;
       default = true;
-      description = "Enable {option}`services.prometheus` with scrape configs for the aiops components, our alert rules and our Alertmanager. Each value is a default you can override.";
+      description = ''
+        Enable {option}`services.prometheus` and add to it our scrape jobs (`aiops-demo-app`,
+        `aiops-webhook`, `aiops-prometheus`, `aiops-alertmanager`, each with a 5 s interval), our
+        alert rules and our Alertmanager. A Prometheus the host enables itself keeps its listen
+        address and global intervals; one this module enables listens on 127.0.0.1.
+      '';
     };
 
     alertmanager.enable = mkOption {
       type = types.bool;
       default = true;
-      description = "Enable {option}`services.prometheus.alertmanager`, routing every alert to the aiops receiver with the bearer token of {option}`services.aiops.webhookTokenFile`.";
+      description = ''
+        Enable {option}`services.prometheus.alertmanager` and send our alerts to the aiops
+        receiver with the bearer token of {option}`services.aiops.webhookTokenFile`. Without a
+        configuration of the host's, every alert goes to aiops; with one, our receiver and a route
+        (first, with `continue`, matching {option}`services.aiops.alertmanager.matchers`) are
+        merged into it. A `configText` cannot be merged into and is refused by an assertion.
+      '';
+    };
+
+    alertmanager.matchers = mkOption {
+      type = types.listOf types.str;
+      default = [ ''service=~"${lib.concatStringsSep "|" (lib.unique ([ cfg.settings.diagnosis.job "aiops-demo-app" "aiops-webhook" ]))}"'' ];
+      defaultText = literalExpression ''[ "service=~\"''${config.services.aiops.settings.diagnosis.job}|aiops-demo-app|aiops-webhook\"" ]'';
+      example = [ ''service=~"myapp|aiops-webhook"'' ];
+      description = ''
+        Alertmanager matchers of the route that sends alerts to aiops, used when the host has an
+        Alertmanager configuration of its own (otherwise every alert goes to aiops). Our rules
+        label each alert with the `service` it is about.
+      '';
+    };
+
+    internal.contribute = mkOption {
+      type = types.bool;
+      default = true;
+      internal = true;
+      visible = false;
+      description = "Switched off in the evaluation that reads what the host itself configures (its Alertmanager configuration and targets, its Grafana datasources).";
     };
 
     grafana.enable = mkOption {
       type = types.bool;
       default = true;
-      description = "Enable {option}`services.grafana` with a provisioned Prometheus datasource and the aiops dashboard. A random `secret_key` is generated on the host unless you set one.";
+      description = ''
+        Enable {option}`services.grafana` and provision a Prometheus datasource (uid
+        `aiops-prometheus`) and the aiops dashboard. A Grafana this module enables gets a random
+        `secret_key`, generated on the host, unless you set one; a Grafana the host enables keeps
+        its own key (NixOS requires one).
+      '';
+    };
+
+    grafana.defaultDatasource = mkOption {
+      type = types.bool;
+      default = grafanaIsOurs && !otherDefaultDatasource;
+      defaultText = literalExpression "true if this module enables Grafana and no other provisioned datasource is the default";
+      description = ''
+        Make our Prometheus datasource Grafana's default one. Grafana refuses to start when two
+        provisioned datasources of an organisation are the default, and a host's Grafana has its
+        own: our dashboard names its datasource by uid and needs no default.
+      '';
     };
   };
 
@@ -325,85 +493,56 @@ in
     (mkIf cfg.prometheus.enable {
       services.prometheus = {
         enable = mkDefault true;
-        listenAddress = mkDefault "127.0.0.1";
-        # The rules' `for:` and the documented 25 s detection floor assume these intervals.
-        globalConfig = {
-          scrape_interval = mkDefault "5s";
-          scrape_timeout = mkDefault "4s";
-          evaluation_interval = mkDefault "5s";
-        };
+        # Only a Prometheus of ours: a host's keeps the address its other users reach it on.
+        listenAddress = mkIf prometheusIsOurs (mkDefault "127.0.0.1");
+        # The rules' `for:` and the documented 25 s detection floor assume a 5 s evaluation. A
+        # Prometheus of ours evaluates every 5 s; a host's keeps the interval all its rules share,
+        # at which ours run too unless their rule group sets an `interval` of its own.
+        globalConfig.evaluation_interval = mkIf prometheusIsOurs (mkDefault "5s");
         ruleFiles = [ "${cfg.package}/share/aiops/prometheus/rules.yml" ];
         scrapeConfigs = [
-          {
-            job_name = "aiops-webhook";
-            static_configs = [ { targets = [ webhookTarget ]; } ];
-          }
-          {
-            job_name = "prometheus";
-            static_configs = [ { targets = [ prometheusTarget ]; } ];
-          }
+          (scrapeJob "aiops-webhook" webhookTarget)
+          (scrapeJob "aiops-prometheus" prometheusTarget)
         ]
-        ++ lib.optional cfg.demoApp.enable {
-          job_name = cfg.settings.diagnosis.job;
-          static_configs = [ { targets = [ demoAppTarget ]; } ];
-        }
-        ++ lib.optional cfg.alertmanager.enable {
-          job_name = "alertmanager";
-          static_configs = [ { targets = [ alertmanagerTarget ]; } ];
-        };
-        alertmanagers = lib.optional cfg.alertmanager.enable {
-          static_configs = [ { targets = [ alertmanagerTarget ]; } ];
-        };
+        ++ lib.optional cfg.demoApp.enable (scrapeJob cfg.settings.diagnosis.job demoAppTarget)
+        ++ lib.optional cfg.alertmanager.enable (scrapeJob "aiops-alertmanager" alertmanagerTarget);
+        # Our Alertmanager, unless the host's Prometheus already sends to it.
+        alertmanagers = lib.optional (
+          cfg.alertmanager.enable && cfg.internal.contribute && !lib.elem alertmanagerTarget hostAlertmanagerTargets
+        ) { static_configs = [ { targets = [ alertmanagerTarget ]; } ]; };
       };
     })
 
     (mkIf cfg.alertmanager.enable {
+      assertions = [
+        {
+          assertion = amCfg.configText == null;
+          message = "services.aiops: services.prometheus.alertmanager.configText is set, so the aiops receiver and its route cannot be merged into it. Write the configuration as services.prometheus.alertmanager.configuration (aiops then adds its receiver and route), or set services.aiops.alertmanager.enable = false and route to http://${webhookTarget}/ yourself.";
+        }
+        {
+          assertion = !hostHasAlertmanagerConfig || !lib.elem "aiops" (receiverNames hostAlertmanagerConfig);
+          message = "services.aiops: the host's Alertmanager configuration already has a receiver named \"aiops\"; remove it (the module adds its own) or set services.aiops.alertmanager.enable = false.";
+        }
+        {
+          assertion = amCfg.configText != null || lib.elem "aiops" (receiverNames (if amCfg.configuration == null then { } else amCfg.configuration));
+          message = "services.aiops: services.prometheus.alertmanager.configuration has no receiver \"aiops\" (was it set with mkForce?), so no alert would reach aiops. Set it at normal priority, or set services.aiops.alertmanager.enable = false.";
+        }
+      ];
       services.prometheus.alertmanager = {
         enable = mkDefault true;
-        listenAddress = mkDefault "127.0.0.1";
+        # Only an Alertmanager of ours: a host's keeps its address and its clustering.
+        listenAddress = mkIf alertmanagerIsOurs (mkDefault "127.0.0.1");
         # One host, no peers: without this Alertmanager looks for a private address to gossip on
         # and exits on a host that has none (only loopback, or only public addresses).
-        extraFlags = mkIf (amCfg.clusterPeers == [ ]) [ "--cluster.listen-address=" ];
-        # The same routing as prometheus/alertmanager.yml (tests/nix-eval checks they agree).
-        # The token reaches the DynamicUser alertmanager as a systemd credential, never the store.
-        configuration = mkDefault {
-          route = {
-            receiver = "aiops";
-            group_by = [
-              "alertname"
-              "service"
-            ];
-            group_wait = "5s";
-            group_interval = "15s";
-            repeat_interval = "1h";
-          };
-          receivers = [
-            {
-              name = "aiops";
-              webhook_configs = [
-                (
-                  {
-                    url = "http://${webhookTarget}/";
-                    send_resolved = true;
-                  }
-                  // lib.optionalAttrs (cfg.webhookTokenFile != null) {
-                    http_config.authorization = {
-                      type = "Bearer";
-                      credentials_file = credentialPath "alertmanager.service" "webhook-token";
-                    };
-                  }
-                )
-              ];
-            }
-          ];
-          inhibit_rules = [
-            {
-              source_matchers = [ ''alertname = "TargetDown"'' ];
-              target_matchers = [ ''alertname =~ "HighErrorRatio|HighLatencyP99|HighCpuUsage|MemoryGrowth"'' ];
-              equal = [ "service" ];
-            }
-          ];
-        };
+        extraFlags = mkIf (alertmanagerIsOurs && amCfg.clusterPeers == [ ]) [ "--cluster.listen-address=" ];
+        configuration = mkIf cfg.internal.contribute (
+          if hostHasAlertmanagerConfig then
+            # The host's, with ours merged in (see mergeIntoHost).
+            lib.mkOverride 99 (mergeIntoHost hostAlertmanagerConfig)
+          else
+            # No configuration of the host's: ours, which sends every alert to aiops.
+            mkDefault ownAlertmanagerConfig
+        );
       };
       systemd.services.alertmanager = mkIf (amCfg.enable && cfg.webhookTokenFile != null) {
         serviceConfig.LoadCredential = [ "webhook-token:${cfg.webhookTokenFile}" ];
@@ -411,30 +550,40 @@ in
     })
 
     (mkIf cfg.grafana.enable {
+      assertions = [
+        {
+          assertion = grafanaCfg.provision.datasources.path == null && grafanaCfg.provision.dashboards.path == null;
+          message = "services.aiops: services.grafana.provision.datasources.path or dashboards.path is set, which Grafana's module cannot combine with the datasource and dashboard provider aiops provisions as settings. Provision them in your own files (grafana/provisioning in the aiops package) and set services.aiops.grafana.enable = false.";
+        }
+        {
+          assertion = lib.count (d: d.isDefault or false) (datasourcesOf grafanaCfg) <= 1;
+          message = "services.aiops: more than one provisioned Grafana datasource is the default, which Grafana refuses; leave services.aiops.grafana.defaultDatasource false.";
+        }
+      ];
       services.grafana = {
         enable = mkDefault true;
-        # Grafana has no default secret key since NixOS 26.05; this one is generated on the host
-        # (aiops-grafana-secret.service) and read through a credential, never from the store.
-        settings.security.secret_key = mkDefault "$__file{${credentialPath "grafana.service" "secret-key"}}";
+        # NixOS 26.05's Grafana requires a secret key. A Grafana of ours gets one generated on the
+        # host (aiops-grafana-secret.service), read through a credential, never from the store. A
+        # host's Grafana keeps its own: replacing it would make the secrets in its database
+        # unreadable.
+        settings.security.secret_key = mkIf grafanaIsOurs (mkDefault grafanaSecretKey);
         provision = {
           enable = mkDefault true;
           # As grafana/provisioning/ has them (tests/nix-eval checks they agree): the dashboard
           # refers to the datasource by its uid.
-          datasources.settings.datasources = [
-            {
+          datasources.settings.datasources = lib.optional cfg.internal.contribute {
               name = "Prometheus (aiops)";
               uid = "aiops-prometheus";
               type = "prometheus";
               access = "proxy";
               url = "http://${prometheusTarget}";
-              isDefault = true;
+              isDefault = cfg.grafana.defaultDatasource;
               editable = false;
               jsonData = {
                 timeInterval = "5s";
                 httpMethod = "POST";
               };
-            }
-          ];
+            };
           dashboards.settings.providers = [
             {
               name = "aiops";
@@ -450,28 +599,30 @@ in
         };
       };
 
-      systemd.services.aiops-grafana-secret = mkIf config.services.grafana.enable {
-        description = "Generate Grafana's secret key for aiops";
-        before = [ "grafana.service" ];
-        requiredBy = [ "grafana.service" ];
-        serviceConfig = {
-          Type = "oneshot";
-          RemainAfterExit = true;
-          StateDirectory = "aiops-grafana";
-          StateDirectoryMode = "0700";
-          UMask = "0077";
+      systemd.services = mkIf (grafanaCfg.enable && grafanaCfg.settings.security.secret_key == grafanaSecretKey) {
+        aiops-grafana-secret = {
+          description = "Generate Grafana's secret key for aiops";
+          before = [ "grafana.service" ];
+          requiredBy = [ "grafana.service" ];
+          serviceConfig = {
+            Type = "oneshot";
+            RemainAfterExit = true;
+            StateDirectory = "aiops-grafana";
+            StateDirectoryMode = "0700";
+            UMask = "0077";
+          };
+          script = ''
+            key="$STATE_DIRECTORY/secret-key"
+            if [ ! -s "$key" ]; then
+              ${pkgs.coreutils}/bin/head -c 48 /dev/urandom | ${pkgs.coreutils}/bin/base64 -w0 > "$key.tmp"
+              ${pkgs.coreutils}/bin/mv "$key.tmp" "$key"
+            fi
+          '';
         };
-        script = ''
-          key="$STATE_DIRECTORY/secret-key"
-          if [ ! -s "$key" ]; then
-            ${pkgs.coreutils}/bin/head -c 48 /dev/urandom | ${pkgs.coreutils}/bin/base64 -w0 > "$key.tmp"
-            ${pkgs.coreutils}/bin/mv "$key.tmp" "$key"
-          fi
-        '';
-      };
-      systemd.services.grafana = mkIf config.services.grafana.enable {
-        after = [ "aiops-grafana-secret.service" ];
-        serviceConfig.LoadCredential = [ "secret-key:/var/lib/aiops-grafana/secret-key" ];
+        grafana = {
+          after = [ "aiops-grafana-secret.service" ];
+          serviceConfig.LoadCredential = [ "secret-key:/var/lib/aiops-grafana/secret-key" ];
+        };
       };
     })
   ]);

@@ -33,11 +33,30 @@ let
   amReceiver = lib.head (lib.head am.configuration.receivers).webhook_configs;
   prom = cfg.services.prometheus;
   jobs = map (s: s.job_name) prom.scrapeConfigs;
-  targetsOf =
-    job: lib.concatMap (s: s.targets) (lib.head (lib.filter (s: s.job_name == job) prom.scrapeConfigs)).static_configs;
+  # The targets of a job ([] when there is no such job, so that a case fails rather than the run).
+  jobTargets =
+    scrapeConfigs: job:
+    lib.concatMap (j: lib.concatMap (s: s.targets) j.static_configs) (
+      lib.filter (j: j.job_name == job) scrapeConfigs
+    );
+  targetsOf = jobTargets prom.scrapeConfigs;
 
   # Prometheus' configuration as nixpkgs' prometheus module renders it (promConfig: null values and
-  # _module dropped), for `promtool check config` in the runner.
+  # _module dropped), for `promtool check config` in the runner. (`rules`, which it would add as
+  # one more rule file, is not used here.)
+  promConfigOf =
+    c:
+    let
+      p = c.services.prometheus;
+    in
+    {
+      alerting = { inherit (p) alertmanagers; };
+      global = filterValidPrometheus p.globalConfig;
+      remote_read = filterValidPrometheus p.remoteRead;
+      remote_write = filterValidPrometheus p.remoteWrite;
+      rule_files = lib.optionals (!p.enableAgentMode) p.ruleFiles;
+      scrape_configs = filterValidPrometheus p.scrapeConfigs;
+    };
   filterValidPrometheus =
     x:
     if lib.isAttrs x && !(lib.isDerivation x) then
@@ -109,6 +128,85 @@ let
   };
 
   firewall = withBase { services.aiops.openFirewall = true; };
+
+  # A host that already runs Prometheus, Alertmanager and Grafana, configured the way their NixOS
+  # modules are usually configured, before aiops is added to it. Prometheus listens on IPv6
+  # loopback only.
+  hostAmConfiguration = {
+    route = {
+      receiver = "ops";
+      group_by = [ "alertname" ];
+      routes = [
+        {
+          receiver = "ops-pager";
+          matchers = [ ''severity="page"'' ];
+        }
+      ];
+    };
+    receivers = [
+      {
+        name = "ops";
+        webhook_configs = [ { url = "http://127.0.0.1:5001/ops"; } ];
+      }
+      {
+        name = "ops-pager";
+        webhook_configs = [ { url = "http://127.0.0.1:5001/pager"; } ];
+      }
+    ];
+  };
+  hostStackWith = amConfiguration: {
+    services.prometheus = {
+      enable = true;
+      listenAddress = "[::1]";
+      scrapeConfigs = [
+        {
+          job_name = "prometheus";
+          static_configs = [ { targets = [ "[::1]:9090" ]; } ];
+        }
+        {
+          job_name = "node";
+          static_configs = [ { targets = [ "127.0.0.1:9100" ]; } ];
+        }
+      ];
+    };
+    services.prometheus.alertmanager = {
+      enable = true;
+      configuration = amConfiguration;
+    };
+    services.grafana = {
+      enable = true;
+      settings.security.secret_key = "$__file{/run/secrets/grafana/secret-key}";
+      provision = {
+        enable = true;
+        datasources.settings.datasources = [
+          {
+            name = "Prometheus";
+            uid = "host-prometheus";
+            type = "prometheus";
+            url = "http://[::1]:9090";
+            isDefault = true;
+          }
+        ];
+      };
+    };
+  };
+  # The host's configuration and ours as separate modules, merged by the module system.
+  hostWith =
+    amConfiguration: extra:
+    evalWith {
+      imports = [
+        base
+        (hostStackWith amConfiguration)
+        extra
+      ];
+    };
+  withHost = hostWith hostAmConfiguration;
+  existingHost = withHost { };
+  host = existingHost.config;
+  hostAm = host.services.prometheus.alertmanager;
+  hostJobs = map (j: j.job_name) host.services.prometheus.scrapeConfigs;
+  hostDatasources = host.services.grafana.provision.datasources.settings.datasources;
+
 
   disabled = evalWith { services.aiops.enable = false; };
 
@@ -187,18 +285,20 @@ let
     (expectEqual "custom allowedActions reach remediation.allowed unchanged" custom.config.services.aiops.settings.remediation.allowed custom.config.services.aiops.allowedActions)
 
     # Prometheus.
-    (check "Prometheus is enabled on loopback with the 5 s intervals" (
+    (check "a Prometheus of ours is enabled on loopback and evaluates every 5 s, its global scrape interval left alone" (
       prom.enable
       && prom.listenAddress == "127.0.0.1"
-      && prom.globalConfig.scrape_interval == "5s"
-      && prom.globalConfig.evaluation_interval == "5s"
+      && filterValidPrometheus prom.globalConfig == { evaluation_interval = "5s"; }
     ) (builtins.toJSON (filterValidPrometheus prom.globalConfig)))
-    (expectEqual "Prometheus scrapes the receiver, itself, the demo app and Alertmanager" (lib.sort lib.lessThan jobs) [
+    (expectEqual "Prometheus scrapes the receiver, itself, the demo app and Alertmanager, as aiops-* jobs" (lib.sort lib.lessThan jobs) [
+      "aiops-alertmanager"
       "aiops-demo-app"
+      "aiops-prometheus"
       "aiops-webhook"
-      "alertmanager"
-      "prometheus"
     ])
+    (check "every job of ours scrapes every 5 s (timeout 4 s) by itself" (
+      lib.all (j: j.scrape_interval == "5s" && j.scrape_timeout == "4s") prom.scrapeConfigs
+    ) (builtins.toJSON (filterValidPrometheus prom.scrapeConfigs)))
     (expectEqual "scrape targets are the listen addresses" (map targetsOf [
       "aiops-demo-app"
       "aiops-webhook"
@@ -247,12 +347,13 @@ let
     ) "http_config or an alertmanager override is still there")
 
     # Every default can be overridden.
-    (expectEqual "the user's values win over the module's defaults" [
+    (expectEqual "the user's values win over the module's defaults (their Alertmanager route and receiver kept, ours added)" [
       overridden.config.services.prometheus.globalConfig.scrape_interval
       overridden.config.services.prometheus.alertmanager.configuration.route.receiver
       overridden.config.services.grafana.enable
       overridden.config.services.aiops.settings.remediation.cooldown_secs
-    ] [ "15s" "mine" false 600 ])
+      (map (r: r.name) overridden.config.services.prometheus.alertmanager.configuration.receivers)
+    ] [ "15s" "mine" false 600 [ "mine" "aiops" ] ])
     (check "a disabled Grafana gets no unit overrides from us" (
       !(overridden.config.systemd.services ? grafana) && !(overridden.config.systemd.services ? aiops-grafana-secret)
     ) "grafana overrides still defined")
@@ -271,6 +372,103 @@ let
       disabled.config.security.polkit.extraConfig
       disabled.config.environment.etc
     ] [ { } "" { } ])
+
+    # A host that already runs Prometheus, Alertmanager and Grafana.
+    (expectEqual "existing host: the configuration passes every assertion (the real modules' included)" existingHost.failedAssertions [ ])
+    (expectEqual "existing host: its jobs are kept and ours added under names of their own" hostJobs [
+      "prometheus"
+      "node"
+      "aiops-webhook"
+      "aiops-prometheus"
+      "aiops-demo-app"
+      "aiops-alertmanager"
+    ])
+    (check "existing host: no two scrape jobs share a name (promtool refuses that)" (
+      lib.length hostJobs == lib.length (lib.unique hostJobs)
+    ) (builtins.toJSON hostJobs))
+    (expectEqual "existing host: its global intervals are its own (the module sets none)" (filterValidPrometheus host.services.prometheus.globalConfig) { })
+    (check "existing host: its jobs keep Prometheus' default interval, ours scrape every 5 s" (
+      lib.all (
+        j: if lib.hasPrefix "aiops-" j.job_name then j.scrape_interval == "5s" else j.scrape_interval == null
+      ) host.services.prometheus.scrapeConfigs
+    ) (builtins.toJSON (filterValidPrometheus host.services.prometheus.scrapeConfigs)))
+    (expectEqual "existing host: listen addresses and clustering are the host's" [
+      host.services.prometheus.listenAddress
+      hostAm.listenAddress
+      hostAm.extraFlags
+    ] [ "[::1]" "" [ ] ])
+    (expectEqual "existing host: an IPv6 listen address is reached as [::1]:9090" [
+      host.services.aiops.settings.prometheus.url
+      (jobTargets host.services.prometheus.scrapeConfigs "aiops-prometheus")
+      (lib.last hostDatasources).url
+      host.services.aiops.settings.alertmanager.url
+    ] [ "http://[::1]:9090" [ "[::1]:9090" ] "http://[::1]:9090" "http://127.0.0.1:9093" ])
+    (expectEqual "existing host: its Alertmanager route and receivers are kept, ours added" [
+      hostAm.configuration.route.receiver
+      hostAm.configuration.route.group_by
+      (map (r: r.name) hostAm.configuration.receivers)
+      (map (r: r.receiver) hostAm.configuration.route.routes)
+    ] [ "ops" [ "alertname" ] [ "ops" "ops-pager" "aiops" ] [ "aiops" "ops-pager" ] ])
+    (expectEqual "existing host: the route to aiops comes first, matches our services and lets the host's routes see them too" (lib.head hostAm.configuration.route.routes) {
+      receiver = "aiops";
+      matchers = [ ''service=~"aiops-demo-app|aiops-webhook"'' ];
+      continue = true;
+      group_by = [
+        "alertname"
+        "service"
+      ];
+      group_wait = "5s";
+      group_interval = "15s";
+      repeat_interval = "1h";
+    })
+    (expectEqual "existing host: our receiver posts to aiops with the token credential" (lib.last hostAm.configuration.receivers) (lib.head am.configuration.receivers))
+    (expectEqual "existing host: a configuration of the host's at mkDefault priority is merged with too" (map (r: r.name) (hostWith (lib.mkDefault hostAmConfiguration) { }).config.services.prometheus.alertmanager.configuration.receivers) [ "ops" "ops-pager" "aiops" ])
+    (expectEqual "existing host: Prometheus gets our Alertmanager as a target once, also when it already sends to it" [
+      host.services.prometheus.alertmanagers
+      (withHost {
+        services.prometheus.alertmanagers = [ { static_configs = [ { targets = [ "127.0.0.1:9093" ]; } ]; } ];
+      }).config.services.prometheus.alertmanagers
+    ] [
+      [ { static_configs = [ { targets = [ "127.0.0.1:9093" ]; } ]; } ]
+      [ { static_configs = [ { targets = [ "127.0.0.1:9093" ]; } ]; } ]
+    ])
+    (expectEqual "existing host: Grafana keeps its secret key; no key of ours is generated" [
+      host.services.grafana.settings.security.secret_key
+      (host.systemd.services ? aiops-grafana-secret)
+      (host.systemd.services.grafana.serviceConfig.LoadCredential or null)
+    ] [ "$__file{/run/secrets/grafana/secret-key}" false null ])
+    (expectEqual "existing host: its default datasource stays the only default; ours is provisioned beside it" (map (d: [
+      d.uid
+      (d.isDefault or false)
+    ]) hostDatasources) [ [ "host-prometheus" true ] [ "aiops-prometheus" false ] ])
+    (expectEqual "a Grafana of ours without another default makes our datasource the default" (lib.head cfg.services.grafana.provision.datasources.settings.datasources).isDefault true)
+    (expectAssertion "defaultDatasource = true on a host with its own default is refused (Grafana would not start)" (withHost {
+      services.aiops.grafana.defaultDatasource = true;
+    }) "more than one provisioned Grafana datasource is the default")
+    (expectAssertion "existing host: a Grafana of the host's without a secret key meets Grafana's own assertion" (withHost {
+      services.grafana.settings.security.secret_key = lib.mkForce null;
+    }) "Grafana's secret key")
+    (expectAssertion "existing host: an Alertmanager configText cannot be merged into and is refused" (hostWith null {
+      services.prometheus.alertmanager.configText = "route: { receiver: ops }\nreceivers: [ { name: ops } ]\n";
+    }) "configText is set, so the aiops receiver and its route cannot be merged")
+    (expectAssertion "existing host: a configuration set with mkForce, without our receiver, is refused" (withHost {
+      services.prometheus.alertmanager.configuration = lib.mkForce {
+        route.receiver = "ops";
+        receivers = [ { name = "ops"; } ];
+      };
+    }) ''has no receiver "aiops"'')
+    (expectAssertion "existing host: a receiver of the host's named aiops is refused" (hostWith (hostAmConfiguration // {
+      receivers = hostAmConfiguration.receivers ++ [ { name = "aiops"; } ];
+    }) { }) ''already has a receiver named "aiops"'')
+    (expectAssertion "existing host: Grafana provisioning from a path cannot take our datasource" (withHost {
+      services.grafana.provision.datasources = lib.mkForce { path = "/etc/grafana-datasources"; };
+    }) "provision.datasources.path or dashboards.path is set")
+    (expectEqual "a wildcard IPv6 listen address is reached on [::1]" (withBase {
+      services.prometheus.listenAddress = "[::]";
+    }).config.services.aiops.settings.prometheus.url "http://[::1]:9090")
+    (expectAssertion "a Prometheus listenAddress with a port meets the real module's assertion" (withBase {
+      services.prometheus.listenAddress = "127.0.0.1:9090";
+    }) "Do not specify the port for Prometheus to listen on")
 
     # Mistakes the module must catch.
     (expectAssertion "a secret file in the Nix store is refused" (withBase {
@@ -322,12 +520,57 @@ in
     alertmanager = am.configuration;
     grafanaDatasources = cfg.services.grafana.provision.datasources.settings.datasources;
     grafanaProviders = cfg.services.grafana.provision.dashboards.settings.providers;
-    prometheus = {
-      global = filterValidPrometheus prom.globalConfig;
-      scrape_configs = filterValidPrometheus prom.scrapeConfigs;
-      rule_files = prom.ruleFiles;
-      alerting.alertmanagers = prom.alertmanagers;
+    prometheus = promConfigOf cfg;
+    # The existing host's, as their modules would render and check them.
+    hostPrometheus = promConfigOf host;
+    hostAlertmanager = hostAm.configuration;
+    # Where Alertmanager sends an alert (`amtool config routes test`): ours reach aiops and the
+    # host's routes that match them; the host's own reach what they reached before aiops came.
+    routing = {
+      own = [
+        {
+          labels = {
+            alertname = "HighErrorRatio";
+            service = "aiops-demo-app";
+            severity = "critical";
+          };
+          receivers = [ "aiops" ];
+        }
+      ];
+      host = [
+        {
+          labels = {
+            alertname = "HighErrorRatio";
+            service = "aiops-demo-app";
+            severity = "critical";
+          };
+          receivers = [ "aiops" ];
+        }
+        {
+          labels = {
+            alertname = "ReceiverDown";
+            service = "aiops-webhook";
+            severity = "page";
+          };
+          receivers = [
+            "aiops"
+            "ops-pager"
+          ];
+        }
+        {
+          labels = {
+            alertname = "DiskFull";
+            severity = "page";
+          };
+          receivers = [ "ops-pager" ];
+        }
+        {
+          labels.alertname = "NodeDown";
+          receivers = [ "ops" ];
+        }
+      ];
     };
+    hostGrafanaDatasources = hostDatasources;
     packagePath = "${cfg.services.aiops.package}";
   };
 }

@@ -103,6 +103,7 @@ let
         "nixfmt-tree"
         "curl"
         "jq"
+        "util-linux"
       ] (name: fakeDrv name { });
     in
     pkgs;
@@ -255,14 +256,33 @@ in
     in
     builtins.pathExists (../../Cargo.lock) && lib.hasPrefix builtins.storeDir src
   ) "src = ${toString pkg.src}")
-  (check "flake: the Rust tests run with Prometheus, Alertmanager and wrk on the PATH" (
-    lib.all (n: lib.any (d: d.name == n) pkg.nativeCheckInputs) [
+  (check "flake: the package's checkPhase runs the hermetic tests only (AIOPS_TESTS=hermetic, no live components on its PATH)" (
+    pkg.env.AIOPS_TESTS == "hermetic"
+    && pkg.cargoTestFlags == [ "--workspace" ]
+    && (pkg.nativeCheckInputs or [ ]) == [ ]
+    && (pkg.doCheck or true)
+  ) (builtins.toJSON {
+    inherit (pkg) env cargoTestFlags;
+    nativeCheckInputs = map (d: d.name) (pkg.nativeCheckInputs or [ ]);
+  }))
+  (check "flake: checks.integration runs every test (AIOPS_TESTS=all) with nixpkgs' Prometheus, promtool, Alertmanager, wrk, prlimit and python3" (
+    let
+      integration = self.checks.${x86}.integration;
+    in
+    integration.env.AIOPS_TESTS == "all"
+    && integration.doCheck
+    && integration.cargoTestFlags == [ "--workspace" ]
+    && integration.cargoLock == pkg.cargoLock
+    && integration.src == pkg.src
+    && lib.all (n: lib.any (d: d.name == n) integration.nativeCheckInputs) [
       "prometheus"
       "prometheus-cli"
       "alertmanager"
       "wrk"
+      "util-linux"
+      "python3"
     ]
-  ) (builtins.toJSON (map (d: d.name) pkg.nativeCheckInputs)))
+  ) (builtins.toJSON (map (d: d.name) self.checks.${x86}.integration.nativeCheckInputs)))
   (check "flake: apps.demo runs `aiops demo` with Prometheus, Alertmanager and Grafana" (
     let
       app = self.apps.${x86}.demo;
@@ -273,11 +293,12 @@ in
   (check "flake: the VM tests in tests/nixos/ are discovered as checks" (
     vmTestFiles != [ ] && lib.all (f: lib.elem "vm-${lib.removeSuffix ".nix" f}" checkNames) vmTestFiles
   ) (builtins.toJSON checkNames))
-  (check "flake: checks cover clippy, fmt, the package, promtool, amtool and the module evaluation" (
+  (check "flake: checks cover clippy, fmt, the package, the integration tests, promtool, amtool and the module evaluation" (
     lib.all (n: lib.elem n checkNames) [
       "clippy"
       "fmt"
       "package"
+      "integration"
       "promtool"
       "amtool"
       "module-eval"

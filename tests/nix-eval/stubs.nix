@@ -2,7 +2,8 @@
 # type-check the module without the nixpkgs tree (which cannot be brought to this machine).
 #
 # Names, types, defaults and `apply` functions are copied from current nixpkgs sources (read with
-# the search tool, November 2026):
+# the search tool, November 2026; the monitoring modules re-checked against nixos-26.05's in
+# December 2026):
 #   nixos/modules/misc/assertions.nix                     assertions, warnings
 #   nixos/lib/systemd-lib.nix, systemd-unit-options.nix   unitNameType, unitOption, service options
 #   nixos/modules/system/boot/systemd.nix                 systemd.packages, systemd.services
@@ -16,7 +17,9 @@
 #   nixos/modules/services/monitoring/grafana.nix         services.grafana.{enable,settings,provision}
 # Only the options the module (or its tests) use are declared, plus the few `config` side effects
 # that matter to it (a service's `script` becoming ExecStart, `text` becoming an etc `source`,
-# users-groups' own assertions). Option descriptions are omitted.
+# users-groups' own assertions) and the assertions of the Prometheus, Alertmanager and Grafana
+# modules, which a host that runs them meets. What those modules check at build time (promtool,
+# amtool) is done by tests/nix-eval/run on what they would render. Option descriptions are omitted.
 {
   lib,
   pkgs,
@@ -598,6 +601,11 @@ in
         type = types.nullOr types.lines;
         default = null;
       };
+      enableAgentMode = lib.mkEnableOption "agent mode";
+      webExternalUrl = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+      };
       globalConfig = mkOption {
         type = promTypes.globalConfig;
         default = { };
@@ -615,6 +623,16 @@ in
         default = [ ];
       };
       alertmanagers = mkOption {
+        type = types.listOf types.attrs;
+        default = [ ];
+      };
+      # The remote_* submodules are not modelled: the module never sets them, and the rendered
+      # configuration has them as empty lists.
+      remoteRead = mkOption {
+        type = types.listOf types.attrs;
+        default = [ ];
+      };
+      remoteWrite = mkOption {
         type = types.listOf types.attrs;
         default = [ ];
       };
@@ -641,6 +659,10 @@ in
         checkConfig = mkOption {
           type = types.bool;
           default = true;
+        };
+        logFormat = mkOption {
+          type = types.nullOr types.str;
+          default = null;
         };
         logLevel = mkOption {
           type = types.enum [
@@ -807,9 +829,59 @@ in
   # get by default.
   config.users.groups.users = { };
 
-  # users-groups.nix's checks on every user (the third, that the group is declared, is ours: NixOS
-  # fails later, at activation), so a module that forgets a group fails here too.
-  config.assertions = lib.concatLists (
+  # The assertions of prometheus/default.nix, prometheus/alertmanager.nix and grafana.nix
+  # (nixos-26.05), the ones a configuration of these services can meet.
+  config.assertions =
+    (
+    let
+      prom = config.services.prometheus;
+      am = prom.alertmanager;
+      grafana = config.services.grafana;
+      legacyListen = builtins.match "(.*\\..*|.*]):([[:digit:]]+)" prom.listenAddress;
+    in
+    lib.optionals prom.enable [
+      {
+        assertion = legacyListen == null;
+        message = ''
+          Do not specify the port for Prometheus to listen on in the
+          listenAddress option; use the port option instead:
+            services.prometheus.listenAddress = ${builtins.elemAt legacyListen 0};
+            services.prometheus.port = ${builtins.elemAt legacyListen 1};
+        '';
+      }
+    ]
+    ++ lib.optionals am.enable [
+      {
+        assertion = am.configuration != null || am.configText != null;
+        message = "Can not enable alertmanager without a configuration. Set either the `configuration` or `configText` attribute.";
+      }
+    ]
+    ++ lib.optionals grafana.enable [
+      {
+        assertion = grafana.provision.datasources.settings == null || grafana.provision.datasources.path == null;
+        message = "Cannot set both datasources settings and datasources path";
+      }
+      {
+        assertion =
+          grafana.provision.datasources.settings == null
+          || lib.all (
+            { access, type, ... }: type == "prometheus" -> access != "direct"
+          ) grafana.provision.datasources.settings.datasources;
+        message = "For datasources of type `prometheus`, the `direct` access mode is not supported anymore (since Grafana 9.2.0)";
+      }
+      {
+        assertion = grafana.provision.dashboards.settings == null || grafana.provision.dashboards.path == null;
+        message = "Cannot set both dashboards settings and dashboards path";
+      }
+      {
+        assertion = grafana.settings.security.secret_key != null;
+        message = "Grafana's secret key (services.grafana.settings.security.secret_key) doesn't have a default value anymore. Please generate your own and use a file-provider on this option!";
+      }
+    ]
+    )
+    # users-groups.nix's checks on every user (the third, that the group is declared, is ours:
+    # NixOS fails later, at activation), so a module that forgets a group fails here too.
+    ++ lib.concatLists (
     lib.mapAttrsToList (name: user: [
       {
         assertion = (user.isNormalUser || user.isSystemUser) && !(user.isNormalUser && user.isSystemUser);

@@ -188,7 +188,7 @@ pkgs.testers.runNixOSTest {
         loop.wait_for_open_port(${toString ports.prometheus})
         loop.wait_until_succeeds(
             "curl -sf http://127.0.0.1:${toString ports.prometheus}/api/v1/targets"
-            + " | jq -e '[.data.activeTargets[].labels.job] | contains([\"aiops-demo-app\", \"aiops-webhook\", \"alertmanager\", \"prometheus\"])'",
+            + " | jq -e '[.data.activeTargets[].labels.job] | contains([\"aiops-demo-app\", \"aiops-webhook\", \"aiops-alertmanager\", \"aiops-prometheus\"])'",
             timeout=120,
         )
         loop.succeed(
