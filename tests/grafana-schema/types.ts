@@ -28,8 +28,9 @@ interface PanelTypes {
 /**
  * A dashboard as the pinned Grafana accepts it. `Latest` is the `schemaVersion` Grafana's migrator
  * upgrades every dashboard to (check.mjs reads it from the package's `defaultDashboard`: 42 for
- * Grafana 13.0); it refuses a newer one ("schema version not migrated to target version"), and
- * some Grafana 13 releases refuse one older than 13 (MinimumVersionError).
+ * Grafana 13.0) and refuses a newer one ("schema version not migrated to target version"). An
+ * older one it migrates only from its MIN_VERSION up (MinimumVersionError below): 13 in the
+ * migrator's own documentation, lower in some releases. 13 is the floor here.
  */
 export type Dashboard<Latest extends number> = Json<
   Omit<SchemaDashboard, "panels" | "schemaVersion" | "annotations" | "templating">
