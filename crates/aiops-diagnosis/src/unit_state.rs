@@ -1259,6 +1259,236 @@ impl UnitEvidence {
         let start = self.state()?.last_start()?;
         Some((self.collected_at - start).to_std().unwrap_or_default())
     }
+
+    /// Every fact, each with the command(s) and the property or field it was read from, in a
+    /// fixed order; a value systemd did not give is [`FactValue::Unknown`], not left out. A part
+    /// that could not be read contributes no facts (its error says why).
+    pub fn facts(&self) -> Vec<UnitFact<'_>> {
+        use aiops_core::model::ValueUnit as U;
+        let mut out = Vec::new();
+        let num = |v: Option<f64>, unit| {
+            v.map_or(FactValue::Unknown, |value| FactValue::Number {
+                value,
+                unit,
+            })
+        };
+        let text = |v: Option<String>| v.map_or(FactValue::Unknown, FactValue::Text);
+        if let Ok(show) = &self.show {
+            let s = &show.state;
+            let mut fact = |key, label, from, value| {
+                out.push(UnitFact {
+                    key,
+                    label,
+                    value,
+                    from,
+                    commands: vec![&show.command],
+                });
+            };
+            fact(
+                "unit_load_state",
+                "load state",
+                "LoadState",
+                text(s.load_state.as_ref().map(kebab)),
+            );
+            fact(
+                "unit_active_state",
+                "active state",
+                "ActiveState",
+                text(s.active_state.as_ref().map(kebab)),
+            );
+            fact(
+                "unit_sub_state",
+                "sub-state",
+                "SubState",
+                text(s.sub_state.clone()),
+            );
+            fact(
+                "unit_result",
+                "result of the last run",
+                "Result",
+                text(s.result.as_ref().map(kebab)),
+            );
+            fact(
+                "unit_restarts",
+                "automatic restarts",
+                "NRestarts",
+                num(s.restarts.map(f64::from), U::Count),
+            );
+            fact(
+                "unit_main_exit",
+                "how the main process ended",
+                "ExecMainCode,ExecMainStatus",
+                text(s.main_exit.map(|e| match e {
+                    MainExit::NotExited => "not exited".to_owned(),
+                    MainExit::Exited { status } => format!("exit status {status}"),
+                    MainExit::Killed { signal } => format!("signal {signal}"),
+                    MainExit::Dumped { signal } => format!("signal {signal}, core dumped"),
+                    MainExit::Other { code, status } => format!("code {code}, status {status}"),
+                })),
+            );
+            fact(
+                "unit_memory",
+                "memory",
+                "MemoryCurrent",
+                num(s.memory_current.map(|v| v as f64), U::Bytes),
+            );
+            fact(
+                "unit_memory_peak",
+                "peak memory",
+                "MemoryPeak",
+                num(s.memory_peak.map(|v| v as f64), U::Bytes),
+            );
+            fact(
+                "unit_memory_max",
+                "memory limit",
+                "MemoryMax",
+                match s.memory_max {
+                    Some(Limit::Max(v)) => FactValue::Number {
+                        value: v as f64,
+                        unit: U::Bytes,
+                    },
+                    Some(Limit::Unlimited) => FactValue::Text("unlimited".into()),
+                    None => FactValue::Unknown,
+                },
+            );
+            fact(
+                "unit_memory_of_max",
+                "memory of its limit",
+                "MemoryCurrent,MemoryMax",
+                num(s.memory_ratio(), U::Ratio),
+            );
+            fact(
+                "unit_cpu",
+                "CPU time used",
+                "CPUUsageNSec",
+                num(s.cpu_usage.map(|d| d.as_secs_f64()), U::Seconds),
+            );
+            fact(
+                "unit_tasks",
+                "tasks",
+                "TasksCurrent",
+                num(s.tasks_current.map(|v| v as f64), U::Count),
+            );
+            fact(
+                "unit_since_start",
+                "since the last start",
+                "ExecMainStartTimestamp,ActiveEnterTimestamp",
+                num(self.since_last_start().map(|d| d.as_secs_f64()), U::Seconds),
+            );
+        }
+        if let Ok(journal) = &self.journal {
+            let j = &journal.summary;
+            let mut fact = |key, label, from, value| {
+                out.push(UnitFact {
+                    key,
+                    label,
+                    value,
+                    from,
+                    commands: vec![&journal.command],
+                });
+            };
+            let count = |n: u32| FactValue::Number {
+                value: f64::from(n),
+                unit: U::Count,
+            };
+            fact(
+                "journal_entries",
+                "journal entries read",
+                "entries",
+                count(j.entries),
+            );
+            fact(
+                "journal_errors",
+                "journal errors",
+                "PRIORITY<=3",
+                count(j.errors()),
+            );
+            fact(
+                "journal_warnings",
+                "journal warnings",
+                "PRIORITY=4",
+                count(j.by_priority[4]),
+            );
+            fact(
+                "journal_oom_kills",
+                "OOM-kill lines",
+                "MESSAGE_ID,UNIT_RESULT,MESSAGE",
+                count(j.oom_kills.count),
+            );
+            fact(
+                "journal_core_dumps",
+                "core-dump lines",
+                "MESSAGE_ID,COREDUMP_UNIT,UNIT_RESULT,MESSAGE",
+                count(j.core_dumps.count),
+            );
+            fact(
+                "journal_last_error",
+                "last error line",
+                "MESSAGE (PRIORITY<=3)",
+                text(j.last_errors.last().map(|l| l.text.clone())),
+            );
+        }
+        let commands: Vec<&Command> = match &self.start_limit {
+            StartLimitCheck::Counted { .. } => self
+                .show
+                .iter()
+                .map(|r| &r.command)
+                .chain(self.journal.iter().map(|r| &r.command))
+                .collect(),
+            _ => self.show.iter().map(|r| &r.command).collect(),
+        };
+        if !commands.is_empty() {
+            out.push(UnitFact {
+                key: "unit_start_limit_remaining",
+                label: "starts left before the start limit",
+                from: "Result,StartLimitBurst,StartLimitIntervalUSec (+ PID 1's start entries)",
+                value: num(self.start_limit.remaining().map(f64::from), U::Count),
+                commands,
+            });
+        }
+        out
+    }
+}
+
+/// One fact of a unit's evidence and where it came from, the way an
+/// [`EvidenceItem`](aiops_core::model::EvidenceItem) keeps its PromQL.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UnitFact<'a> {
+    /// Stable, e.g. `unit_restarts`.
+    pub key: &'static str,
+    /// Words for people, e.g. "automatic restarts".
+    pub label: &'static str,
+    pub value: FactValue,
+    /// The property or journal field(s) it was read from, e.g. `NRestarts`, `PRIORITY<=3`.
+    pub from: &'static str,
+    /// The command(s) whose output it was read from (replay with [`Command::display`]).
+    pub commands: Vec<&'a Command>,
+}
+
+/// A fact's value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FactValue {
+    Number {
+        value: f64,
+        unit: aiops_core::model::ValueUnit,
+    },
+    Text(String),
+    /// systemd did not give it (`[not set]`, not available, or not applicable).
+    Unknown,
+}
+
+/// A state enum as systemd spells it (`start-limit-hit`), through its serde name.
+fn kebab<T: Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(serde_json::Value::Object(m)) => m
+            .into_iter()
+            .next()
+            .and_then(|(_, v)| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        _ => String::new(),
+    }
 }
 
 /// Where `systemctl` and `journalctl` are; by default found on `$PATH`. Tests point these at
@@ -2039,6 +2269,93 @@ mod tests {
         let back: UnitEvidence = serde_json::from_str(&json).unwrap();
         assert_eq!(back, ev);
         assert_eq!(ev.since_last_start(), Some(Duration::from_secs(4)));
+    }
+
+    #[test]
+    fn every_fact_names_its_command_and_field() {
+        let u = unit("myapp.service");
+        let now = t("2026-12-02T03:00:30Z");
+        let state = parse_show(fixture!("show-myapp-running.txt")).unwrap();
+        // Read (as `UnitStateReader::read` would) from 91 s back, over the 90 s interval.
+        let since = t("2026-12-02T02:58:59Z");
+        let journal = summarize_journal(
+            fixture!("journal-nginx-crash-loop.json").lines(),
+            since,
+            &Limits::default(),
+        );
+        let show = ShowReading {
+            command: show_command(Path::new("systemctl"), &u),
+            state,
+        };
+        let journal = JournalReading {
+            command: journal_command(Path::new("journalctl"), &u, since, 1000),
+            summary: journal,
+        };
+        let ev = UnitEvidence {
+            unit: u,
+            collected_at: now,
+            start_limit: StartLimitCheck::assess(Some(&show.state), Some(&journal.summary), now),
+            show: Ok(show),
+            journal: Ok(journal),
+        };
+        let facts = ev.facts();
+        let keys: BTreeSet<&str> = facts.iter().map(|f| f.key).collect();
+        assert_eq!(keys.len(), facts.len(), "keys are unique");
+        for f in &facts {
+            assert!(!f.commands.is_empty(), "{}", f.key);
+            assert!(!f.from.is_empty(), "{}", f.key);
+            for c in &f.commands {
+                assert!(c.display().contains("myapp.service"), "{}", c.display());
+            }
+        }
+        let get = |k: &str| facts.iter().find(|f| f.key == k).unwrap();
+        let n = |k: &str| match get(k).value {
+            FactValue::Number { value, .. } => value,
+            ref other => panic!("{k}: {other:?}"),
+        };
+        assert_eq!(n("unit_restarts"), 2.0);
+        assert_eq!(get("unit_restarts").from, "NRestarts");
+        assert!((n("unit_memory_of_max") - 0.9375).abs() < 1e-9);
+        assert_eq!(n("unit_since_start"), 28.0);
+        assert_eq!(n("journal_errors"), 16.0);
+        assert_eq!(
+            get("unit_active_state").value,
+            FactValue::Text("active".into())
+        );
+        assert_eq!(
+            get("unit_main_exit").value,
+            FactValue::Text("not exited".into())
+        );
+        // Three starts allowed in 90 s, five logged: none left, read from both commands.
+        assert_eq!(n("unit_start_limit_remaining"), 0.0);
+        assert_eq!(get("unit_start_limit_remaining").commands.len(), 2);
+
+        let legacy = UnitEvidence {
+            show: Ok(ShowReading {
+                command: show_command(Path::new("systemctl"), &ev.unit),
+                state: parse_show(fixture!("show-legacy-uint64-max.txt")).unwrap(),
+            }),
+            journal: Err(UnitStateError::NotInstalled {
+                unit: ev.unit.clone(),
+                command: "journalctl".into(),
+                program: "journalctl".into(),
+            }),
+            ..ev.clone()
+        };
+        let facts = legacy.facts();
+        let get = |k: &str| facts.iter().find(|f| f.key == k).map(|f| &f.value);
+        assert_eq!(get("unit_memory"), Some(&FactValue::Unknown));
+        assert_eq!(get("unit_memory_peak"), Some(&FactValue::Unknown));
+        assert_eq!(
+            get("unit_memory_max"),
+            Some(&FactValue::Text("unlimited".into()))
+        );
+        assert_eq!(get("unit_result"), Some(&FactValue::Text("signal".into())));
+        assert_eq!(
+            get("unit_main_exit"),
+            Some(&FactValue::Text("signal 9".into()))
+        );
+        assert_eq!(get("journal_errors"), None, "an unread part gives no facts");
     }
 
     proptest::proptest! {
