@@ -128,8 +128,6 @@ pub const MESSAGE_ID_UNIT_STARTING: &str = "7d4958e842da4a758f6c1cdc7b36dcc5";
 /// PID 1's "A process of this unit has been killed by the OOM killer."
 /// (`SD_MESSAGE_UNIT_OUT_OF_MEMORY`).
 pub const MESSAGE_ID_UNIT_OOM: &str = "fe6faa94e7774663a0da52717891d8ef";
-/// PID 1's "Failed with result '…'." (`SD_MESSAGE_UNIT_FAILURE_RESULT`), with `UNIT_RESULT=`.
-pub const MESSAGE_ID_UNIT_RESULT: &str = "d9b373ed55a64feb8242e02dbe79a49c";
 /// systemd-coredump's "Process N (comm) of user U dumped core." (`SD_MESSAGE_COREDUMP`).
 pub const MESSAGE_ID_COREDUMP: &str = "fc2e22bc6ee647b6b90729ab34a250b1";
 
@@ -284,9 +282,9 @@ pub struct Limits {
     pub journal_max_bytes: usize,
     pub excerpt_lines: usize,
     pub excerpt_line_chars: usize,
-    /// The journal is read at least this far back from the collection time (start-limit
-    /// intervals longer than this are counted as unknown unless the caller's `since` reaches
-    /// further back).
+    /// How far before the collection time the journal read may be pulled back to cover the
+    /// start-limit interval; a longer interval is counted only if the caller's `since` already
+    /// reaches back over it (else the check says it is unknown).
     pub max_start_limit_lookback: Duration,
 }
 
@@ -812,7 +810,8 @@ pub struct JournalEntry {
     pub priority: Option<u8>,
     pub message: Message,
     pub message_id: Option<String>,
-    /// `SYSLOG_IDENTIFIER`, else `_COMM`.
+    /// `_COMM` (the process name journald took from the kernel, at most 15 bytes, which the
+    /// sender cannot choose), else `SYSLOG_IDENTIFIER` (which it can).
     pub source: Option<String>,
     /// `_SYSTEMD_UNIT`: the unit the logging process ran in.
     pub systemd_unit: Option<String>,
@@ -822,8 +821,13 @@ pub struct JournalEntry {
     pub unit_result: Option<String>,
     /// `COREDUMP_UNIT`, on systemd-coredump's entries.
     pub coredump_unit: Option<String>,
-    /// `_PID` is 1.
+    /// `_PID` is 1: systemd itself. journald sets `_`-fields from the sender's credentials, so
+    /// a service cannot fake them (it can fake any other field, `MESSAGE_ID` included).
     pub from_pid1: bool,
+    /// `_UID` is 0 (systemd-coredump's entries are logged as root).
+    pub from_root: bool,
+    /// `_TRANSPORT` is `kernel`.
+    pub from_kernel: bool,
 }
 
 /// Parses one line of `journalctl --output=json`.
@@ -854,12 +858,14 @@ pub fn parse_journal_line(line: &str) -> Result<JournalEntry, String> {
         priority,
         message: obj.get("MESSAGE").map_or(Message::Missing, field),
         message_id: text("MESSAGE_ID").map(|s| s.to_ascii_lowercase()),
-        source: text("SYSLOG_IDENTIFIER").or_else(|| text("_COMM")),
+        source: text("_COMM").or_else(|| text("SYSLOG_IDENTIFIER")),
         systemd_unit: text("_SYSTEMD_UNIT"),
         about_unit: text("UNIT"),
         unit_result: text("UNIT_RESULT"),
         coredump_unit: text("COREDUMP_UNIT"),
         from_pid1: text("_PID").as_deref() == Some("1"),
+        from_root: text("_UID").as_deref() == Some("0"),
+        from_kernel: text("_TRANSPORT").as_deref() == Some("kernel"),
     })
 }
 
@@ -888,7 +894,7 @@ fn field(v: &serde_json::Value) -> Message {
 pub struct ExcerptLine {
     pub at: Option<DateTime<Utc>>,
     pub priority: Option<u8>,
-    /// `SYSLOG_IDENTIFIER` or `_COMM`, bounded like the text.
+    /// [`JournalEntry::source`], at most 64 characters.
     pub source: Option<String>,
     pub text: String,
     /// The message was longer than the bound (or multi-line) and was cut.
@@ -932,10 +938,12 @@ pub struct JournalSummary {
     /// Entries by `PRIORITY`, index 0 (emerg) ..= 7 (debug).
     pub by_priority: [u32; 8],
     pub without_priority: u32,
-    /// systemd's "A process of this unit has been killed by the OOM killer",
-    /// "Failed with result 'oom-kill'", and kernel OOM-killer lines when they are in the read.
+    /// systemd's "A process of this unit has been killed by the OOM killer" and "Failed with
+    /// result 'oom-kill'", and the kernel's OOM-killer lines when the read holds any (`--unit`
+    /// does not: they belong to no unit). Only what systemd or the kernel logged counts.
     pub oom_kills: Matches,
-    /// systemd-coredump's "dumped core" entries and PID 1's `code=dumped` / `'core-dump'` ones.
+    /// systemd-coredump's "dumped core" entries and PID 1's `code=dumped` / `'core-dump'` ones
+    /// (again never the service's own lines).
     pub core_dumps: Matches,
     /// The newest error lines (priority <= 3), oldest first, at most `excerpt_lines`.
     pub last_errors: Vec<ExcerptLine>,
@@ -1042,17 +1050,21 @@ pub fn summarize_journal<'a>(
     s
 }
 
+/// OOM kills as systemd or the kernel report them; never the service's own words, which it
+/// controls (see [`JournalEntry::from_pid1`]).
 fn is_oom_kill(e: &JournalEntry, text: &str) -> bool {
-    e.message_id.as_deref() == Some(MESSAGE_ID_UNIT_OOM)
-        || (e.from_pid1 && e.unit_result.as_deref() == Some("oom-kill"))
-        || text.contains("has been killed by the OOM killer")
-        || text.contains("Out of memory: Killed process")
-        || text.contains("Memory cgroup out of memory")
+    (e.from_pid1
+        && (e.message_id.as_deref() == Some(MESSAGE_ID_UNIT_OOM)
+            || e.unit_result.as_deref() == Some("oom-kill")
+            || text.contains("has been killed by the OOM killer")))
+        || (e.from_kernel
+            && (text.contains("Out of memory: Killed process")
+                || text.contains("Memory cgroup out of memory")))
 }
 
+/// Core dumps as systemd-coredump (as root) or PID 1 report them.
 fn is_core_dump(e: &JournalEntry, text: &str) -> bool {
-    e.message_id.as_deref() == Some(MESSAGE_ID_COREDUMP)
-        || e.coredump_unit.is_some()
+    (e.from_root && !e.from_pid1 && e.message_id.as_deref() == Some(MESSAGE_ID_COREDUMP))
         || (e.from_pid1
             && (e.unit_result.as_deref() == Some("core-dump") || text.contains("code=dumped")))
 }
@@ -2049,7 +2061,8 @@ mod tests {
         // systemd-coredump's message is multi-line: its first line, marked as cut.
         assert_eq!(errors[3], "Process 4400 (myapp) of user 998 dumped core.");
         assert!(j.last_errors[3].truncated);
-        assert_eq!(j.last_errors[3].source.as_deref(), Some("systemd-coredump"));
+        // `_COMM`, which the kernel cuts to 15 bytes.
+        assert_eq!(j.last_errors[3].source.as_deref(), Some("systemd-coredum"));
     }
 
     #[test]
@@ -2112,6 +2125,28 @@ mod tests {
                 .unwrap()
                 .starts_with("line 2: not JSON")
         );
+    }
+
+    #[test]
+    fn a_service_cannot_forge_oom_kills_core_dumps_or_starts() {
+        // What a service in the unit can send (sd_journal_send lets it set MESSAGE_ID and
+        // UNIT_RESULT); journald adds its real _PID and _UID.
+        let forged = [
+            r#"{"_PID":"4311","_UID":"998","_SYSTEMD_UNIT":"myapp.service","PRIORITY":"4","MESSAGE_ID":"fe6faa94e7774663a0da52717891d8ef","MESSAGE":"myapp.service: A process of this unit has been killed by the OOM killer."}"#,
+            r#"{"_PID":"4311","_UID":"998","_SYSTEMD_UNIT":"myapp.service","PRIORITY":"3","MESSAGE":"Out of memory: Killed process 1 (init)"}"#,
+            r#"{"_PID":"4311","_UID":"998","_SYSTEMD_UNIT":"myapp.service","PRIORITY":"2","MESSAGE_ID":"fc2e22bc6ee647b6b90729ab34a250b1","COREDUMP_UNIT":"myapp.service","MESSAGE":"Process 4311 (myapp) of user 998 dumped core."}"#,
+            r#"{"_PID":"4311","_UID":"998","_SYSTEMD_UNIT":"myapp.service","PRIORITY":"4","UNIT_RESULT":"oom-kill","MESSAGE":"myapp.service: Failed with result 'oom-kill'. code=dumped"}"#,
+            r#"{"_PID":"4311","_UID":"998","_SYSTEMD_UNIT":"myapp.service","PRIORITY":"6","MESSAGE_ID":"7d4958e842da4a758f6c1cdc7b36dcc5","__REALTIME_TIMESTAMP":"1796180401000000","MESSAGE":"Starting myapp.service..."}"#,
+        ];
+        let j = summarize_journal(forged, t("2026-12-02T03:00:00Z"), &Limits::default());
+        assert_eq!(j.entries, 5);
+        assert_eq!(j.oom_kills.count, 0);
+        assert_eq!(j.core_dumps.count, 0);
+        assert!(j.starts.is_empty());
+        // The same words from the kernel do count.
+        let kernel = r#"{"_TRANSPORT":"kernel","PRIORITY":"3","MESSAGE":"Memory cgroup out of memory: Killed process 4311 (myapp) total-vm:2097152kB"}"#;
+        let j = summarize_journal([kernel], t("2026-12-02T03:00:00Z"), &Limits::default());
+        assert_eq!(j.oom_kills.count, 1);
     }
 
     #[test]
