@@ -1,14 +1,15 @@
 //! The unit-state reader against fake `systemctl` and `journalctl` programs (shell scripts in a
 //! temporary directory): recorded output, a program that hangs, one that fails, one that is
-//! missing, one that writes too much. No systemd needed.
+//! missing, one that writes too much. No systemd needed; the last test runs the real programs
+//! when they are on PATH, whatever this machine is.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use aiops_core::unit::UnitName;
 use aiops_diagnosis::unit_state::{
-    ActiveState, JournalAccess, Limits, Programs, ServiceResult, StartLimitCheck, Truncation,
-    UnitStateError, UnitStateReader, journal_command, show_command,
+    ActiveState, JournalAccess, Limits, LoadState, Programs, ServiceResult, StartLimitCheck,
+    Truncation, UnitStateError, UnitStateReader, journal_command, show_command,
 };
 use chrono::{DateTime, Utc};
 
@@ -407,6 +408,38 @@ fn a_hostile_label_cannot_become_a_unit() {
     ] {
         assert!(UnitName::parse(hostile).is_err(), "{hostile:?}");
     }
+    // And the reader's entry points take nothing else: this only compiles while they do.
     let _: fn(&UnitStateReader, &UnitName) -> _ = UnitStateReader::read_show;
-    assert!(Path::new(FIXTURES).is_dir());
+    let _: fn(&UnitStateReader, &UnitName, DateTime<Utc>) -> _ = UnitStateReader::read_journal;
+}
+
+#[test]
+fn the_real_systemctl_and_journalctl_give_a_typed_outcome() {
+    // Whatever this machine is (systemd as PID 1, a container without it, no systemd at all),
+    // the real programs' output is either parsed or a typed outcome; never a panic or garbage.
+    let (Some(systemctl), Some(journalctl)) = (
+        aiops_testkit::tools::find(&["systemctl"]),
+        aiops_testkit::tools::find(&["journalctl"]),
+    ) else {
+        eprintln!("SKIPPED: systemctl or journalctl is not on PATH (or AIOPS_TESTS=hermetic)");
+        return;
+    };
+    let reader = UnitStateReader {
+        programs: Programs {
+            systemctl,
+            journalctl,
+        },
+        limits: Limits::default(),
+    };
+    let unit = UnitName::parse("aiops-test-no-such-unit.service").unwrap();
+    match reader.read_show(&unit) {
+        Ok(show) => assert_eq!(show.state.load_state, Some(LoadState::NotFound), "{show:?}"),
+        Err(UnitStateError::SystemdNotRunning { .. }) => {}
+        Err(e) => panic!("{e}"),
+    }
+    let journal = reader
+        .read_journal(&unit, Utc::now() - chrono::TimeDelta::hours(1))
+        .unwrap();
+    assert_eq!(journal.summary.entries, 0, "{journal:?}");
+    assert_eq!(journal.summary.skipped_lines, 0, "{journal:?}");
 }
