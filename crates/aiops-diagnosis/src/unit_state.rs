@@ -82,6 +82,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command as ProcessCommand, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use aiops_core::unit::UnitName;
@@ -1699,12 +1700,15 @@ fn run(
     })?;
     let pid = child.id();
     // Drain both pipes on threads so a chatty child never blocks on a full pipe; the stdout
-    // reader stops at the bound and says so, and the loop below then kills the child.
+    // reader stops at the bound and says so, and the loop below then kills the child. The
+    // readers hand their bytes over a channel, so that a pipe some grandchild keeps open
+    // cannot hold us past the deadline either.
     let over = Arc::new(AtomicBool::new(false));
     let mut stdout = child.stdout.take().expect("piped");
     let mut stderr = child.stderr.take().expect("piped");
     let over_r = Arc::clone(&over);
-    let out_t = std::thread::spawn(move || {
+    let (out_tx, out_rx) = mpsc::channel();
+    std::thread::spawn(move || {
         let mut buf = Vec::new();
         let _ = (&mut stdout)
             .take(max_stdout as u64 + 1)
@@ -1713,22 +1717,31 @@ fn run(
             buf.truncate(max_stdout);
             over_r.store(true, Ordering::SeqCst);
         }
-        buf
+        let _ = out_tx.send(buf);
     });
-    let err_t = std::thread::spawn(move || {
+    let (err_tx, err_rx) = mpsc::channel();
+    std::thread::spawn(move || {
         let mut buf = Vec::new();
         let _ = (&mut stderr).take(STDERR_KEEP as u64).read_to_end(&mut buf);
         // Keep draining (and discarding) so the child cannot block on stderr.
         let _ = std::io::copy(&mut stderr, &mut std::io::sink());
-        String::from_utf8_lossy(&buf).into_owned()
+        let _ = err_tx.send(String::from_utf8_lossy(&buf).into_owned());
     });
     let deadline = Instant::now() + timeout;
+    let timed_out = || UnitStateError::TimedOut {
+        unit: unit.clone(),
+        command: display.clone(),
+        timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        pid,
+    };
     let mut poll = Duration::from_millis(1);
     let status = loop {
         if over.load(Ordering::SeqCst) {
             let _ = child.kill();
             let _ = child.wait();
-            let stdout = out_t.join().unwrap_or_default();
+            let stdout = out_rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .map_err(|_| timed_out())?;
             return Ok(Output {
                 stdout,
                 truncated: true,
@@ -1740,14 +1753,7 @@ fn run(
             Ok(None) if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                // The readers end when the pipes close; a grandchild that inherited them could
-                // keep them open, so they are not waited for.
-                return Err(UnitStateError::TimedOut {
-                    unit: unit.clone(),
-                    command: display,
-                    timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-                    pid,
-                });
+                return Err(timed_out());
             }
             Ok(None) => {
                 std::thread::sleep(poll.min(deadline.saturating_duration_since(Instant::now())));
@@ -1764,8 +1770,14 @@ fn run(
             }
         }
     };
-    let stdout = out_t.join().unwrap_or_default();
-    let stderr = err_t.join().unwrap_or_default();
+    // The child has exited; its output is complete once the pipes close, which a grandchild
+    // holding them could delay: that, too, ends at the deadline.
+    let stdout = out_rx
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        .map_err(|_| timed_out())?;
+    let stderr = err_rx
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        .unwrap_or_default();
     let truncated = over.load(Ordering::SeqCst);
     if status.success() || truncated {
         return Ok(Output {
@@ -1774,9 +1786,8 @@ fn run(
             stderr,
         });
     }
-    if stderr.contains("has not been booted with systemd")
-        || stderr.contains("Failed to connect to bus")
-    {
+    // Not "Failed to connect to bus" alone: a sandbox that blocks the bus says that too.
+    if stderr.contains("has not been booted with systemd") {
         return Err(UnitStateError::SystemdNotRunning {
             unit: unit.clone(),
             command: display,

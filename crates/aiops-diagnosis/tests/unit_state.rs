@@ -215,6 +215,38 @@ fn a_hanging_program_is_killed_within_the_timeout() {
 }
 
 #[test]
+fn a_grandchild_holding_the_pipe_cannot_outlast_the_timeout() {
+    // The program exits at once but leaves a process behind that keeps stdout open: its
+    // output never ends, and the read still stops at the deadline.
+    let f = Fakes::new();
+    let pidfile = f.path("grandchild.pid");
+    let forks = f.script(
+        "systemctl",
+        &format!(
+            "sleep 30 &\necho $! > '{}'\necho ActiveState=active\nexit 0",
+            pidfile.display()
+        ),
+    );
+    let limits = Limits {
+        timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let reader = f.reader(forks, f.path("absent"), limits);
+    let started = Instant::now();
+    let err = reader.read_show(&nginx()).unwrap_err();
+    let took = started.elapsed();
+    let grandchild = std::fs::read_to_string(&pidfile).unwrap();
+    // End the process this test started, by its pid.
+    let _ = std::process::Command::new("kill")
+        .arg(grandchild.trim())
+        .status();
+    assert!(matches!(err, UnitStateError::TimedOut { .. }), "{err:?}");
+    if wall_clock_targets() {
+        assert!(took < Duration::from_secs(3), "took {took:?}");
+    }
+}
+
+#[test]
 fn a_failing_program_is_a_typed_error_with_its_stderr() {
     let f = Fakes::new();
     let fail = f.script(
