@@ -1530,8 +1530,10 @@ pub struct UnitStateReader {
 
 impl UnitStateReader {
     /// Reads `unit`'s state, then its systemd journal from `since` (pulled back far enough to
-    /// cover the start-limit interval, up to `limits.max_start_limit_lookback`), at `now`.
-    /// Never fails as a whole: each part carries its own error.
+    /// cover the start-limit interval, up to `limits.max_start_limit_lookback`). `now` is the
+    /// collection time recorded and measured against (`Utc::now()`, or a fixed time in tests).
+    /// Never fails as a whole: each part carries its own error. Takes at most twice
+    /// `limits.timeout`.
     pub fn read(&self, unit: &UnitName, since: DateTime<Utc>, now: DateTime<Utc>) -> UnitEvidence {
         let show = self.read_show(unit);
         let lookback = show
