@@ -56,9 +56,7 @@ fn civil_dates() {
 
 #[test]
 fn alertmanager_delivers_with_the_token_and_inhibits_symptoms_of_a_down_target() {
-    let am_bin = tool_or_skip!("prometheus-alertmanager",
-        "alertmanager"
-    );
+    let am_bin = tool_or_skip!("prometheus-alertmanager", "alertmanager");
     let dir = tempfile::tempdir().expect("tempdir");
     let receiver = Receiver::start();
     let token = dir.path().join("webhook-token");

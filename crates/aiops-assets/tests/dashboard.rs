@@ -195,8 +195,7 @@ fn traffic(url: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
 
 #[test]
 fn every_panel_query_runs_against_a_live_prometheus_and_service_panels_have_data() {
-    let prometheus = tool_or_skip!("prometheus"
-    );
+    let prometheus = tool_or_skip!("prometheus");
     let d = dashboard();
     let dir = tempfile::tempdir().expect("tempdir");
     let app = aiops_demo_app::BackgroundServer::start_ephemeral().expect("start the demo app");

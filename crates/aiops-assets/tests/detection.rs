@@ -17,8 +17,7 @@ use aiops_demo_app::BackgroundServer;
 use aiops_testkit::tools;
 
 use crate::support::{
-    Proc, Receiver, closed_ports, http, instant, start_alertmanager, start_prometheus,
-    wait_for,
+    Proc, Receiver, closed_ports, http, instant, start_alertmanager, start_prometheus, wait_for,
 };
 
 /// The whole detection path, fresh for each measurement (no earlier alert to resolve first).

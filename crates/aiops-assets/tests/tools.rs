@@ -11,8 +11,7 @@ use crate::support::{repo, run_ok, tool_or_skip};
 
 #[test]
 fn promtool_checks_the_repository_config_and_rules() {
-    let promtool = tool_or_skip!("promtool"
-    );
+    let promtool = tool_or_skip!("promtool");
     let out = run_ok(
         Command::new(&promtool)
             .arg("check")
@@ -88,8 +87,7 @@ fn promtool_checks_a_rendered_tree() {
 
 #[test]
 fn amtool_checks_the_repository_and_a_rendered_config() {
-    let amtool = tool_or_skip!("amtool"
-    );
+    let amtool = tool_or_skip!("amtool");
     let out = run_ok(
         Command::new(&amtool)
             .arg("check-config")

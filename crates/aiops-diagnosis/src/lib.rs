@@ -31,6 +31,7 @@ pub mod evidence;
 pub mod prom;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod unit_state;
 
 pub use catalog::{Catalog, CatalogError};
 pub use engine::diagnose;

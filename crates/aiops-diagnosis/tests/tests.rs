@@ -4,3 +4,4 @@ mod catalog;
 mod engine;
 mod evidence;
 mod prom;
+mod unit_state;
