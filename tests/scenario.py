@@ -263,14 +263,22 @@ class Scenario:
             f"curl -sf http://127.0.0.1:{PORT_PROMETHEUS}/api/v1/rules | grep '\"name\":\"HighErrorRatio\"' >/dev/null",
             timeout=60,
         )
+        # Alertmanager 0.27 and later print a webhook's URL as "<secret>" in their status, so the
+        # route is recognised by the receiver it names and that receiver's webhook: the aiops
+        # receiver exists (/api/v2/receivers) and the root route sends to it.
         self.m.wait_until_succeeds(
-            f"curl -sf http://127.0.0.1:{PORT_ALERTMANAGER}/api/v2/status | grep '127.0.0.1:{PORT_WEBHOOK}' >/dev/null",
+            f"curl -sf http://127.0.0.1:{PORT_ALERTMANAGER}/api/v2/receivers | grep '\"name\":\"aiops\"' >/dev/null",
             timeout=60,
         )
         # The guest runs what Nix users run (nixpkgs 26.05: Prometheus 3.x, Alertmanager 0.3x; the
         # Debian guest installs the same over bookworm's 2.42 and 0.25).
         prom = json.loads(self.m.succeed(f"curl -sf http://127.0.0.1:{PORT_PROMETHEUS}/api/v1/status/buildinfo"))
         am = json.loads(self.m.succeed(f"curl -sf http://127.0.0.1:{PORT_ALERTMANAGER}/api/v2/status"))
+        am_config = am["config"]["original"]
+        check(
+            "webhook_configs" in am_config and re.search(r"(?m)^\s*receiver: aiops$", am_config),
+            f"Alertmanager does not route to the aiops receiver's webhook:\n{am_config}",
+        )
         versions = (prom["data"]["version"], am["versionInfo"]["version"])
         self.log(f"  guest runs Prometheus {versions[0]}, Alertmanager {versions[1]}")
         check(
