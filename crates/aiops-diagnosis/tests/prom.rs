@@ -114,6 +114,38 @@ fn instant_queries_rules_and_errors_against_real_prometheus() {
     assert!(p.alert_rule("NoSuchAlert").unwrap().is_none());
 }
 
+/// What a label value can hold reaches the real Prometheus (2.x and 3.x, whose parser accepts
+/// UTF-8 names and is stricter elsewhere) as one string literal, and comes back unchanged: the
+/// escaping is Prometheus' own syntax on both, never a way out of the literal.
+#[test]
+fn hostile_and_utf8_label_values_round_trip_through_real_prometheus() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(server) = start(dir.path()) else {
+        return;
+    };
+    let p = client(&server.url);
+    for value in [
+        "aiops-demo-app",
+        "a\"} or vector(1) #",
+        "back\\slash\\",
+        "new\nline\ttab\u{0}nul",
+        "grüße 🦀 {job=~\".*\"}",
+        "",
+    ] {
+        let lit = aiops_diagnosis::prom::label_value(value);
+        let s = p
+            .instant(&format!(r#"label_replace(vector(1), "x", {lit}, "", "")"#), None)
+            .unwrap_or_else(|e| panic!("{lit} was not one literal: {e}"));
+        assert_eq!(s.len(), 1, "{lit}");
+        assert_eq!(s[0].labels.get("x").map(String::as_str).unwrap_or(""), value, "{lit}");
+        // As a matcher it selects nothing (no such series), and is not a parse error either.
+        let none = p
+            .instant(&format!("up{{job={lit}}}"), None)
+            .unwrap_or_else(|e| panic!("up{{job={lit}}}: {e}"));
+        assert!(none.is_empty(), "{lit}: {none:?}");
+    }
+}
+
 #[test]
 fn unreachable_prometheus_is_reported_within_the_timeout() {
     // A port that was just free: bind, note it, close. Nothing listens there now.
