@@ -7,12 +7,20 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-/// `aiops demo ARGS` with PATH = `path` and nothing of the developer's own set-up.
+/// `aiops demo ARGS` with PATH = `path` and nothing of the developer's own set-up. Every port
+/// flag that `args` does not set gets a port that was free a moment ago, so the demo's own checks
+/// never touch its fixed defaults (18080, 19095, ...), which something else on the machine may hold.
 fn demo(path: &Path, args: &[&str]) -> Output {
+    let flags = ["--app-port", "--webhook-port", "--prometheus-port", "--alertmanager-port"];
+    let ports = aiops_testkit::free_ports(flags.len());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_aiops"));
-    cmd.arg("demo")
-        .args(args)
-        .args(["--stop-after", "1s", "--no-grafana"])
+    cmd.arg("demo").args(args);
+    for (flag, port) in flags.iter().zip(ports) {
+        if !args.contains(flag) {
+            cmd.arg(flag).arg(port.to_string());
+        }
+    }
+    cmd.args(["--stop-after", "1s", "--no-grafana"])
         .env("PATH", path)
         .env("AIOPS_CONFIG", "/nonexistent/aiops-test-config.toml")
         .env_remove("XDG_STATE_HOME")
