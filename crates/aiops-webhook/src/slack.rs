@@ -5,8 +5,13 @@
 //! respected here: a header holds at most [`HEADER_MAX`] characters, a section's text at most
 //! [`SECTION_MAX`], a message at most [`BLOCKS_MAX`] blocks. Long content is cut visibly
 //! ("… (cut, N characters more)"), and alert lists longer than [`ALERTS_LISTED`] end with
-//! "… and N more". Everything that comes from alert labels is escaped, so a label cannot
-//! mention `@channel` or forge a link.
+//! "… and N more".
+//!
+//! Every string that reaches Slack goes through [`escape`] (header, sections, fields, context,
+//! the fallback `text`, link labels and URLs): alert labels, annotations, alert and unit names
+//! and the executor's sentences can neither mention (`<!channel>`, `<!here>`, `<@U…>`, `<#C…>`)
+//! nor forge a link (`<url|label>`). The only links in a payload are the ones [`compose`] makes,
+//! with its own labels. The fallback `text` is cut before the message id, which always ends it.
 
 use aiops_core::alertmanager::{Alert, Status};
 use chrono::{DateTime, Utc};
@@ -49,8 +54,11 @@ pub enum Block {
 /// A message's content.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Composed {
-    /// The notification-level fallback text (Slack shows it in notifications).
+    /// The notification-level fallback text (Slack shows it in notifications), without the
+    /// message id: the renderer cuts this part and always appends the id.
     pub text: String,
+    /// The message id, the fallback text's last word (`[m-…]`).
+    pub id: String,
     pub blocks: Vec<Block>,
 }
 
@@ -146,7 +154,8 @@ fn compose_action(m: &Message, a: &crate::message::ActionNote) -> Composed {
         t(format!(" · action · {}", time(m.created_at))),
     ]]));
     Composed {
-        text: format!("{title} — {} [{}]", a.text, m.id),
+        text: format!("{title} — {}", a.text),
+        id: m.id.clone(),
         blocks,
     }
 }
@@ -310,8 +319,11 @@ pub fn compose(m: &Message) -> Composed {
         text.push_str(": ");
         text.push_str(s);
     }
-    text.push_str(&format!(" [{}]", m.id));
-    Composed { text, blocks }
+    Composed {
+        text,
+        id: m.id.clone(),
+        blocks,
+    }
 }
 
 fn is_http(u: &str) -> bool {
@@ -432,11 +444,39 @@ fn advice_blocks(advice: &Advice, blocks: &mut Vec<Block>) {
 
 // ---- Rendering -------------------------------------------------------------------------------
 
-/// Escapes text for Slack mrkdwn (`&`, `<`, `>`), which also defuses `<!channel>` and links.
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+/// The one escape for every string that reaches Slack: `&`, `<` and `>` become entities (what
+/// Slack asks for in every text field), so no text can open a mention (`<!channel>`,
+/// `<@U…>`, `<#C…>`) or a link (`<url|label>`); Slack shows the characters as typed.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A link's URL inside `<url|label>`: escaped, and the characters that would end the URL part
+/// early (`|`, whitespace) percent-encoded.
+fn link_url(url: &str) -> String {
+    let mut out = String::with_capacity(url.len());
+    for c in escape(url).chars() {
+        match c {
+            '|' => out.push_str("%7C"),
+            c if c.is_whitespace() => {
+                let mut buf = [0u8; 4];
+                for byte in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("%{byte:02X}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn mrkdwn_line(line: &[Span]) -> String {
@@ -455,13 +495,8 @@ fn mrkdwn_line(line: &[Span]) -> String {
                 out.push('`');
             }
             Span::Link { label, url } => {
-                let url = url
-                    .replace('|', "%7C")
-                    .replace('>', "%3E")
-                    .replace('<', "%3C")
-                    .replace(' ', "%20");
                 out.push('<');
-                out.push_str(&url);
+                out.push_str(&link_url(url));
                 out.push('|');
                 out.push_str(&escape(label));
                 out.push('>');
@@ -563,13 +598,30 @@ fn safe_prefix(line: &str, max: usize) -> String {
     part
 }
 
-fn cut_chars(s: &str, limit: usize) -> String {
+/// At most `limit` characters of escaped text, ending in "…" when cut; never cuts an entity
+/// (`&amp;`) in two.
+fn cut_escaped(s: &str, limit: usize) -> String {
     if s.chars().count() <= limit {
         return s.to_owned();
     }
     let mut out: String = s.chars().take(limit.saturating_sub(1)).collect();
+    if let Some(amp) = out.rfind('&')
+        && !out[amp..].contains(';')
+    {
+        out.truncate(amp);
+    }
     out.push('…');
     out
+}
+
+/// The fallback `text`: escaped, cut to [`SECTION_MAX`] characters before the message id, which
+/// always ends it.
+fn fallback_text(c: &Composed) -> String {
+    let id = format!(" [{}]", escape(&c.id));
+    let room = SECTION_MAX.saturating_sub(id.chars().count());
+    let mut text = cut_escaped(&escape(&c.text), room);
+    text.push_str(&id);
+    text
 }
 
 /// The Slack incoming-webhook payload: `text` fallback plus Block Kit `blocks`.
@@ -581,7 +633,7 @@ pub fn slack_payload(m: &Message) -> Value {
         .map(|block| match block {
             Block::Header(s) => json!({
                 "type": "header",
-                "text": {"type": "plain_text", "text": cut_chars(s, HEADER_MAX), "emoji": true}
+                "text": {"type": "plain_text", "text": cut_escaped(&escape(s), HEADER_MAX), "emoji": true}
             }),
             Block::Section(lines) => {
                 let lines: Vec<String> = lines.iter().map(|l| mrkdwn_line(l)).collect();
@@ -607,7 +659,7 @@ pub fn slack_payload(m: &Message) -> Value {
             Block::Divider => json!({"type": "divider"}),
         })
         .collect();
-    json!({ "text": cut_chars(&c.text, SECTION_MAX), "blocks": blocks })
+    json!({ "text": fallback_text(&c), "blocks": blocks })
 }
 
 /// The same content as readable plain text (for the log when no Slack URL is configured).
