@@ -9,8 +9,10 @@
 //!    `--probes` times; reported: the slowest and the median answer time (capped at
 //!    `--probe-timeout`).
 //! 2. **Refused requests.** The abuser sends `list` requests as fast as `--threads` threads can
-//!    for `--spam-secs`; each one is refused (nobody is no operator). Reported: requests answered
-//!    per second, and what they cost the audit log (lines and bytes per second of abuse).
+//!    for `--spam-secs`; each one is refused (nobody is no operator). Reported: refusals answered
+//!    per second, other answers per second (connections turned away at accept), and what the
+//!    abuse cost the audit log (lines and bytes per second of abuse, including what the server
+//!    writes when it stops).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -132,13 +134,16 @@ fn abuse_idle(socket: &Path, n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sends refused `list` requests from `threads` threads for `secs`; prints `sent N`.
+/// Sends `list` requests from `threads` threads for `secs`; prints `refused N other M`: the
+/// answers that refused the request ("may not approve: ...") and every other answer (a
+/// connection turned away at accept, a timeout).
 fn abuse_spam(socket: &Path, threads: usize, secs: Duration) -> anyhow::Result<()> {
     let answered = Arc::new(AtomicU64::new(0));
+    let other = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + secs;
     let handles: Vec<_> = (0..threads)
         .map(|_| {
-            let (socket, answered) = (socket.to_owned(), answered.clone());
+            let (socket, answered, other) = (socket.to_owned(), answered.clone(), other.clone());
             std::thread::spawn(move || {
                 while Instant::now() < deadline {
                     let Ok(mut s) = UnixStream::connect(&socket) else {
@@ -149,8 +154,13 @@ fn abuse_spam(socket: &Path, threads: usize, secs: Duration) -> anyhow::Result<(
                         continue;
                     }
                     let mut line = String::new();
-                    if BufReader::new(&s).read_line(&mut line).unwrap_or(0) > 0 {
+                    if BufReader::new(&s).read_line(&mut line).unwrap_or(0) == 0 {
+                        continue;
+                    }
+                    if line.contains("may not approve:") {
                         answered.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        other.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             })
@@ -159,7 +169,11 @@ fn abuse_spam(socket: &Path, threads: usize, secs: Duration) -> anyhow::Result<(
     for h in handles {
         let _ = h.join();
     }
-    println!("sent {}", answered.load(Ordering::SeqCst));
+    println!(
+        "refused {} other {}",
+        answered.load(Ordering::SeqCst),
+        other.load(Ordering::SeqCst)
+    );
     Ok(())
 }
 
@@ -199,7 +213,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    {
+    let served = {
         let (gate, socket) = (gate.clone(), socket.clone());
         rt.spawn(async move {
             let _ = gate
@@ -207,8 +221,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
                     let _ = stop_rx.await;
                 })
                 .await;
-        });
-    }
+        })
+    };
     let start = Instant::now();
     while UnixStream::connect(&socket).is_err() {
         if start.elapsed() > Duration::from_secs(10) {
@@ -254,7 +268,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     ]);
     t1.row(vec![
         ready.trim().trim_start_matches("ready ").to_owned(),
-        fmt_duration(percentile(&times, 50.0).unwrap_or_default()),
+        fmt_duration(percentile(&times, 0.5).unwrap_or_default()),
         fmt_duration(*times.last().unwrap_or(&Duration::ZERO)),
         format!("{timed_out} of {}", args.probes),
     ]);
@@ -268,28 +282,37 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .context("cannot start the abuser")?;
     let output = child.wait_with_output()?;
     let secs = t.elapsed().as_secs_f64();
-    let sent: u64 = String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .trim_start_matches("sent ")
-        .parse()
-        .unwrap_or(0);
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    let number = |key: &str| -> u64 {
+        out.split_whitespace()
+            .skip_while(|w| *w != key)
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let (refused, other) = (number("refused"), number("other"));
+    // Stop the server first: what it writes at shutdown (a summary of the minute in progress)
+    // counts too.
+    let _ = stop_tx.send(());
+    let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), served).await });
+    rt.shutdown_timeout(Duration::from_secs(5));
     let (lines1, bytes1) = file_size(&audit);
     let mut t2 = Table::new(&[
         "abuse",
-        "requests answered/s",
+        "refusals answered/s",
+        "other answers/s",
         "audit lines/s",
         "audit bytes/s",
     ]);
     t2.row(vec![
         format!("{} threads, {secs:.1} s", args.threads),
-        format!("{:.0}", sent as f64 / secs),
+        format!("{:.0}", refused as f64 / secs),
+        format!("{:.0}", other as f64 / secs),
         format!("{:.1}", (lines1 - lines0) as f64 / secs),
         format!("{:.0}", (bytes1 - bytes0) as f64 / secs),
     ]);
     println!("{}", t1.render());
     println!("{}", t2.render());
-    let _ = stop_tx.send(());
-    rt.shutdown_timeout(Duration::from_secs(5));
     Ok(())
 }
 
