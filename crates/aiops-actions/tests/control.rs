@@ -260,17 +260,33 @@ fn client_child() {
     }
 }
 
-fn run_as_nobody(socket: &Path) -> Option<String> {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "control::client_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+/// This test binary again, as `nobody`, running only the child test `child` against `socket`.
+fn child_as_nobody(child: &str, socket: &Path) -> Command {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args(["--exact", child, "--nocapture", "--test-threads=1"])
         .env(CLIENT_ENV, socket)
         .uid(65534)
-        .gid(65534)
+        .gid(65534);
+    c
+}
+
+/// As root: a served gate whose operators group is `root`, so that `nobody` is refused. `None`
+/// (after saying why) when not root. Drops in order: the server, the supervisor, the directory.
+fn served_refusing_nobody() -> Option<(Served, Supervisor, tempfile::TempDir)> {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: connecting as another uid needs root");
+        return None;
+    }
+    let dir = tempdir();
+    let sup = Supervisor::start(dir.path());
+    let mut c = config(dir.path(), &sup.socket);
+    // nobody is not in group root.
+    c.webhook.operators_group = "root".into();
+    Some((Served::start(&c), sup, dir))
+}
+
+fn run_as_nobody(socket: &Path) -> Option<String> {
+    let out = child_as_nobody("control::client_child", socket)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -281,16 +297,9 @@ fn run_as_nobody(socket: &Path) -> Option<String> {
 
 #[test]
 fn a_non_operator_is_refused_by_uid() {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: connecting as another uid needs root");
+    let Some((s, sup, _dir)) = served_refusing_nobody() else {
         return;
-    }
-    let dir = tempdir();
-    let sup = Supervisor::start(dir.path());
-    let mut c = config(dir.path(), &sup.socket);
-    // nobody is not in group root.
-    c.webhook.operators_group = "root".into();
-    let s = Served::start(&c);
+    };
     propose(&s.gate, "nobody");
     let result = run_as_nobody(&s.socket).expect("the child printed a result");
     assert!(
@@ -393,17 +402,8 @@ fn abuser_child() {
 }
 
 fn abuser_as_nobody(socket: &Path, spec: &str) -> std::process::Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "control::abuser_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CLIENT_ENV, socket)
+    child_as_nobody("control::abuser_child", socket)
         .env(ABUSER_ENV, spec)
-        .uid(65534)
-        .gid(65534)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -429,15 +429,9 @@ fn read_number(out: &mut impl std::io::BufRead, prefix: &str) -> u64 {
 fn idle_connections_of_another_uid_do_not_stall_root() {
     use std::io::BufRead;
     use std::time::{Duration, Instant};
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: connecting as another uid needs root");
+    let Some((s, _sup, _dir)) = served_refusing_nobody() else {
         return;
-    }
-    let dir = tempdir();
-    let sup = Supervisor::start(dir.path());
-    let mut c = config(dir.path(), &sup.socket);
-    c.webhook.operators_group = "root".into();
-    let s = Served::start(&c);
+    };
     let mut abuser = abuser_as_nobody(&s.socket, "idle 300");
     let mut out = std::io::BufReader::new(abuser.stdout.take().unwrap());
     let held = read_number(&mut out, "ready ");
@@ -473,15 +467,9 @@ fn idle_connections_of_another_uid_do_not_stall_root() {
 #[test]
 fn refusals_of_another_uid_are_paced_and_summarised_in_the_audit() {
     use aiops_actions::admission::{AUDITED_PER_WINDOW, REFUSAL_BURST, REFUSALS_PER_SEC};
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: connecting as another uid needs root");
+    let Some((s, _sup, _dir)) = served_refusing_nobody() else {
         return;
-    }
-    let dir = tempdir();
-    let sup = Supervisor::start(dir.path());
-    let mut c = config(dir.path(), &sup.socket);
-    c.webhook.operators_group = "root".into();
-    let s = Served::start(&c);
+    };
     let secs = 3;
     let abuser = abuser_as_nobody(&s.socket, &format!("spam {secs}"));
     let output = abuser.wait_with_output().unwrap();
