@@ -169,7 +169,7 @@ impl Reply {
                     ErrorCode::Refused
                 },
                 hint: (reason == Refusal::Stale)
-                    .then(|| "add --force to act anyway (audited as forced)".to_owned()),
+                    .then(|| "add --force to act without these re-checks (audited as forced); every other limit still applies".to_owned()),
                 reason: Some(reason),
                 message,
             },

@@ -116,6 +116,7 @@ fn action_title(alertname: &str, a: &crate::message::ActionNote) -> String {
         "approved" => format!("▶️ {alertname}: {what} approved by {}", a.actor),
         "succeeded" => format!("✅ {alertname}: {what} verified"),
         "failed" => format!("❌ {alertname}: {what} did not fix it"),
+        "unverified" => format!("❔ {alertname}: {what} done, recovery not verified"),
         "rejected" => format!("🚫 {alertname}: {what} rejected by {}", a.actor),
         "expired" => format!("⌛ {alertname}: {what} expired unapproved"),
         "obsolete" => format!("➖ {alertname}: {what} no longer needed"),
@@ -132,6 +133,13 @@ fn compose_action(m: &Message, a: &crate::message::ActionNote) -> Composed {
             t("Follows up on message "),
             code(orig.id.clone()),
             t(format!(" “{}” of {}.", orig.title, time(orig.at))),
+        ]);
+    }
+    if a.state == "unverified" {
+        what.push(vec![
+            t("Whether it helped was not checked (Prometheus did not answer); look at the metrics and "),
+            code(format!("aiops show {}", a.action_id)),
+            t("."),
         ]);
     }
     if a.state == "failed" {
