@@ -308,3 +308,91 @@ fn slack_a_long_summary_keeps_the_message_id_in_the_text() {
     assert!(!text.contains("<!channel>"), "{text}");
     assert!(text.contains("&lt;!channel&gt;"), "{text}");
 }
+
+/// The whole path with a real Alertmanager: an alert pushed to its API (as anyone who can reach
+/// it may) with Slack control sequences in its name, labels and annotations reaches the Slack
+/// sink through the receiver defused, and the message id ends the fallback text.
+#[test]
+fn slack_hostile_alert_text_through_real_alertmanager_pages_nobody() {
+    use aiops_diagnosis::testkit::{post_alert, start_alertmanager};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::support::{Receiver, Sink, wait_until};
+
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start();
+    std::fs::create_dir_all(dir.path().join("receiver")).unwrap();
+    let receiver = Receiver::start(
+        &dir.path().join("receiver"),
+        Some(&sink.url()),
+        Arc::new(TestAdvisor::default()),
+    );
+    let config = format!(
+        "route:\n  receiver: aiops\n  group_by: [alertname, service]\n  group_wait: 1s\n  group_interval: 5s\n  repeat_interval: 1h\nreceivers:\n  - name: aiops\n    webhook_configs:\n      - url: \"http://{}/\"\n        http_config:\n          authorization:\n            type: Bearer\n            credentials_file: {:?}\n",
+        receiver.addr,
+        dir.path().join("receiver/token")
+    );
+    let Some(am) = start_alertmanager(&dir.path().join("am"), &config) else {
+        eprintln!("SKIPPED: alertmanager is not on PATH (apt-get install prometheus-alertmanager)");
+        return;
+    };
+    let am = am.expect("alertmanager starts");
+    let labels = BTreeMap::from([
+        ("alertname".to_owned(), "Pager<!here>".to_owned()),
+        (
+            "service".to_owned(),
+            "<@U0123ABCD> <#C0123ABCD|general>".to_owned(),
+        ),
+        ("severity".to_owned(), "critical".to_owned()),
+        (
+            "unit".to_owned(),
+            "<https://evil.example/|aiops-demo-app.service>".to_owned(),
+        ),
+    ]);
+    let annotations = BTreeMap::from([
+        (
+            "summary".to_owned(),
+            format!(
+                "<!channel> {}",
+                "<https://evil.example/login|log in here> ".repeat(120)
+            ),
+        ),
+        (
+            "description".to_owned(),
+            "<!everyone> & <!subteam^S0123>".to_owned(),
+        ),
+    ]);
+    post_alert(&am.url, &labels, &annotations, chrono::Utc::now()).unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "the hostile alert's message at the Slack sink",
+        || !sink.delivered().is_empty(),
+    );
+    let p = sink.delivered()[0].clone();
+    let serialized = p.to_string();
+    for token in [
+        "<!channel",
+        "<!here",
+        "<!everyone",
+        "<!subteam",
+        "<@",
+        "<#",
+        "<https://evil",
+    ] {
+        assert!(!serialized.contains(token), "{token} in {serialized}");
+    }
+    let mut all = Vec::new();
+    strings(&p, &mut all);
+    for s in all {
+        only_own_links(s).unwrap_or_else(|problem| panic!("{problem}: {s:?}"));
+    }
+    let text = p["text"].as_str().unwrap();
+    assert!(text.contains("&lt;!channel&gt;"), "{text}");
+    let id = text.rsplit_once(" [").map(|(_, id)| id).unwrap_or("");
+    assert!(
+        id.starts_with("m-") && id.ends_with(']') && text.chars().count() <= slack::SECTION_MAX,
+        "the message id ends the cut text: {text}"
+    );
+}
