@@ -581,10 +581,12 @@ pub fn fit(lines: &[String], limit: usize) -> String {
     out
 }
 
-/// At most `max` characters of the mrkdwn `line`, cut where no entity (`&amp;`), link
-/// (`<url|label>`) or code span is left open.
+/// At most `max` characters of the mrkdwn `line`, cut where no entity (`&amp;`) or link
+/// (`<url|label>`) is left open; a code span or bold text the cut leaves open is closed, so a
+/// long summary keeps its start instead of vanishing.
 fn safe_prefix(line: &str, max: usize) -> String {
-    let mut part: String = line.chars().take(max).collect();
+    // Room for closing a code span and a bold run.
+    let mut part: String = line.chars().take(max.saturating_sub(2)).collect();
     if let Some(amp) = part.rfind('&')
         && !part[amp..].contains(';')
     {
@@ -595,13 +597,16 @@ fn safe_prefix(line: &str, max: usize) -> String {
     {
         part.truncate(lt);
     }
-    if part.matches('`').count() % 2 == 1 {
-        let tick = part.rfind('`').expect("odd count means at least one");
-        part.truncate(tick);
-    }
-    if part.matches('*').count() % 2 == 1 {
-        let star = part.rfind('*').expect("odd count means at least one");
-        part.truncate(star);
+    for marker in ['`', '*'] {
+        if part.matches(marker).count() % 2 == 1 {
+            // Slack closes a span only right after a non-space character.
+            part.truncate(part.trim_end().len());
+            if part.ends_with(marker) {
+                part.pop();
+            } else {
+                part.push(marker);
+            }
+        }
     }
     part
 }

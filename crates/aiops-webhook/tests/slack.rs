@@ -307,6 +307,14 @@ fn slack_a_long_summary_keeps_the_message_id_in_the_text() {
     assert!(text.contains("…"), "cut visibly: {text}");
     assert!(!text.contains("<!channel>"), "{text}");
     assert!(text.contains("&lt;!channel&gt;"), "{text}");
+    // The section cuts the bold summary but keeps its start, closed.
+    let section = p["blocks"][1]["text"]["text"].as_str().unwrap();
+    let (kept, marker) = section.split_once('\n').unwrap();
+    assert!(
+        kept.starts_with("*error ratio 23% &lt;!channel&gt; ") && kept.ends_with('*'),
+        "{section}"
+    );
+    assert!(marker.starts_with("… (cut, "), "{section}");
 }
 
 /// The whole path with a real Alertmanager: an alert pushed to its API (as anyone who can reach
