@@ -16,38 +16,45 @@
 //! ← {"type":"error","code":"refused","reason":"cooldown","message":"...","hint":null}  (last)
 //! ```
 //!
-//! The request is at most [`MAX_REQUEST`] bytes and must arrive within [`REQUEST_TIMEOUT`].
+//! The request is at most [`MAX_REQUEST`] bytes; its first byte must arrive within
+//! [`FIRST_BYTE_TIMEOUT`] and all of it within [`REQUEST_TIMEOUT`] (the CLI writes it at once).
 //! The caller's identity is the peer uid from `SO_PEERCRED`; nothing in the request names a user.
 //! The socket file is mode 0666 on purpose: the kernel-reported uid and the group check decide,
 //! so that a refused user gets a message saying why instead of a bare `EACCES`, and so that the
-//! socket needs no group ownership juggling (its directory can stay root-owned). An approval goes
-//! on to its end even when the client disconnects: a half-done restart must still be verified
-//! and recorded.
+//! socket needs no group ownership juggling (its directory can stay root-owned). Because anyone
+//! can connect, connections are classed by uid at accept and budgeted per class and per uid
+//! ([`crate::admission`]): users who may not approve cannot hold the slots of those who may,
+//! and their refusals are paced and summarised in the audit log. An approval goes on to its end
+//! even when the client disconnects: a half-done restart must still be verified and recorded.
 
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use aiops_core::config::ActionKind;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::OwnedReadHalf;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, mpsc};
 
+use crate::admission::{self, Admission, Summary, TurnedAway};
 use crate::audit::{Record, VerifyReport};
 use crate::gate::{Finished, Gate, GateError, Refusal, ShowData};
 use crate::state::{Action, Actor};
 
 /// Largest request line.
 pub const MAX_REQUEST: u64 = 64 * 1024;
-/// Time a client has to send its request.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections served at once.
-const MAX_CONNECTIONS: usize = 64;
+/// Time a client has to send the first byte of its request.
+pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Time a client has to send its whole request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the summaries of refusals whose window ended are written.
+const SUMMARY_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A request to the executor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -162,7 +169,7 @@ impl Reply {
                     ErrorCode::Refused
                 },
                 hint: (reason == Refusal::Stale)
-                    .then(|| "add --force to act anyway (audited as forced)".to_owned()),
+                    .then(|| "add --force to act without these re-checks (audited as forced); every other limit still applies".to_owned()),
                 reason: Some(reason),
                 message,
             },
@@ -232,19 +239,30 @@ impl Gate {
                 }
             })
         };
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let fair = Arc::new(Fairness {
+            privileged: Semaphore::new(admission::PRIVILEGED_CONNECTIONS),
+            admission: Mutex::new(Admission::default()),
+        });
+        let summaries = {
+            let (gate, fair) = (self.clone(), fair.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(SUMMARY_INTERVAL);
+                loop {
+                    tick.tick().await;
+                    let due = fair.lock().due(Instant::now(), false);
+                    audit_summaries(&gate, due).await;
+                }
+            })
+        };
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
+                // Accepting never waits for a slot: each connection is classed by its uid and
+                // waits (privileged) or is turned away (everyone else) on its own task.
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
-                        let Ok(permit) = slots.clone().acquire_owned().await else { break };
-                        let gate = self.clone();
-                        tokio::spawn(async move {
-                            handle(gate, stream).await;
-                            drop(permit);
-                        });
+                        tokio::spawn(serve_connection(self.clone(), fair.clone(), stream));
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "control socket accept failed");
@@ -254,9 +272,211 @@ impl Gate {
             }
         }
         expiry.abort();
+        summaries.abort();
+        let due = fair.lock().due(Instant::now(), true);
+        audit_summaries(&self, due).await;
         let _ = std::fs::remove_file(socket_path);
         Ok(())
     }
+}
+
+/// The budgets of the control socket (see [`crate::admission`]).
+#[derive(Debug)]
+struct Fairness {
+    privileged: Semaphore,
+    admission: Mutex<Admission>,
+}
+
+impl Fairness {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Admission> {
+        self.admission.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// An admitted connection of a user who may not approve; gives its slot back when dropped.
+struct Slot {
+    fair: Arc<Fairness>,
+    uid: u32,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.fair.lock().release(self.uid);
+    }
+}
+
+/// Appends the summaries of refusals that were counted rather than audited one by one.
+async fn audit_summaries(gate: &Arc<Gate>, due: Vec<Summary>) {
+    if due.is_empty() {
+        return;
+    }
+    let gate = gate.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        for s in due {
+            let actor = Actor::from_uid(s.uid);
+            let detail = s.detail();
+            tracing::warn!(actor = %actor, "control socket: {detail}");
+            if let Err(e) = gate.audit_log().append(
+                &actor,
+                Record {
+                    event: "refused".into(),
+                    detail: Some(detail),
+                    ..Record::default()
+                },
+            ) {
+                tracing::error!(error = %e, "cannot audit a summary of refused requests");
+            }
+        }
+    })
+    .await;
+}
+
+/// One connection, from accept to its last reply.
+async fn serve_connection(gate: Arc<Gate>, fair: Arc<Fairness>, stream: UnixStream) {
+    let uid = match stream.peer_cred() {
+        Ok(c) => c.uid(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the peer's credentials; closing");
+            return;
+        }
+    };
+    // A uid already holding its share is known not to be privileged: turn it away before any
+    // user-database lookup, so a flood of connections costs next to nothing.
+    if let Some(why) = fair.lock().full(uid) {
+        turn_away(&stream, uid, why);
+        return;
+    }
+    let group = gate.config().webhook.operators_group.clone();
+    let Ok(authorized) =
+        tokio::task::spawn_blocking(move || crate::auth::authorize(uid, &group)).await
+    else {
+        return;
+    };
+    match authorized {
+        Ok(actor) => {
+            let Ok(_permit) = fair.privileged.acquire().await else {
+                return;
+            };
+            serve_privileged(gate, stream, actor).await;
+        }
+        Err(message) => {
+            if let Err(why) = fair.lock().admit(uid, Instant::now()) {
+                turn_away(&stream, uid, why);
+                return;
+            }
+            let slot = Slot {
+                fair: fair.clone(),
+                uid,
+            };
+            serve_refused(gate, slot, stream, message).await;
+        }
+    }
+}
+
+/// Answers a connection over its budget without waiting, and closes it.
+fn turn_away(stream: &UnixStream, uid: u32, why: TurnedAway) {
+    let message = match why {
+        TurnedAway::PerUid => format!(
+            "uid {uid} already has {} connections open to the control socket, the most for a user who may not approve",
+            admission::PER_UID_CONNECTIONS
+        ),
+        TurnedAway::AllUnprivileged => format!(
+            "users who may not approve already hold {} connections to the control socket; try again later",
+            admission::UNPRIVILEGED_CONNECTIONS
+        ),
+    };
+    let mut line = serde_json::to_vec(&Reply::Error {
+        code: ErrorCode::Unauthorized,
+        reason: Some(Refusal::Unauthorized),
+        message,
+        hint: None,
+    })
+    .expect("a reply always serializes");
+    line.push(b'\n');
+    // One small line fits the socket buffer; a peer that does not read loses it.
+    let _ = stream.try_write(&line);
+}
+
+/// Reads one request line: the first byte within [`FIRST_BYTE_TIMEOUT`], the whole line within
+/// [`REQUEST_TIMEOUT`]. `Err` is the reply to send instead.
+async fn read_request(read: OwnedReadHalf) -> Result<Request, Reply> {
+    let started = tokio::time::Instant::now();
+    let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST));
+    let unreadable =
+        |e: std::io::Error| Reply::error(ErrorCode::BadRequest, format!("unreadable request: {e}"));
+    match tokio::time::timeout(FIRST_BYTE_TIMEOUT, reader.fill_buf()).await {
+        Err(_) => {
+            return Err(Reply::error(
+                ErrorCode::BadRequest,
+                format!(
+                    "no request within {} s of connecting",
+                    FIRST_BYTE_TIMEOUT.as_secs()
+                ),
+            ));
+        }
+        Ok(Err(e)) => return Err(unreadable(e)),
+        Ok(Ok(_)) => {}
+    }
+    let mut line = String::new();
+    match tokio::time::timeout_at(started + REQUEST_TIMEOUT, reader.read_line(&mut line)).await {
+        Err(_) => Err(Reply::error(
+            ErrorCode::BadRequest,
+            format!(
+                "the request did not arrive whole within {} s",
+                REQUEST_TIMEOUT.as_secs()
+            ),
+        )),
+        Ok(Err(e)) => Err(unreadable(e)),
+        Ok(Ok(_)) if !line.ends_with('\n') => Err(Reply::error(
+            ErrorCode::BadRequest,
+            format!("the request must be one line of at most {MAX_REQUEST} bytes"),
+        )),
+        Ok(Ok(_)) => serde_json::from_str::<Request>(line.trim_end()).map_err(|e| {
+            Reply::error(ErrorCode::BadRequest, format!("not a control request: {e}"))
+        }),
+    }
+}
+
+/// A user who may not approve: whatever they ask, the answer is why not, at their uid's pace;
+/// the first refusals of a window are audited one by one, the rest summarised.
+async fn serve_refused(gate: Arc<Gate>, slot: Slot, stream: UnixStream, message: String) {
+    let uid = slot.uid;
+    let (read, mut write) = stream.into_split();
+    let request = read_request(read).await;
+    let plan = slot.fair.lock().refusal(uid, Instant::now());
+    if let Some(summary) = plan.closed {
+        audit_summaries(&gate, vec![summary]).await;
+    }
+    tokio::time::sleep(plan.delay).await;
+    let (reply, what) = match request {
+        Ok(r) => (
+            Reply::Error {
+                code: ErrorCode::Unauthorized,
+                reason: Some(Refusal::Unauthorized),
+                message: message.clone(),
+                hint: None,
+            },
+            r.name(),
+        ),
+        Err(reply) => (reply, "malformed request"),
+    };
+    if plan.audit {
+        let detail = format!("unauthorized {what}: {message}");
+        let _ = tokio::task::spawn_blocking(move || {
+            gate.audit_log().append(
+                &Actor::from_uid(uid),
+                Record {
+                    event: "refused".into(),
+                    detail: Some(detail),
+                    ..Record::default()
+                },
+            )
+        })
+        .await;
+    }
+    // Free the slot first: a client that reconnects as soon as it reads the answer finds it.
+    drop(slot);
+    let _ = write_reply(&mut write, &reply).await;
 }
 
 async fn write_reply(
@@ -269,85 +489,19 @@ async fn write_reply(
     stream.flush().await
 }
 
-async fn handle(gate: Arc<Gate>, stream: UnixStream) {
-    let uid = match stream.peer_cred() {
-        Ok(c) => c.uid(),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read the peer's credentials; closing");
-            return;
-        }
-    };
+/// Root, an operator or the executor's own account: the request is served.
+async fn serve_privileged(gate: Arc<Gate>, stream: UnixStream, actor: Actor) {
     let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST));
-    let got = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await;
-    let request = match got {
-        Err(_) => {
-            let _ = write_reply(
-                &mut write,
-                &Reply::error(
-                    ErrorCode::BadRequest,
-                    format!("no request within {} s", REQUEST_TIMEOUT.as_secs()),
-                ),
-            )
-            .await;
+    let request = match read_request(read).await {
+        Ok(r) => r,
+        Err(reply) => {
+            let _ = write_reply(&mut write, &reply).await;
             return;
         }
-        Ok(Err(e)) => {
-            let _ = write_reply(
-                &mut write,
-                &Reply::error(ErrorCode::BadRequest, format!("unreadable request: {e}")),
-            )
-            .await;
-            return;
-        }
-        Ok(Ok(_)) if !line.ends_with('\n') => {
-            let _ = write_reply(
-                &mut write,
-                &Reply::error(
-                    ErrorCode::BadRequest,
-                    format!("the request must be one line of at most {MAX_REQUEST} bytes"),
-                ),
-            )
-            .await;
-            return;
-        }
-        Ok(Ok(_)) => match serde_json::from_str::<Request>(line.trim_end()) {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = write_reply(
-                    &mut write,
-                    &Reply::error(ErrorCode::BadRequest, format!("not a control request: {e}")),
-                )
-                .await;
-                return;
-            }
-        },
     };
     let (tx, mut rx) = mpsc::unbounded_channel::<Reply>();
     let job_gate = gate.clone();
     let job = tokio::task::spawn_blocking(move || {
-        let group = job_gate.config().webhook.operators_group.clone();
-        let actor = match crate::auth::authorize(uid, &group) {
-            Ok(a) => a,
-            Err(message) => {
-                let _ = job_gate.audit_log().append(
-                    &Actor::from_uid(uid),
-                    Record {
-                        event: "refused".into(),
-                        detail: Some(format!("unauthorized {}: {message}", request.name())),
-                        ..Record::default()
-                    },
-                );
-                let _ = tx.send(Reply::Error {
-                    code: ErrorCode::Unauthorized,
-                    reason: Some(Refusal::Unauthorized),
-                    message,
-                    hint: None,
-                });
-                return;
-            }
-        };
         tracing::info!(op = request.name(), actor = %actor, "control request");
         let progress_tx = tx.clone();
         let progress = move |m: &str| {

@@ -47,6 +47,8 @@ pub enum Refusal {
     HourlyLimit,
     BreakerOpen,
     StartLimit,
+    /// The unit's own state cannot be read (systemd or the demo supervisor does not answer).
+    UnitUnreadable,
     /// The alert no longer fires, or its evidence no longer holds, or neither can be confirmed.
     Stale,
     Unauthorized,
@@ -68,6 +70,7 @@ impl Refusal {
             Refusal::HourlyLimit => "hourly_limit",
             Refusal::BreakerOpen => "breaker_open",
             Refusal::StartLimit => "start_limit",
+            Refusal::UnitUnreadable => "unit_unreadable",
             Refusal::Stale => "stale",
             Refusal::Unauthorized => "unauthorized",
             Refusal::BadRequest => "bad_request",
@@ -140,6 +143,15 @@ pub struct EvidenceNow {
     pub then: Option<f64>,
     pub now: Option<f64>,
     pub error: Option<String>,
+}
+
+/// Why an approval would be stale, from [`Gate::staleness`].
+#[derive(Debug, Clone, Default)]
+struct Staleness {
+    /// One sentence each; none: the alert fires and its evidence holds.
+    reasons: Vec<String>,
+    /// Prometheus did not answer (so verification will be blind too).
+    prometheus_down: bool,
 }
 
 /// An action with everything `aiops show` prints.
@@ -369,6 +381,7 @@ impl Gate {
             );
             a.outcome = Some(Outcome {
                 fixed: false,
+                unverified: false,
                 summary: note.clone(),
                 recovery_secs: None,
                 value_after: None,
@@ -745,7 +758,7 @@ impl Gate {
                     ),
                 )
             }
-            ActionState::Succeeded | ActionState::Failed => {
+            ActionState::Succeeded | ActionState::Failed | ActionState::Unverified => {
                 let (who, at) =
                     by(ActionState::Approved).unwrap_or_else(|| ("nobody".into(), "-".into()));
                 let summary = a
@@ -838,9 +851,10 @@ impl Gate {
     }
 
     /// Network checks that an approval still makes sense: the alert fires and its condition
-    /// holds. Returns the reasons it is stale (empty: fresh).
-    fn stale_reasons(&self, a: &Action) -> Vec<String> {
+    /// holds. Returns the reasons it is stale (none: fresh).
+    fn staleness(&self, a: &Action) -> Staleness {
         let mut reasons = Vec::new();
+        let mut prometheus_down = false;
         match self.alertmanager.still_fires(&a.alert) {
             Ok(true) => {}
             Ok(false) => reasons.push(format!(
@@ -875,13 +889,19 @@ impl Gate {
                         rule.query.trim()
                     ));
                 }
-                Err(e) => reasons.push(format!("cannot re-check the evidence: {e}")),
+                Err(e) => {
+                    prometheus_down = true;
+                    reasons.push(format!("cannot re-check the evidence: {e}"));
+                }
             },
             Ok(None) => reasons.push(format!(
                 "cannot re-check the evidence: Prometheus has no alerting rule {} loaded",
                 a.alert.alertname
             )),
-            Err(e) => reasons.push(format!("cannot re-check the evidence: {e}")),
+            Err(e) => {
+                prometheus_down = true;
+                reasons.push(format!("cannot re-check the evidence: {e}"));
+            }
         }
         if !reasons.is_empty() {
             let age = Utc::now() - a.diagnosis.evidence.gathered_at;
@@ -892,7 +912,28 @@ impl Gate {
                 ));
             }
         }
-        reasons
+        Staleness {
+            reasons,
+            prometheus_down,
+        }
+    }
+
+    /// What `--force` gives up and what it does not, for the refusal that suggests it and for
+    /// the approval that uses it.
+    fn what_force_skips(&self, stale: &Staleness) -> String {
+        let mut s = "--force skips only the re-checks that the alert still fires and its evidence still holds; the allow-list, cooldown, hourly cap, breaker, systemd's start limit and the unit's own state are checked all the same".to_owned();
+        if stale.prometheus_down {
+            s.push_str(&format!(
+                ". Prometheus does not answer, so recovery cannot be verified either: unless it answers within {} s of the action, the outcome is recorded as unverified (not as a failure)",
+                self.options
+                    .verify_timeout
+                    .unwrap_or(Duration::from_secs(
+                        self.config.remediation.verify_timeout_secs
+                    ))
+                    .as_secs()
+            ));
+        }
+        s
     }
 
     /// Approves, executes and verifies an action (`id = None`: the only pending one). Blocks
@@ -923,13 +964,26 @@ impl Gate {
             "checking that {} still fires and its evidence still holds",
             snapshot.alert.alertname
         ));
-        let stale = self.stale_reasons(&snapshot);
+        let stale = self.staleness(&snapshot);
         let before = if snapshot.kind == ActionKind::Restart {
             match self.executor.status(&snapshot.unit) {
                 Ok(s) => Some(s),
                 Err(e) => {
-                    progress(&format!("cannot read the state of {}: {e}", snapshot.unit));
-                    None
+                    // Without it, nobody could tell that the restart happened (a new
+                    // invocation) or whether systemd's start limit would trip.
+                    self.metrics.approvals.with_label_values(&["refused"]).inc();
+                    return Err(self.refuse(
+                        actor,
+                        Some(&snapshot),
+                        Refusal::UnitUnreadable,
+                        format!(
+                            "cannot read the state of {} through {}: {e}. aiops does not restart a unit whose state it cannot see (it could not tell whether the restart happened, nor check systemd's start limit), and --force does not override this; check `systemctl status {}`",
+                            snapshot.unit,
+                            self.executor.describe(),
+                            snapshot.unit
+                        ),
+                        None,
+                    ));
                 }
             }
         } else {
@@ -939,11 +993,14 @@ impl Gate {
         progress(&format!(
             "approved by {actor}{}",
             if approved.forced {
-                " (forced past: ".to_owned() + &stale.join("; ") + ")"
+                " (forced past: ".to_owned() + &stale.reasons.join("; ") + ")"
             } else {
                 String::new()
             }
         ));
+        if approved.forced {
+            progress(&self.what_force_skips(&stale));
+        }
         Ok(self.execute(approved, &unit, before.as_ref(), progress))
     }
 
@@ -954,9 +1011,10 @@ impl Gate {
         id: &str,
         actor: &Actor,
         force: bool,
-        stale: &[String],
+        staleness: &Staleness,
         before: Option<&UnitStatus>,
     ) -> Result<(Action, UnitName), GateError> {
+        let stale = &staleness.reasons;
         let refused = |a: &Action, reason: Refusal, message: String| {
             self.metrics.approvals.with_label_values(&["refused"]).inc();
             self.refuse(actor, Some(a), reason, message, None)
@@ -1051,10 +1109,11 @@ impl Gate {
                 &a,
                 Refusal::Stale,
                 format!(
-                    "action {} is stale: {}. Approve anyway with `aiops approve {} --force` (audited as forced)",
+                    "action {} is stale: {}. Approve anyway with `aiops approve {} --force` (audited as forced): {}",
                     a.id,
                     stale.join("; "),
-                    a.id
+                    a.id,
+                    self.what_force_skips(staleness)
                 ),
             ));
         }
@@ -1136,6 +1195,7 @@ impl Gate {
         let outcome = match ran {
             Err(e) => Outcome {
                 fixed: false,
+                unverified: false,
                 summary: format!(
                     "{} failed: {e}; nothing more will be done automatically",
                     verify::action_words(a.kind)
@@ -1177,6 +1237,8 @@ impl Gate {
         }
         let end = if outcome.fixed {
             ActionState::Succeeded
+        } else if outcome.unverified {
+            ActionState::Unverified
         } else {
             ActionState::Failed
         };
@@ -1218,6 +1280,10 @@ impl Gate {
 
     fn finish(&self, a: &mut Action, end: ActionState, outcome: &Outcome) -> Result<(), GateError> {
         self.step(a, end, Some(outcome.summary.clone()))?;
+        if outcome.unverified {
+            // Nothing is known about whether it helped: neither a success nor a failure.
+            return Ok(());
+        }
         let locked = self.store.lock()?;
         let mut limits = locked.limits()?;
         limits.record_outcome(&a.alert.alertname, a.kind, outcome.fixed);

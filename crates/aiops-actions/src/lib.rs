@@ -10,6 +10,8 @@
 //! - [`verify`]: after an action, watch the unit and the alert's expression until healthy.
 //! - [`alerts`]: asks Alertmanager whether an alert still fires.
 //! - [`control`]: the unix control socket (server in the receiver, client for the CLI).
+//! - [`admission`]: fairness on that socket: budgets per class and per uid, paced and
+//!   summarised refusals.
 //! - [`auth`]: who may approve (root or a member of the operators group, by `SO_PEERCRED`).
 //! - [`policy`]: the polkit rule confining the executor account to the allow-list.
 //! - [`supervisor_protocol`]: the wire format between the demo executor and `aiops demo`.
@@ -20,6 +22,7 @@
 //! [`state::check_transition`] and is audited; a unit name is re-validated and checked against
 //! the allow-list both when an action is proposed and when it is approved.
 
+pub mod admission;
 pub mod alerts;
 pub mod audit;
 pub mod auth;

@@ -76,19 +76,23 @@ pub enum ActionState {
     Verifying,
     Succeeded,
     Failed,
+    /// The action ran, but whether it helped could not be checked (Prometheus unreachable
+    /// throughout verification): neither a success nor a failure, so the breaker ignores it.
+    Unverified,
     Rejected,
     Expired,
     Obsolete,
 }
 
 impl ActionState {
-    pub const ALL: [ActionState; 9] = [
+    pub const ALL: [ActionState; 10] = [
         ActionState::Pending,
         ActionState::Approved,
         ActionState::Executing,
         ActionState::Verifying,
         ActionState::Succeeded,
         ActionState::Failed,
+        ActionState::Unverified,
         ActionState::Rejected,
         ActionState::Expired,
         ActionState::Obsolete,
@@ -102,6 +106,7 @@ impl ActionState {
             ActionState::Verifying => "verifying",
             ActionState::Succeeded => "succeeded",
             ActionState::Failed => "failed",
+            ActionState::Unverified => "unverified",
             ActionState::Rejected => "rejected",
             ActionState::Expired => "expired",
             ActionState::Obsolete => "obsolete",
@@ -114,6 +119,7 @@ impl ActionState {
             self,
             ActionState::Succeeded
                 | ActionState::Failed
+                | ActionState::Unverified
                 | ActionState::Rejected
                 | ActionState::Expired
                 | ActionState::Obsolete
@@ -151,8 +157,8 @@ pub fn check_transition(from: ActionState, to: ActionState) -> Result<(), Transi
         // Approved → failed: the executor stopped (crash, restart) before it ran the action.
         Approved => matches!(to, Executing | Failed),
         Executing => matches!(to, Verifying | Failed),
-        Verifying => matches!(to, Succeeded | Failed),
-        Succeeded | Failed | Rejected | Expired | Obsolete => false,
+        Verifying => matches!(to, Succeeded | Failed | Unverified),
+        Succeeded | Failed | Unverified | Rejected | Expired | Obsolete => false,
     };
     if ok {
         Ok(())
@@ -230,6 +236,10 @@ pub struct Transition {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
     pub fixed: bool,
+    /// Verification was impossible (Prometheus never answered): not fixed as far as anyone
+    /// knows, but no failure either; the action ends `unverified` and the breaker ignores it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unverified: bool,
     /// One sentence with the numbers, e.g. "verified: error ratio back to 0.2% 35 s after the restart".
     pub summary: String,
     /// Seconds from approval to recovery (when fixed).

@@ -5,7 +5,10 @@
 //! evaluated until it returns nothing (healthy) or the time is up. An empty answer counts only
 //! once Prometheus has scraped the alert's job successfully after the action: a target that is
 //! down, or no longer scraped, makes every rate-based expression empty too, and that silence is
-//! not a recovery. The outcome sentence carries
+//! not a recovery. When Prometheus never answers during the whole time (it is down, as when an
+//! approval was forced past "cannot re-check the evidence"), nothing was verified either way:
+//! the outcome is *unverified*, which is no failure and does not feed the breaker. A unit that
+//! does not come back is a failure whatever Prometheus does. The outcome sentence carries
 //! the primary evidence item's number: "verified: error ratio back to 0.2% 35 s after the
 //! restart" or "not fixed after 180 s: error ratio still 23.0%; nothing more will be done
 //! automatically".
@@ -130,11 +133,17 @@ impl Verification<'_> {
         let mut last_problem = String::new();
         let mut last_value: Option<f64> = None;
         let mut polls: u32 = 0;
+        // Whether Prometheus answered anything at all since the action.
+        let mut answered = false;
         loop {
             if rule_expr.is_none() {
                 match self.prom.alert_rule(&a.alert.alertname) {
-                    Ok(Some(rule)) => rule_expr = Some(rule.query),
+                    Ok(Some(rule)) => {
+                        answered = true;
+                        rule_expr = Some(rule.query);
+                    }
                     Ok(None) => {
+                        answered = true;
                         last_problem = format!(
                             "Prometheus has no alerting rule named {} loaded, so recovery cannot be checked",
                             a.alert.alertname
@@ -151,10 +160,13 @@ impl Verification<'_> {
                     if let Ok(v) = self.prom.instant_value(&item.query, None) {
                         // The latest answer, also when empty: a number from before the action
                         // must not be reported as the value after it.
+                        answered = true;
                         last_value = v;
                     }
                 }
-                match self.prom.instant(expr, None) {
+                let result = self.prom.instant(expr, None);
+                answered |= result.is_ok();
+                match result {
                     Ok(samples) if samples.is_empty() => match self.scraped_since(acted_wall) {
                         Ok(()) => {
                             let secs = self.acted_at.elapsed().as_secs_f64();
@@ -171,6 +183,7 @@ impl Verification<'_> {
                             };
                             return Outcome {
                                 fixed: true,
+                                unverified: false,
                                 summary,
                                 recovery_secs: Some(secs),
                                 value_after: last_value,
@@ -197,6 +210,9 @@ impl Verification<'_> {
                 }
             }
             polls += 1;
+            if Instant::now() >= deadline && !answered {
+                return self.unverified(&last_problem);
+            }
             if Instant::now() >= deadline {
                 return self.failed(
                     format!(
@@ -242,9 +258,31 @@ impl Verification<'_> {
         }
     }
 
+    /// Prometheus never answered: what ran is known, whether it helped is not.
+    fn unverified(&self, problem: &str) -> Outcome {
+        let a = self.action;
+        let done = match a.kind {
+            ActionKind::Restart => format!("{} is active again with a new invocation", a.unit),
+            ActionKind::ClearCache => format!("the cache of {} was cleared", a.unit),
+        };
+        Outcome {
+            fixed: false,
+            unverified: true,
+            summary: format!(
+                "unverified: {done}, but Prometheus did not answer for {} s ({problem}), so whether {} cleared is unknown; check it yourself (aiops show {}). Not counted as a failure toward the breaker",
+                self.timeout.as_secs(),
+                a.alert.alertname,
+                a.id
+            ),
+            recovery_secs: None,
+            value_after: None,
+        }
+    }
+
     fn failed(&self, summary: String, value_after: Option<f64>) -> Outcome {
         Outcome {
             fixed: false,
+            unverified: false,
             summary,
             recovery_secs: None,
             value_after,

@@ -152,6 +152,8 @@ fn hourly_cap_and_breaker() {
     c.remediation.max_actions_per_hour = 2;
     c.remediation.breaker_threshold = 2;
     let g = gate(&c);
+    // The restarts do not bring the unit back: failures, whatever Prometheus says.
+    sup.stuck.store(true, std::sync::atomic::Ordering::SeqCst);
     for i in 0..2 {
         let id = pending_id(
             &g.propose(
@@ -160,7 +162,6 @@ fn hourly_cap_and_breaker() {
             )
             .unwrap(),
         );
-        // No Prometheus: verification cannot confirm recovery, so this counts as a failure.
         let f = g.approve(Some(&id), &alice(), true, &|_| {}).unwrap();
         assert!(!f.fixed);
         assert_eq!(f.action.state, ActionState::Failed);
@@ -431,7 +432,14 @@ fn approve_without_id_needs_exactly_one_pending() {
         .collect();
     assert_eq!(
         events,
-        ["proposed", "approved", "executing", "verifying", "failed"]
+        // No Prometheus: the restart ran, whether it helped is unknown.
+        [
+            "proposed",
+            "approved",
+            "executing",
+            "verifying",
+            "unverified"
+        ]
     );
     assert!(g.audit_verify().ok);
     // The receiver posts these: the approval (with who) and then the outcome.
@@ -442,7 +450,7 @@ fn approve_without_id_needs_exactly_one_pending() {
         news,
         [
             (ActionState::Approved, "alice".to_owned()),
-            (ActionState::Failed, "aiops-webhook".to_owned())
+            (ActionState::Unverified, "aiops-webhook".to_owned())
         ]
     );
 }
@@ -503,4 +511,37 @@ fn unreadable_limits_stop_everything_instead_of_resetting() {
     );
     assert!(limits.exists(), "the file is left for a human to look at");
     assert_eq!(sup.restarts(), 0);
+}
+
+#[test]
+fn a_unit_whose_state_cannot_be_read_is_not_restarted_even_forced() {
+    let dir = tempdir();
+    let sup = Supervisor::start(dir.path());
+    let mut c = config(dir.path(), &sup.socket);
+    // Nothing answers here: the executor cannot read the unit's state.
+    c.remediation.demo_supervisor_socket = Some(dir.path().join("nobody-listens.sock"));
+    let g = gate(&c);
+    let id = pending_id(
+        &g.propose(&alert("blind", UNIT), &diagnosis(UNIT, ActionKind::Restart))
+            .unwrap(),
+    );
+    for force in [false, true] {
+        let (reason, message) =
+            refusal(g.approve(Some(&id), &alice(), force, &|_| {}).unwrap_err());
+        assert_eq!(reason, Refusal::UnitUnreadable, "{message}");
+        assert!(
+            message.contains("cannot read the state of aiops-demo-app.service")
+                && message.contains("--force does not override this"),
+            "{message}"
+        );
+    }
+    assert_eq!(sup.restarts(), 0);
+    assert_eq!(g.list(false).unwrap().len(), 1, "still pending");
+    assert!(audit_events(&g).iter().any(|e| {
+        e.event == "refused"
+            && e.detail
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("unit_unreadable: ")
+    }));
 }

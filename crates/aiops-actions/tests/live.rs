@@ -147,6 +147,31 @@ fn open_gate(
     (g, client)
 }
 
+/// Posts `a` to Alertmanager as firing (so that the gate finds it still firing) and returns it,
+/// without fingerprints (Alertmanager's own apply), with a diagnosis whose evidence is
+/// `demo_error_ratio`.
+fn firing_in(
+    am: &testkit::Server,
+    mut a: aiops_actions::AlertRef,
+) -> (aiops_actions::AlertRef, aiops_core::model::Diagnosis) {
+    a.fingerprints.clear();
+    testkit::post_alert(&am.url, &a.labels, &BTreeMap::new(), a.starts_at).unwrap();
+    let mut d = diagnosis(UNIT, ActionKind::Restart);
+    d.evidence.items[0].query = "demo_error_ratio".into();
+    (a, d)
+}
+
+/// The message of a refusal as stale; panics on anything else.
+fn stale_message(r: Result<aiops_actions::Finished, aiops_actions::GateError>) -> String {
+    match r {
+        Err(aiops_actions::GateError::Refused {
+            reason: Refusal::Stale,
+            message,
+        }) => message,
+        other => panic!("expected a refusal as stale, got {other:?}"),
+    }
+}
+
 /// Proposes the action for `alert` and has alice approve it; returns the outcome and the
 /// progress lines the approval printed.
 fn propose_and_approve(
@@ -178,12 +203,8 @@ fn stale_checks_and_verification_against_real_prometheus_and_alertmanager() {
     let (g, _) = open_gate(dir.path(), &sup, &prom, &am, 60);
 
     // The alert fires in Alertmanager with exactly these labels.
-    let mut a = alert("live", UNIT);
+    let (a, d) = firing_in(&am, alert("live", UNIT));
     let labels = a.labels.clone();
-    a.fingerprints.clear();
-    testkit::post_alert(&am.url, &labels, &BTreeMap::new(), a.starts_at).unwrap();
-    let mut d = diagnosis(UNIT, ActionKind::Restart);
-    d.evidence.items[0].query = "demo_error_ratio".into();
 
     // An alert Alertmanager does not know is stale.
     let mut unknown = alert("ghost", UNIT);
@@ -191,16 +212,9 @@ fn stale_checks_and_verification_against_real_prometheus_and_alertmanager() {
     let Proposal::Pending { id: ghost, .. } = g.propose(&unknown, &d).unwrap() else {
         panic!()
     };
-    match g.approve(Some(ghost.as_str()), &alice(), false, &|_| {}) {
-        Err(aiops_actions::GateError::Refused {
-            reason: Refusal::Stale,
-            message,
-        }) => {
-            assert!(message.contains("no longer fires"), "{message}");
-            assert!(!message.contains("evidence no longer holds"), "{message}");
-        }
-        other => panic!("{other:?}"),
-    }
+    let message = stale_message(g.approve(Some(ghost.as_str()), &alice(), false, &|_| {}));
+    assert!(message.contains("no longer fires"), "{message}");
+    assert!(!message.contains("evidence no longer holds"), "{message}");
     g.reject(ghost.as_str(), &alice(), "test").unwrap();
 
     // Fresh: approved without --force, restarted, verified with the number.
@@ -225,23 +239,16 @@ fn stale_checks_and_verification_against_real_prometheus_and_alertmanager() {
     let Proposal::Pending { id: late, .. } = g.propose(&again, &d).unwrap() else {
         panic!()
     };
-    match g.approve(Some(late.as_str()), &bob(), false, &|_| {}) {
-        Err(aiops_actions::GateError::Refused {
-            reason: Refusal::Stale,
-            message,
-        }) => {
-            assert!(
-                message.contains("the evidence no longer holds"),
-                "{message}"
-            );
-            assert!(
-                message.contains("error ratio is 0.1% now (23.1% when proposed)"),
-                "{message}"
-            );
-            assert!(!message.contains("no longer fires"), "{message}");
-        }
-        other => panic!("{other:?}"),
-    }
+    let message = stale_message(g.approve(Some(late.as_str()), &bob(), false, &|_| {}));
+    assert!(
+        message.contains("the evidence no longer holds"),
+        "{message}"
+    );
+    assert!(
+        message.contains("error ratio is 0.1% now (23.1% when proposed)"),
+        "{message}"
+    );
+    assert!(!message.contains("no longer fires"), "{message}");
     assert_eq!(sup.restarts(), 1);
     assert!(g.audit_verify().ok);
 }
@@ -264,10 +271,7 @@ fn a_target_that_is_down_after_the_restart_is_not_a_recovery() {
 
     let mut a = alert("down", UNIT);
     a.labels.insert("job".into(), "app".into());
-    a.fingerprints.clear();
-    testkit::post_alert(&am.url, &a.labels, &BTreeMap::new(), a.starts_at).unwrap();
-    let mut d = diagnosis(UNIT, ActionKind::Restart);
-    d.evidence.items[0].query = "demo_error_ratio".into();
+    let (a, d) = firing_in(&am, a);
     let (f, lines) = propose_and_approve(&g, &a, &d);
     assert_eq!(sup.restarts(), 1);
     // The expression did go empty (the series are stale) ...
@@ -286,6 +290,77 @@ fn a_target_that_is_down_after_the_restart_is_not_a_recovery() {
             .iter()
             .any(|l| l.contains("job app is down or not scraped")),
         "{lines:?}"
+    );
+    assert!(g.audit_verify().ok);
+}
+
+#[test]
+fn a_forced_restart_with_prometheus_down_is_unverified_and_spares_the_breaker() {
+    let dir = tempdir();
+    let metrics = Arc::new(Metrics::start(0.231));
+    let Some((prom, am)) = start_stack(dir.path(), &metrics) else {
+        return;
+    };
+    let sup = Supervisor::start(dir.path());
+    let (g, _) = open_gate(dir.path(), &sup, &prom, &am, 3);
+    let (a, d) = firing_in(&am, alert("blind", UNIT));
+    let Proposal::Pending { id, .. } = g.propose(&a, &d).unwrap() else {
+        panic!("no pending action proposed")
+    };
+    // Prometheus goes away (ended by its pid); Alertmanager still lists the alert.
+    drop(prom);
+
+    // Unforced: stale, and the refusal says what --force would give up.
+    let message = stale_message(g.approve(Some(id.as_str()), &alice(), false, &|_| {}));
+    assert!(
+        message.contains("cannot re-check the evidence"),
+        "{message}"
+    );
+    assert!(
+        message.contains("--force skips only the re-checks")
+            && message.contains("cooldown, hourly cap, breaker")
+            && message.contains("recovery cannot be verified either")
+            && message.contains("recorded as unverified"),
+        "{message}"
+    );
+
+    // Forced: it says what it overrides, restarts, and ends unverified, not failed.
+    let lines = std::sync::Mutex::new(Vec::new());
+    let f = g
+        .approve(Some(id.as_str()), &alice(), true, &|m| {
+            lines.lock().unwrap().push(m.to_owned());
+        })
+        .unwrap();
+    let lines = lines.into_inner().unwrap();
+    assert_eq!(sup.restarts(), 1);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("--force skips only the re-checks")),
+        "{lines:?}"
+    );
+    assert!(f.action.forced);
+    assert!(!f.fixed);
+    assert_eq!(f.action.state, ActionState::Unverified, "{}", f.summary);
+    assert!(
+        f.summary.starts_with(
+            "unverified: aiops-demo-app.service is active again with a new invocation, but Prometheus did not answer for 3 s"
+        ) && f.summary.contains("Not counted as a failure toward the breaker"),
+        "{}",
+        f.summary
+    );
+    // The breaker counts nothing: no success, no failure.
+    let stats = g.outcome_stats("HighErrorRatio", ActionKind::Restart);
+    assert_eq!(
+        (stats.succeeded, stats.failed, stats.consecutive_failures),
+        (0, 0, 0)
+    );
+    assert!(
+        g.audit_log()
+            .tail(100)
+            .unwrap()
+            .iter()
+            .any(|e| e.event == "unverified")
     );
     assert!(g.audit_verify().ok);
 }

@@ -142,6 +142,8 @@ pub fn gate(config: &Config) -> Gate {
 pub struct Supervisor {
     pub socket: PathBuf,
     pub restarts: Arc<AtomicU32>,
+    /// While set, the unit reports `failed`: a restart does not bring it back.
+    pub stuck: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     child: Arc<Mutex<Option<(Child, String)>>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -172,10 +174,12 @@ impl Supervisor {
         let socket = dir.join("supervisor.sock");
         let listener = UnixListener::bind(&socket).unwrap();
         let restarts = Arc::new(AtomicU32::new(0));
+        let stuck = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let child = Arc::new(Mutex::new(Some(spawn_child())));
         let thread = {
-            let (restarts, stop, child) = (restarts.clone(), stop.clone(), child.clone());
+            let (restarts, stop, child, stuck) =
+                (restarts.clone(), stop.clone(), child.clone(), stuck.clone());
             std::thread::spawn(move || {
                 for stream in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
@@ -199,7 +203,14 @@ impl Supervisor {
                         let (c, inv) = guard.as_ref().unwrap();
                         Response {
                             ok: true,
-                            active_state: Some("active".into()),
+                            active_state: Some(
+                                if stuck.load(Ordering::SeqCst) {
+                                    "failed"
+                                } else {
+                                    "active"
+                                }
+                                .into(),
+                            ),
                             invocation_id: Some(inv.clone()),
                             main_pid: Some(c.id()),
                             n_restarts: Some(restarts.load(Ordering::SeqCst)),
@@ -213,6 +224,7 @@ impl Supervisor {
         Self {
             socket,
             restarts,
+            stuck,
             stop,
             child,
             thread: Some(thread),

@@ -87,3 +87,41 @@ fn wrk_runs_are_parsed() {
     );
     assert_eq!(report.non_2xx, 0);
 }
+
+/// `bench-control` runs end to end on a small scale and reports both phases (as root: it plays
+/// the abuser as `nobody`).
+#[test]
+fn bench_control_reports_both_phases() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: bench-control plays another uid, which needs root");
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_bench-control"))
+        .args([
+            "--idle",
+            "20",
+            "--probes",
+            "1",
+            "--spam-secs",
+            "1",
+            "--threads",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("| 20 | "),
+        "all 20 idle connections reported: {stdout}"
+    );
+    assert!(
+        stdout.contains("0 of 1 |"),
+        "root's list answered: {stdout}"
+    );
+    assert!(stdout.contains("| 2 threads, "), "{stdout}");
+}

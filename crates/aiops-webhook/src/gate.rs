@@ -132,6 +132,7 @@ fn newsworthy(s: ActionState) -> bool {
         ActionState::Approved
             | ActionState::Succeeded
             | ActionState::Failed
+            | ActionState::Unverified
             | ActionState::Rejected
             | ActionState::Expired
             | ActionState::Obsolete

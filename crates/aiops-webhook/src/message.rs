@@ -69,7 +69,7 @@ pub struct Message {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActionNote {
     pub action_id: String,
-    /// `approved`, `rejected`, `succeeded`, `failed`, `expired` or `obsolete`.
+    /// `approved`, `rejected`, `succeeded`, `failed`, `unverified`, `expired` or `obsolete`.
     pub state: String,
     /// `restart` or `clear-cache`.
     pub action: String,

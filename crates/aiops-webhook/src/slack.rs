@@ -5,8 +5,13 @@
 //! respected here: a header holds at most [`HEADER_MAX`] characters, a section's text at most
 //! [`SECTION_MAX`], a message at most [`BLOCKS_MAX`] blocks. Long content is cut visibly
 //! ("… (cut, N characters more)"), and alert lists longer than [`ALERTS_LISTED`] end with
-//! "… and N more". Everything that comes from alert labels is escaped, so a label cannot
-//! mention `@channel` or forge a link.
+//! "… and N more".
+//!
+//! Every string that reaches Slack goes through [`escape`] (header, sections, fields, context,
+//! the fallback `text`, link labels and URLs): alert labels, annotations, alert and unit names
+//! and the executor's sentences can neither mention (`<!channel>`, `<!here>`, `<@U…>`, `<#C…>`)
+//! nor forge a link (`<url|label>`). The only links in a payload are the ones [`compose`] makes,
+//! with its own labels. The fallback `text` is cut before the message id, which always ends it.
 
 use aiops_core::alertmanager::{Alert, Status};
 use chrono::{DateTime, Utc};
@@ -49,8 +54,11 @@ pub enum Block {
 /// A message's content.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Composed {
-    /// The notification-level fallback text (Slack shows it in notifications).
+    /// The notification-level fallback text (Slack shows it in notifications), without the
+    /// message id: the renderer cuts this part and always appends the id.
     pub text: String,
+    /// The message id, the fallback text's last word (`[m-…]`).
+    pub id: String,
     pub blocks: Vec<Block>,
 }
 
@@ -108,6 +116,7 @@ fn action_title(alertname: &str, a: &crate::message::ActionNote) -> String {
         "approved" => format!("▶️ {alertname}: {what} approved by {}", a.actor),
         "succeeded" => format!("✅ {alertname}: {what} verified"),
         "failed" => format!("❌ {alertname}: {what} did not fix it"),
+        "unverified" => format!("❔ {alertname}: {what} done, recovery not verified"),
         "rejected" => format!("🚫 {alertname}: {what} rejected by {}", a.actor),
         "expired" => format!("⌛ {alertname}: {what} expired unapproved"),
         "obsolete" => format!("➖ {alertname}: {what} no longer needed"),
@@ -124,6 +133,13 @@ fn compose_action(m: &Message, a: &crate::message::ActionNote) -> Composed {
             t("Follows up on message "),
             code(orig.id.clone()),
             t(format!(" “{}” of {}.", orig.title, time(orig.at))),
+        ]);
+    }
+    if a.state == "unverified" {
+        what.push(vec![
+            t("Whether it helped was not checked (Prometheus did not answer); look at the metrics and "),
+            code(format!("aiops show {}", a.action_id)),
+            t("."),
         ]);
     }
     if a.state == "failed" {
@@ -146,7 +162,8 @@ fn compose_action(m: &Message, a: &crate::message::ActionNote) -> Composed {
         t(format!(" · action · {}", time(m.created_at))),
     ]]));
     Composed {
-        text: format!("{title} — {} [{}]", a.text, m.id),
+        text: format!("{title} — {}", a.text),
+        id: m.id.clone(),
         blocks,
     }
 }
@@ -310,8 +327,11 @@ pub fn compose(m: &Message) -> Composed {
         text.push_str(": ");
         text.push_str(s);
     }
-    text.push_str(&format!(" [{}]", m.id));
-    Composed { text, blocks }
+    Composed {
+        text,
+        id: m.id.clone(),
+        blocks,
+    }
 }
 
 fn is_http(u: &str) -> bool {
@@ -432,11 +452,39 @@ fn advice_blocks(advice: &Advice, blocks: &mut Vec<Block>) {
 
 // ---- Rendering -------------------------------------------------------------------------------
 
-/// Escapes text for Slack mrkdwn (`&`, `<`, `>`), which also defuses `<!channel>` and links.
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+/// The one escape for every string that reaches Slack: `&`, `<` and `>` become entities (what
+/// Slack asks for in every text field), so no text can open a mention (`<!channel>`,
+/// `<@U…>`, `<#C…>`) or a link (`<url|label>`); Slack shows the characters as typed.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A link's URL inside `<url|label>`: escaped, and the characters that would end the URL part
+/// early (`|`, whitespace) percent-encoded.
+fn link_url(url: &str) -> String {
+    let mut out = String::with_capacity(url.len());
+    for c in escape(url).chars() {
+        match c {
+            '|' => out.push_str("%7C"),
+            c if c.is_whitespace() => {
+                let mut buf = [0u8; 4];
+                for byte in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("%{byte:02X}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn mrkdwn_line(line: &[Span]) -> String {
@@ -455,13 +503,8 @@ fn mrkdwn_line(line: &[Span]) -> String {
                 out.push('`');
             }
             Span::Link { label, url } => {
-                let url = url
-                    .replace('|', "%7C")
-                    .replace('>', "%3E")
-                    .replace('<', "%3C")
-                    .replace(' ', "%20");
                 out.push('<');
-                out.push_str(&url);
+                out.push_str(&link_url(url));
                 out.push('|');
                 out.push_str(&escape(label));
                 out.push('>');
@@ -538,10 +581,12 @@ pub fn fit(lines: &[String], limit: usize) -> String {
     out
 }
 
-/// At most `max` characters of the mrkdwn `line`, cut where no entity (`&amp;`), link
-/// (`<url|label>`) or code span is left open.
+/// At most `max` characters of the mrkdwn `line`, cut where no entity (`&amp;`) or link
+/// (`<url|label>`) is left open; a code span or bold text the cut leaves open is closed, so a
+/// long summary keeps its start instead of vanishing.
 fn safe_prefix(line: &str, max: usize) -> String {
-    let mut part: String = line.chars().take(max).collect();
+    // Room for closing a code span and a bold run.
+    let mut part: String = line.chars().take(max.saturating_sub(2)).collect();
     if let Some(amp) = part.rfind('&')
         && !part[amp..].contains(';')
     {
@@ -552,24 +597,44 @@ fn safe_prefix(line: &str, max: usize) -> String {
     {
         part.truncate(lt);
     }
-    if part.matches('`').count() % 2 == 1 {
-        let tick = part.rfind('`').expect("odd count means at least one");
-        part.truncate(tick);
-    }
-    if part.matches('*').count() % 2 == 1 {
-        let star = part.rfind('*').expect("odd count means at least one");
-        part.truncate(star);
+    for marker in ['`', '*'] {
+        if part.matches(marker).count() % 2 == 1 {
+            // Slack closes a span only right after a non-space character.
+            part.truncate(part.trim_end().len());
+            if part.ends_with(marker) {
+                part.pop();
+            } else {
+                part.push(marker);
+            }
+        }
     }
     part
 }
 
-fn cut_chars(s: &str, limit: usize) -> String {
+/// At most `limit` characters of escaped text, ending in "…" when cut; never cuts an entity
+/// (`&amp;`) in two.
+fn cut_escaped(s: &str, limit: usize) -> String {
     if s.chars().count() <= limit {
         return s.to_owned();
     }
     let mut out: String = s.chars().take(limit.saturating_sub(1)).collect();
+    if let Some(amp) = out.rfind('&')
+        && !out[amp..].contains(';')
+    {
+        out.truncate(amp);
+    }
     out.push('…');
     out
+}
+
+/// The fallback `text`: escaped, cut to [`SECTION_MAX`] characters before the message id, which
+/// always ends it.
+fn fallback_text(c: &Composed) -> String {
+    let id = format!(" [{}]", escape(&c.id));
+    let room = SECTION_MAX.saturating_sub(id.chars().count());
+    let mut text = cut_escaped(&escape(&c.text), room);
+    text.push_str(&id);
+    text
 }
 
 /// The Slack incoming-webhook payload: `text` fallback plus Block Kit `blocks`.
@@ -581,7 +646,7 @@ pub fn slack_payload(m: &Message) -> Value {
         .map(|block| match block {
             Block::Header(s) => json!({
                 "type": "header",
-                "text": {"type": "plain_text", "text": cut_chars(s, HEADER_MAX), "emoji": true}
+                "text": {"type": "plain_text", "text": cut_escaped(&escape(s), HEADER_MAX), "emoji": true}
             }),
             Block::Section(lines) => {
                 let lines: Vec<String> = lines.iter().map(|l| mrkdwn_line(l)).collect();
@@ -607,7 +672,7 @@ pub fn slack_payload(m: &Message) -> Value {
             Block::Divider => json!({"type": "divider"}),
         })
         .collect();
-    json!({ "text": cut_chars(&c.text, SECTION_MAX), "blocks": blocks })
+    json!({ "text": fallback_text(&c), "blocks": blocks })
 }
 
 /// The same content as readable plain text (for the log when no Slack URL is configured).

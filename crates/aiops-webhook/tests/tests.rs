@@ -9,5 +9,6 @@ mod idempotency;
 mod inputs;
 mod props;
 mod real_stack;
+mod slack;
 mod snapshots;
 mod systemd;

@@ -177,6 +177,13 @@ pub fn run(cmd: Command, config: &Config, json: bool) -> anyhow::Result<()> {
             } else {
                 print!("{}", render_finished(&f));
             }
+            if f.action.state == ActionState::Unverified {
+                return Err(Exit::new(
+                    exit::UNVERIFIED,
+                    format!("action {}: {}", f.action.id, f.summary),
+                )
+                .into());
+            }
             if !f.fixed {
                 return Err(Exit::new(
                     exit::NOT_FIXED,
