@@ -146,7 +146,9 @@ pub struct SlackConfig {
     pub webhook_url_file: Option<PathBuf>,
     /// Timeout of one delivery attempt.
     pub timeout_secs: u64,
-    /// Upper bound of the retry backoff.
+    /// Upper bound of the retry backoff after failures (5xx, timeouts). It bounds how long a
+    /// message can wait once Slack is back: keep `timeout_secs + max_backoff_secs` well under
+    /// the 120 s of the `AiopsOutboxStuck` alert. A 429 waits as long as Slack's `Retry-After`.
     pub max_backoff_secs: u64,
 }
 
@@ -155,7 +157,7 @@ impl Default for SlackConfig {
         Self {
             webhook_url_file: None,
             timeout_secs: 10,
-            max_backoff_secs: 300,
+            max_backoff_secs: 30,
         }
     }
 }

@@ -148,8 +148,19 @@ pub fn metric(addr: SocketAddr, sample: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Writes a configuration for a receiver with the token and (optionally) the sink's URL.
+/// Writes a configuration for a receiver with the token and (optionally) the sink's URL, with
+/// retries capped at 1 s.
 pub fn write_config(dir: &Path, slack_url: Option<&str>, extra: &str) -> PathBuf {
+    write_config_with_backoff(dir, slack_url, extra, Some(1))
+}
+
+/// [`write_config`] with retries capped at `max_backoff_secs` (`None`: the shipped default).
+pub fn write_config_with_backoff(
+    dir: &Path,
+    slack_url: Option<&str>,
+    extra: &str,
+    max_backoff_secs: Option<u64>,
+) -> PathBuf {
     let token = dir.join("token");
     std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
     // The control socket lives in the test's own directory, and Prometheus and Alertmanager
@@ -165,8 +176,11 @@ pub fn write_config(dir: &Path, slack_url: Option<&str>, extra: &str) -> PathBuf
         let f = dir.join("slack-url");
         std::fs::write(&f, url).unwrap();
         text.push_str(&format!(
-            "[slack]\nwebhook_url_file = {f:?}\ntimeout_secs = 2\nmax_backoff_secs = 1\n"
+            "[slack]\nwebhook_url_file = {f:?}\ntimeout_secs = 2\n"
         ));
+        if let Some(secs) = max_backoff_secs {
+            text.push_str(&format!("max_backoff_secs = {secs}\n"));
+        }
     }
     let path = dir.join("config.toml");
     std::fs::write(&path, text).unwrap();
@@ -192,7 +206,18 @@ impl Receiver {
         advisor: Arc<dyn Advisor>,
         options: Options,
     ) -> Self {
-        let config_path = write_config(dir, slack_url, "");
+        Self::start_with_backoff(dir, slack_url, advisor, options, Some(1))
+    }
+
+    /// [`Receiver::start_with`], retries capped at `max_backoff_secs` (`None`: the default).
+    pub fn start_with_backoff(
+        dir: &Path,
+        slack_url: Option<&str>,
+        advisor: Arc<dyn Advisor>,
+        options: Options,
+        max_backoff_secs: Option<u64>,
+    ) -> Self {
+        let config_path = write_config_with_backoff(dir, slack_url, "", max_backoff_secs);
         let config = aiops_core::Config::load(&config_path).unwrap();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
