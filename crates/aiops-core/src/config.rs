@@ -119,6 +119,10 @@ pub struct WebhookConfig {
     pub control_socket: PathBuf,
     /// Members of this group (and root) may approve and reject.
     pub operators_group: String,
+    /// MiB kept free on the state directory's volume for work already acknowledged
+    /// (processing, delivery records, snapshots, pending actions): a new notification that
+    /// would leave less free gets 503 + Retry-After.
+    pub state_reserve_mib: u64,
 }
 
 impl Default for WebhookConfig {
@@ -133,6 +137,7 @@ impl Default for WebhookConfig {
             dashboard_url: None,
             control_socket: PathBuf::from("/run/aiops/control.sock"),
             operators_group: "aiops-operators".to_owned(),
+            state_reserve_mib: 16,
         }
     }
 }

@@ -393,3 +393,53 @@ impl Drop for ChildGuard {
         self.kill();
     }
 }
+
+/// A prefix for [`ChildGuard::webhook`] that runs the receiver in a mount namespace of its own
+/// (`unshare -rm`, no root needed) with a tmpfs of `mib` MiB over `state_dir`: a small state
+/// volume with real statvfs figures and real ENOSPC. `None` when the host cannot do that.
+/// The test reaches the volume through `/proc/PID/root` (see [`ChildGuard::in_namespace`]).
+pub fn small_volume(state_dir: &Path, mib: u64) -> Option<Vec<String>> {
+    let works = Command::new("unshare")
+        .args(["-rm", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !works {
+        return None;
+    }
+    std::fs::create_dir_all(state_dir).unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size={mib}m,mode=0700 aiops-state {state_dir:?} && exec \"$0\" \"$@\""
+    );
+    Some(vec![
+        "unshare".into(),
+        "-rm".into(),
+        "sh".into(),
+        "-c".into(),
+        script,
+    ])
+}
+
+impl ChildGuard {
+    /// `path` as the child sees it (through its mount namespace).
+    pub fn in_namespace(&self, path: &Path) -> PathBuf {
+        let rel = path.strip_prefix("/").unwrap_or(path);
+        PathBuf::from(format!("/proc/{}/root", self.pid())).join(rel)
+    }
+}
+
+/// Bytes in the files under `dir` (recursively).
+pub fn du(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .map_while(Result::ok)
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => du(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
