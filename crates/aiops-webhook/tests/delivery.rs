@@ -96,19 +96,44 @@ fn retry_after_is_honoured() {
     );
 }
 
+/// A receiver delivering to `sink`, retries capped at `max_backoff_secs` (`None`: the default).
+fn receiver_with_backoff(
+    dir: &std::path::Path,
+    sink: &Sink,
+    options: aiops_webhook::Options,
+    max_backoff_secs: Option<u64>,
+) -> Receiver {
+    Receiver::start_with_backoff(
+        dir,
+        Some(&sink.url()),
+        Arc::new(NoAdvisor),
+        options,
+        max_backoff_secs,
+    )
+}
+
+/// Posts one notification of group `group`, waits (up to `within`) for its delivery and
+/// returns every request the sink saw.
+fn seen_once_delivered(
+    r: &Receiver,
+    sink: &Sink,
+    group: &str,
+    within: Duration,
+) -> Vec<aiops_testkit::slack::Seen> {
+    assert_eq!(post(r.addr, &payload(group, &[alert(group)])).status, 200);
+    wait_until(within, "the delivery after the rate limits", || {
+        sink.delivered().len() == 1
+    });
+    sink.seen()
+}
+
 #[test]
 fn retry_after_as_an_http_date_is_honoured() {
     let dir = tempfile::tempdir().unwrap();
     let sink = Sink::start();
     let r = Receiver::start(dir.path(), Some(&sink.url()), Arc::new(NoAdvisor));
     sink.script([Behavior::RateLimitedUntil(Duration::from_secs(3))]);
-    assert_eq!(post(r.addr, &payload("Dated", &[alert("d")])).status, 200);
-    wait_until(
-        Duration::from_secs(10),
-        "the delivery after the rate limit",
-        || sink.delivered().len() == 1,
-    );
-    let seen = sink.seen();
+    let seen = seen_once_delivered(&r, &sink, "Dated", Duration::from_secs(10));
     assert_eq!(seen.len(), 2, "one 429, then one success");
     let waited = seen[1].at - seen[0].at;
     // The date has whole seconds: 3 s ahead is at least 2 s ahead; backoff alone is under 1 s.
@@ -124,21 +149,9 @@ fn rate_limiting_does_not_lengthen_the_backoff_of_the_next_failure() {
     let sink = Sink::start();
     // Backoff from 50 ms, capped at 60 s: had the ten 429s raised the exponent, the 500 after
     // them would wait 50 ms × 2^10 ≈ 51 s (at least half of it).
-    let r = Receiver::start_with_backoff(
-        dir.path(),
-        Some(&sink.url()),
-        Arc::new(NoAdvisor),
-        fast_options(),
-        Some(60),
-    );
+    let r = receiver_with_backoff(dir.path(), &sink, fast_options(), Some(60));
     sink.script(std::iter::repeat_n(Behavior::RateLimited(0), 10).chain([Behavior::ServerError]));
-    assert_eq!(post(r.addr, &payload("Burst", &[alert("b")])).status, 200);
-    wait_until(
-        Duration::from_secs(30),
-        "the delivery after the burst",
-        || sink.delivered().len() == 1,
-    );
-    let seen = sink.seen();
+    let seen = seen_once_delivered(&r, &sink, "Burst", Duration::from_secs(30));
     assert_eq!(seen.len(), 12, "ten 429s, one 500, one success");
     assert_eq!(seen[10].answered, "500");
     let waited = seen[11].at - seen[10].at;
@@ -175,26 +188,20 @@ fn the_worst_case_after_a_short_outage_stays_under_the_stuck_outbox_threshold() 
 fn a_one_minute_outage_with_rate_limits_is_delivered_before_the_outbox_counts_as_stuck() {
     let dir = tempfile::tempdir().unwrap();
     let sink = Sink::start();
-    let r = Receiver::start_with_backoff(
-        dir.path(),
-        Some(&sink.url()),
-        Arc::new(NoAdvisor),
-        aiops_webhook::Options::default(),
-        None,
-    );
+    let r = receiver_with_backoff(dir.path(), &sink, aiops_webhook::Options::default(), None);
     sink.outage(Behavior::RateLimited(1));
     let posted = Instant::now();
-    assert_eq!(post(r.addr, &payload("Outage", &[alert("o")])).status, 200);
-    std::thread::sleep(Duration::from_secs(30));
-    sink.outage(Behavior::ServerError);
-    std::thread::sleep(Duration::from_secs(30));
-    sink.recover();
-    wait_until(
-        Duration::from_secs(400),
-        "the message after the outage",
-        || sink.delivered().len() == 1,
-    );
-    let delivered_at = sink.seen().last().unwrap().at;
+    // The outage (30 s of 429, then 30 s of 500) runs on its own thread while the test waits.
+    let outage = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_secs(30));
+            sink.outage(Behavior::ServerError);
+            std::thread::sleep(Duration::from_secs(30));
+            sink.recover();
+        });
+        seen_once_delivered(&r, &sink, "Outage", Duration::from_secs(400))
+    });
+    let delivered_at = outage.last().unwrap().at;
     let waited = delivered_at - posted;
     eprintln!("oldest message waited {waited:?} after a 60 s outage (30 s of 429, 30 s of 500)");
     let threshold = Duration::from_secs_f64(aiops_assets::floor::OUTBOX_STUCK_THRESHOLD_SECS);
