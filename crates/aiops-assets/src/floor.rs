@@ -53,14 +53,19 @@ pub const MEMORY_GROWTH_THRESHOLD_BYTES_PER_SEC: f64 = 262_144.0;
 /// `AiopsOutboxStuck`: age in seconds of the oldest undelivered message, strictly above.
 pub const OUTBOX_STUCK_THRESHOLD_SECS: f64 = 120.0;
 
+/// `AiopsStateVolumeLow`: free bytes on the state volume, strictly under this many times the
+/// receiver's reserve.
+pub const STATE_VOLUME_LOW_RESERVES: f64 = 2.0;
+
 /// The alert names of `rules.yml`, each once.
-pub const ALERT_NAMES: [&str; 6] = [
+pub const ALERT_NAMES: [&str; 7] = [
     "HighErrorRatio",
     "HighLatencyP99",
     "HighCpuUsage",
     "MemoryGrowth",
     "TargetDown",
     "AiopsOutboxStuck",
+    "AiopsStateVolumeLow",
 ];
 
 /// The recording rules of `rules.yml` (job level; shared by alerts, diagnosis and dashboard).

@@ -54,6 +54,7 @@ assets! {
     RULES_YML = "prometheus/rules.yml";
     ALERTMANAGER_YML = "prometheus/alertmanager.yml";
     RULE_TEST_AIOPS_OUTBOX_STUCK = "prometheus/tests/aiops_outbox_stuck.yml";
+    RULE_TEST_AIOPS_STATE_VOLUME_LOW = "prometheus/tests/aiops_state_volume_low.yml";
     RULE_TEST_HIGH_CPU_USAGE = "prometheus/tests/high_cpu_usage.yml";
     RULE_TEST_HIGH_ERROR_RATIO = "prometheus/tests/high_error_ratio.yml";
     RULE_TEST_HIGH_LATENCY_P99 = "prometheus/tests/high_latency_p99.yml";

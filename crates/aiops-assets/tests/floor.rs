@@ -141,6 +141,10 @@ fn thresholds_match_the_rules() {
             format!("> {OUTBOX_STUCK_THRESHOLD_SECS}"),
         ),
         ("TargetDown", "== 0".to_owned()),
+        (
+            "AiopsStateVolumeLow",
+            format!("< {STATE_VOLUME_LOW_RESERVES} * aiops_state_volume_reserve_bytes"),
+        ),
     ];
     for (name, needle) in cases {
         let block = expr_of(name);

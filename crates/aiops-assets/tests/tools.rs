@@ -25,7 +25,7 @@ fn promtool_checks_the_repository_config_and_rules() {
             .arg("rules")
             .arg(repo().join("prometheus/rules.yml")),
     );
-    let expected = aiops_assets::floor::RECORDING_RULES.len() + 7; // 6 alert names, TargetDown twice
+    let expected = aiops_assets::floor::RECORDING_RULES.len() + 8; // 7 alert names, TargetDown twice
     assert!(
         out.contains(&format!("SUCCESS: {expected} rules found")),
         "{out}"

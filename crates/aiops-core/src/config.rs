@@ -119,6 +119,10 @@ pub struct WebhookConfig {
     pub control_socket: PathBuf,
     /// Members of this group (and root) may approve and reject.
     pub operators_group: String,
+    /// MiB kept free on the state directory's volume for work already acknowledged
+    /// (processing, delivery records, snapshots, pending actions): a new notification that
+    /// would leave less free gets 503 + Retry-After.
+    pub state_reserve_mib: u64,
 }
 
 impl Default for WebhookConfig {
@@ -133,6 +137,7 @@ impl Default for WebhookConfig {
             dashboard_url: None,
             control_socket: PathBuf::from("/run/aiops/control.sock"),
             operators_group: "aiops-operators".to_owned(),
+            state_reserve_mib: 16,
         }
     }
 }
@@ -146,7 +151,9 @@ pub struct SlackConfig {
     pub webhook_url_file: Option<PathBuf>,
     /// Timeout of one delivery attempt.
     pub timeout_secs: u64,
-    /// Upper bound of the retry backoff.
+    /// Upper bound of the retry backoff after failures (5xx, timeouts). It bounds how long a
+    /// message can wait once Slack is back: keep `timeout_secs + max_backoff_secs` well under
+    /// the 120 s of the `AiopsOutboxStuck` alert. A 429 waits as long as Slack's `Retry-After`.
     pub max_backoff_secs: u64,
 }
 
@@ -155,7 +162,7 @@ impl Default for SlackConfig {
         Self {
             webhook_url_file: None,
             timeout_secs: 10,
-            max_backoff_secs: 300,
+            max_backoff_secs: 30,
         }
     }
 }

@@ -1,13 +1,13 @@
 //! A local server speaking Slack's incoming-webhook protocol: `POST` JSON, answered `200 ok`.
-//! It records every body it accepted, and can be told to fail: 500s, 429 with Retry-After,
-//! permanent 400s, or hanging past the client's timeout.
+//! It records every body it accepted, and can be told to fail: 500s, 429 with Retry-After (in
+//! seconds or as an HTTP date), permanent 400s, or hanging past the client's timeout.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
@@ -19,6 +19,8 @@ pub enum Behavior {
     ServerError,
     /// `429` with `Retry-After: secs`.
     RateLimited(u64),
+    /// `429` with `Retry-After` as the HTTP date this long after the answer.
+    RateLimitedUntil(Duration),
     /// `400 invalid_blocks` (Slack's answer to a payload it cannot render).
     InvalidBlocks,
     /// Reads the request and answers nothing for this long.
@@ -163,14 +165,29 @@ fn serve(stream: TcpStream, inner: &Mutex<Inner>, stop: &AtomicBool) {
                 .unwrap_or(Behavior::Ok)
         };
         let (status, extra, text, answered) = match behavior {
-            Behavior::Ok => ("200 OK", "", "ok", "ok"),
-            Behavior::ServerError => ("500 Internal Server Error", "", "internal_error", "500"),
-            Behavior::RateLimited(secs) => {
-                let extra: &'static str =
-                    Box::leak(format!("Retry-After: {secs}\r\n").into_boxed_str());
-                ("429 Too Many Requests", extra, "rate_limited", "429")
-            }
-            Behavior::InvalidBlocks => ("400 Bad Request", "", "invalid_blocks", "400"),
+            Behavior::Ok => ("200 OK", String::new(), "ok", "ok"),
+            Behavior::ServerError => (
+                "500 Internal Server Error",
+                String::new(),
+                "internal_error",
+                "500",
+            ),
+            Behavior::RateLimited(secs) => (
+                "429 Too Many Requests",
+                format!("Retry-After: {secs}\r\n"),
+                "rate_limited",
+                "429",
+            ),
+            Behavior::RateLimitedUntil(d) => (
+                "429 Too Many Requests",
+                format!(
+                    "Retry-After: {}\r\n",
+                    httpdate::fmt_http_date(SystemTime::now() + d)
+                ),
+                "rate_limited",
+                "429",
+            ),
+            Behavior::InvalidBlocks => ("400 Bad Request", String::new(), "invalid_blocks", "400"),
             Behavior::Hang(d) => {
                 inner.lock().unwrap().seen.push(Seen {
                     at: Instant::now(),

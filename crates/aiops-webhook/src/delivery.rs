@@ -2,9 +2,18 @@
 //!
 //! The head of the outbox is retried until it is delivered or dropped: connection errors,
 //! timeouts and 5xx back off exponentially with jitter up to `slack.max_backoff_secs`; a 429
-//! waits as long as its `Retry-After` says; any other 4xx (Slack's `invalid_blocks`,
-//! `invalid_payload`, ...) is permanent: the message goes to `dead-letter.jsonl` and the worker
-//! moves on.
+//! waits as long as its `Retry-After` says (seconds or an HTTP date) and is not a failure: it
+//! neither raises nor resets the failure exponent, so a burst of rate limiting does not make the
+//! next 5xx wait the cap. Any other 4xx (Slack's `invalid_blocks`, `invalid_payload`, ...) is
+//! permanent: the message goes to `dead-letter.jsonl` and the worker moves on.
+//!
+//! Worst case after an outage: no wait exceeds `slack.max_backoff_secs` (unless Slack's own
+//! `Retry-After` asks for longer), so the first attempt after Slack comes back starts within that
+//! cap (after the attempt in flight when it came back, at most `slack.timeout_secs`): an outage
+//! of D seconds delays the oldest message by at most D + `timeout_secs` + `max_backoff_secs`
+//! (D + 40 s with the defaults). Outages up to 80 s therefore stay under the 120 s of the
+//! `AiopsOutboxStuck` rule ([`worst_case_wait`]); longer ones fire it, and it resolves once the
+//! outbox drains.
 //!
 //! Semantics: at least once, with a one-syscall window. After Slack's 200 the worker appends the
 //! "delivered" record with a plain write(2) at once; that survives SIGKILL (the page cache
@@ -15,7 +24,7 @@
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use aiops_core::secret::Secret;
 
@@ -77,20 +86,14 @@ impl Sink {
                     .send(body.as_bytes());
                 let mut resp = match result {
                     Ok(r) => r,
-                    Err(e) => {
-                        return Outcome::Retry {
-                            after: None,
-                            why: format!("cannot reach Slack: {e}"),
-                        };
-                    }
+                    Err(e) => return Outcome::Failed(format!("cannot reach Slack: {e}")),
                 };
                 let status = resp.status().as_u16();
                 let retry_after = resp
                     .headers()
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
+                    .and_then(|v| parse_retry_after(v, SystemTime::now()));
                 let text = resp
                     .body_mut()
                     .with_config()
@@ -105,19 +108,13 @@ impl Sink {
                         }
                         Outcome::Delivered
                     }
-                    429 => Outcome::Retry {
-                        after: Some(retry_after.unwrap_or(Duration::from_secs(1))),
+                    429 => Outcome::RateLimited {
+                        after: retry_after.unwrap_or(DEFAULT_RETRY_AFTER),
                         why: format!("Slack rate limit (429): {text}"),
                     },
-                    408 | 500..=599 => Outcome::Retry {
-                        after: None,
-                        why: format!("Slack answered {status}: {text}"),
-                    },
+                    408 | 500..=599 => Outcome::Failed(format!("Slack answered {status}: {text}")),
                     400..=499 => Outcome::Permanent(format!("Slack answered {status}: {text}")),
-                    _ => Outcome::Retry {
-                        after: None,
-                        why: format!("unexpected answer {status}: {text}"),
-                    },
+                    _ => Outcome::Failed(format!("unexpected answer {status}: {text}")),
                 }
             }
         }
@@ -128,11 +125,34 @@ impl Sink {
 #[derive(Debug)]
 enum Outcome {
     Delivered,
-    Retry {
-        after: Option<Duration>,
+    /// Slack is up and asks to slow down (429): wait as long as it says; not a failure.
+    RateLimited {
+        after: Duration,
         why: String,
     },
+    /// Slack could not be reached, timed out or failed (5xx, 408): back off.
+    Failed(String),
     Permanent(String),
+}
+
+/// A 429 without a usable `Retry-After` waits this long.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// A `Retry-After` is honoured within these bounds (a date in the past retries soon).
+const MIN_RETRY_AFTER: Duration = Duration::from_millis(100);
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// The wait a `Retry-After` header asks for at `now`: delay-seconds or an HTTP date (RFC 9110
+/// section 10.2.3); `None` when it is neither.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => httpdate::parse_http_date(value)
+            .ok()?
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO),
+    };
+    Some(wait.clamp(MIN_RETRY_AFTER, MAX_RETRY_AFTER))
 }
 
 /// Backoff settings.
@@ -143,15 +163,38 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    /// The wait before attempt `attempt + 1`: exponential, capped, with jitter in [50%, 100%].
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let base = self
-            .initial
-            .saturating_mul(1u32 << attempt.min(20))
-            .min(self.max);
+    /// The wait after `failures` consecutive failures: exponential, capped, with jitter in
+    /// [50%, 100%] of [`Backoff::ceiling`].
+    pub fn delay(&self, failures: u32) -> Duration {
+        let base = self.ceiling(failures);
         let half = base / 2;
         half + Duration::from_nanos(fastrand::u64(0..=half.as_nanos() as u64))
     }
+
+    /// The longest [`Backoff::delay`] can be after `failures` consecutive failures.
+    pub fn ceiling(&self, failures: u32) -> Duration {
+        self.initial
+            .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
+            .min(self.max)
+    }
+}
+
+/// The longest the oldest message can wait, from its first attempt to the start of the attempt
+/// that delivers it, when Slack fails for `outage` and then answers: every failure waits its
+/// [`Backoff::ceiling`], each attempt during the outage takes `attempt` (a timeout), and the
+/// first attempt that starts after the outage succeeds. At most `outage + attempt +
+/// backoff.max`. Rate limiting during the outage does not lengthen this (a 429 does not raise
+/// the exponent) unless Slack asks for a longer `Retry-After` than the cap.
+pub fn worst_case_wait(backoff: Backoff, attempt: Duration, outage: Duration) -> Duration {
+    let mut t = Duration::ZERO;
+    let mut failures = 0;
+    // Bounded: each round advances by at least `initial` (> 0), and the cap is reached quickly.
+    while t < outage && failures < 100_000 {
+        t += attempt;
+        failures += 1;
+        t += backoff.ceiling(failures).max(Duration::from_millis(1));
+    }
+    t
 }
 
 /// Delivery status shared with `/healthz` and the status line.
@@ -171,7 +214,8 @@ pub fn run(
     backoff: Backoff,
     status: &DeliveryStatus,
 ) {
-    let mut attempt: u32 = 0;
+    // Consecutive failed attempts at the head of the outbox (429s do not count).
+    let mut failures: u32 = 0;
     loop {
         let m = {
             let mut store = state.lock();
@@ -221,20 +265,21 @@ pub fn run(
                     .last_delivery_ms
                     .store(crate::journal::now_ms(), Ordering::Release);
                 *status.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                attempt = 0;
+                failures = 0;
             }
-            Outcome::Retry { after, why } => {
+            Outcome::RateLimited { after, why } => {
                 metrics.deliveries.with_label_values(&["retried"]).inc();
-                let wait = after
-                    .map(|a| a.clamp(Duration::from_millis(100), Duration::from_secs(3600)))
-                    .unwrap_or_else(|| backoff.delay(attempt));
-                tracing::warn!(message_id = %m.id, attempt, ?wait, "delivery failed, retrying: {why}");
+                tracing::warn!(message_id = %m.id, wait = ?after, "rate limited, retrying as Slack asks: {why}");
                 *status.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
-                attempt = attempt.saturating_add(1);
-                let store = state.lock();
-                let _ = state
-                    .changed
-                    .wait_timeout_while(store, wait, |_| !status.stop.load(Ordering::Acquire));
+                pause(state, status, after);
+            }
+            Outcome::Failed(why) => {
+                metrics.deliveries.with_label_values(&["retried"]).inc();
+                failures = failures.saturating_add(1);
+                let wait = backoff.delay(failures);
+                tracing::warn!(message_id = %m.id, failures, ?wait, "delivery failed, retrying: {why}");
+                *status.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+                pause(state, status, wait);
             }
             Outcome::Permanent(why) => {
                 metrics.deliveries.with_label_values(&["dropped"]).inc();
@@ -245,8 +290,62 @@ pub fn run(
                     store.forget(&m.id);
                 }
                 state.dirty.store(true, Ordering::Release);
-                attempt = 0;
+                failures = 0;
             }
+        }
+    }
+}
+
+/// Waits `wait` before the next attempt, or less if the worker is told to stop.
+fn pause(state: &state::Shared, status: &DeliveryStatus, wait: Duration) {
+    let store = state.lock();
+    let _ = state
+        .changed
+        .wait_timeout_while(store, wait, |_| !status.stop.load(Ordering::Acquire));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_or_an_http_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777);
+        assert_eq!(parse_retry_after(" 7 ", now), Some(Duration::from_secs(7)));
+        // 784111777 is Sun, 06 Nov 1994 08:49:37 GMT (RFC 9110's example).
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        // The obsolete forms a recipient must accept.
+        assert_eq!(
+            parse_retry_after("Sunday, 06-Nov-94 08:50:07 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Sun Nov  6 08:50:07 1994", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
+            Some(MIN_RETRY_AFTER),
+            "a date in the past retries soon"
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("99999999", now), Some(MAX_RETRY_AFTER));
+    }
+
+    #[test]
+    fn the_first_failure_waits_the_initial_delay_and_later_ones_double_up_to_the_cap() {
+        let b = Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(30),
+        };
+        let ceilings: Vec<u64> = (1..=7).map(|f| b.ceiling(f).as_secs()).collect();
+        assert_eq!(ceilings, [1, 2, 4, 8, 16, 30, 30]);
+        for f in 1..=7 {
+            let d = b.delay(f);
+            assert!(d <= b.ceiling(f) && d >= b.ceiling(f) / 2, "{f}: {d:?}");
         }
     }
 }

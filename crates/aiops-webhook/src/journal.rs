@@ -6,6 +6,12 @@
 //! acknowledged notification survives SIGKILL and power loss. When the write or the sync fails
 //! the whole batch is answered with an error (the handler says 503 + Retry-After), the bytes are
 //! cut back, and the journal reports itself unhealthy until a probe write succeeds again.
+//! Before writing, the writer measures the state volume ([`crate::disk`]): notifications that
+//! would leave less than the reserve free are refused (503 + Retry-After) without being written.
+//!
+//! Processed data does not stay: a segment is sealed at [`SEGMENT_BYTES`] (1 MiB), or as soon as
+//! the processor has handled every record in it and no notification arrived for a second, and
+//! the processor deletes sealed segments its durable checkpoint covers.
 //!
 //! A record's payload is the reception time (ms since the epoch, i64 LE) followed by the body
 //! exactly as received.
@@ -20,11 +26,13 @@ use tokio::sync::oneshot;
 
 use aiops_core::fsutil::FsError;
 
+use crate::disk::{BelowReserve, Headroom};
 use crate::log::{self, Appender};
 use crate::metrics::Metrics;
 
-/// A segment is sealed when it reaches this size.
-pub const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
+/// A segment is sealed when it reaches this size: processed notifications are reclaimed in
+/// steps of this much under load.
+pub const SEGMENT_BYTES: u64 = 1024 * 1024;
 /// Most records in one group commit (a bound on the batch buffer).
 const MAX_BATCH: usize = 4096;
 
@@ -33,6 +41,8 @@ const MAX_BATCH: usize = 4096;
 pub enum JournalError {
     #[error("cannot persist the notification: {0}")]
     Io(String),
+    #[error("refusing the notification: {0}")]
+    BelowReserve(BelowReserve),
     #[error("the journal is shutting down")]
     Closed,
 }
@@ -86,6 +96,25 @@ pub struct Shared {
     pub last_error: Mutex<Option<String>>,
     /// Unix ms of the writer loop's last turn (a stuck fsync stops it).
     pub heartbeat_ms: AtomicU64,
+    /// The processor's durable checkpoint (set by the processor): a segment holding nothing
+    /// newer is sealed when the journal is idle, so that it can be deleted.
+    pub processed_seq: AtomicU64,
+    /// Bytes processing one record is expected to write to the state (set by the processor
+    /// from what it wrote so far): acknowledged records not processed yet hold this much of
+    /// the volume in advance.
+    pub record_cost: AtomicU64,
+}
+
+impl Shared {
+    /// What processing the durable records the processor has not checkpointed yet is expected
+    /// to write to the state volume.
+    pub fn promised_bytes(&self) -> u64 {
+        let backlog = self
+            .durable_seq
+            .load(Ordering::Acquire)
+            .saturating_sub(self.processed_seq.load(Ordering::Acquire));
+        backlog.saturating_mul(self.record_cost.load(Ordering::Acquire))
+    }
 }
 
 /// Handle to the journal writer; cheap to clone.
@@ -121,6 +150,7 @@ pub struct Opened {
 pub fn open(
     dir: &Path,
     start_seq: u64,
+    headroom: Headroom,
     metrics: Arc<Metrics>,
     on_durable: impl Fn(u64) + Send + 'static,
 ) -> Result<Opened, FsError> {
@@ -133,13 +163,17 @@ pub fn open(
         healthy: AtomicBool::new(true),
         last_error: Mutex::new(None),
         heartbeat_ms: AtomicU64::new(now_ms()),
+        processed_seq: AtomicU64::new(0),
+        record_cost: AtomicU64::new(0),
     });
     let (tx, rx) = mpsc::channel::<Request>();
     let writer = {
         let shared = shared.clone();
         std::thread::Builder::new()
             .name("journal-writer".into())
-            .spawn(move || writer_loop(appender, &rx, &shared, &metrics, &on_durable))
+            .spawn(move || {
+                writer_loop(appender, &rx, &shared, &headroom, &metrics, &on_durable);
+            })
             .map_err(|e| FsError::new("cannot start the journal writer for", dir, e))?
     };
     Ok(Opened {
@@ -193,6 +227,7 @@ fn writer_loop(
     mut app: Appender,
     rx: &mpsc::Receiver<Request>,
     shared: &Shared,
+    headroom: &Headroom,
     metrics: &Metrics,
     on_durable: &dyn Fn(u64),
 ) {
@@ -202,6 +237,14 @@ fn writer_loop(
         match rx.recv_timeout(Duration::from_secs(1)) {
             Ok(first) => batch.push(first),
             Err(mpsc::RecvTimeoutError::Timeout) => {
+                // Idle, and every record of the segment handled: seal it so it can go.
+                if shared.healthy.load(Ordering::Acquire)
+                    && app.next_seq() > app.segment_first_seq()
+                    && shared.processed_seq.load(Ordering::Acquire) + 1 >= app.next_seq()
+                    && let Err(e) = app.rotate()
+                {
+                    tracing::warn!(error = %e, "cannot seal a processed journal segment");
+                }
                 if !shared.healthy.load(Ordering::Acquire) {
                     // Probe with a real (empty) record so that /healthz recovers without
                     // waiting for traffic, and only once writing works again.
@@ -228,6 +271,37 @@ fn writer_loop(
             match rx.try_recv() {
                 Ok(r) => batch.push(r),
                 Err(_) => break,
+            }
+        }
+        // New notifications may not eat into the reserve (see `crate::disk`), and records
+        // acknowledged but not processed yet hold what their processing will write.
+        if let Ok(space) = headroom.space() {
+            let cost = shared.record_cost.load(Ordering::Acquire);
+            let promised = shared.promised_bytes();
+            let sizes = batch
+                .iter()
+                .map(|r| (log::HEADER_LEN + r.payload.len()) as u64 + cost);
+            let admitted = Headroom::admissible(
+                space.free.saturating_sub(promised),
+                headroom.reserve(),
+                sizes,
+            );
+            if admitted < batch.len() {
+                let refusal = BelowReserve {
+                    free: space.free,
+                    reserve: headroom.reserve(),
+                    promised,
+                };
+                tracing::warn!(
+                    refused = batch.len() - admitted,
+                    "{refusal}; answering 503 so Alertmanager retries"
+                );
+                for r in batch.drain(admitted..) {
+                    let _ = r.reply.send(Err(JournalError::BelowReserve(refusal)));
+                }
+                if batch.is_empty() {
+                    continue;
+                }
             }
         }
         let started = Instant::now();

@@ -23,6 +23,7 @@
 
 pub mod advisor;
 pub mod delivery;
+pub mod disk;
 pub mod gate;
 pub mod journal;
 pub mod log;
@@ -108,6 +109,7 @@ pub struct Health {
     pub processor: Arc<process::ProcessorStatus>,
     pub delivery: Arc<delivery::DeliveryStatus>,
     pub state: Arc<state::Shared>,
+    pub headroom: disk::Headroom,
 }
 
 /// A heartbeat older than this means a thread is stuck.
@@ -125,6 +127,9 @@ pub struct HealthReport {
     pub outbox_oldest_age_seconds: f64,
     pub last_delivery_age_seconds: Option<f64>,
     pub last_delivery_error: Option<String>,
+    /// Bytes free on the state volume (`null` if it cannot be measured).
+    pub state_free_bytes: Option<u64>,
+    pub state_reserve_bytes: u64,
 }
 
 impl Health {
@@ -152,6 +157,15 @@ impl Health {
         if let Some(e) = self.processor.error() {
             problems.push(format!("processor: {e}"));
         }
+        if let Err(e) = self.headroom.check(self.journal.promised_bytes()) {
+            problems.push(format!("{e}: new notifications are refused"));
+        }
+        if self.processor.disk_low.load(Ordering::Acquire) {
+            problems.push(
+                "processing waits: less than half the state volume's reserve is free".to_owned(),
+            );
+        }
+        let space = self.headroom.space().ok();
         let (checkpoint, depth, oldest) = {
             let s = self.state.lock();
             (s.checkpoint(), s.outbox_len(), s.oldest())
@@ -178,6 +192,8 @@ impl Health {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
+            state_free_bytes: space.map(|s| s.free),
+            state_reserve_bytes: self.headroom.reserve(),
         }
     }
 
@@ -186,6 +202,14 @@ impl Health {
     }
 
     pub(crate) fn update_gauges(&self, m: &Metrics) {
+        if let Ok(space) = self.headroom.space() {
+            m.state_free
+                .set(i64::try_from(space.free).unwrap_or(i64::MAX));
+            m.state_size
+                .set(i64::try_from(space.size).unwrap_or(i64::MAX));
+        }
+        m.state_reserve
+            .set(i64::try_from(self.headroom.reserve()).unwrap_or(i64::MAX));
         let s = self.state.lock();
         m.outbox_depth.set(s.outbox_len() as i64);
         m.outbox_oldest_age.set(s.oldest().map_or(0.0, |t| {
@@ -262,6 +286,10 @@ pub async fn run_with(
     };
 
     let metrics = Arc::new(Metrics::new(options.registry.clone()));
+    let headroom = disk::Headroom::new(
+        &base,
+        config.webhook.state_reserve_mib.saturating_mul(1024 * 1024),
+    );
     let (store, replayed) = state::Store::open(&base.join("state"))?;
     tracing::info!(
         entries = replayed.entries,
@@ -281,11 +309,17 @@ pub async fn run_with(
         let tx = events_tx.clone();
         let pstatus = pstatus.clone();
         let start = state.lock().checkpoint() + 1;
-        journal::open(&base.join("journal"), start, metrics.clone(), move |_| {
-            if !pstatus.wake_queued.swap(true, Ordering::AcqRel) {
-                let _ = tx.send(process::Event::Durable);
-            }
-        })?
+        journal::open(
+            &base.join("journal"),
+            start,
+            headroom.clone(),
+            metrics.clone(),
+            move |_| {
+                if !pstatus.wake_queued.swap(true, Ordering::AcqRel) {
+                    let _ = tx.send(process::Event::Durable);
+                }
+            },
+        )?
     };
     tracing::info!(
         durable_seq = opened.journal.durable_seq(),
@@ -307,6 +341,7 @@ pub async fn run_with(
             reminder: options.reminder_interval,
             dashboard_url: config.webhook.dashboard_url.clone(),
             max_inflight: options.max_advice_inflight,
+            headroom: headroom.clone(),
         },
         pstatus.clone(),
         (events_tx.clone(), events_rx),
@@ -357,6 +392,7 @@ pub async fn run_with(
         processor: pstatus.clone(),
         delivery: dstatus.clone(),
         state: state.clone(),
+        headroom,
     });
     let app = Arc::new(server::App {
         journal,

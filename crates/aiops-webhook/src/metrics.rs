@@ -15,6 +15,9 @@ pub struct Metrics {
     pub suppressed: IntCounterVec,
     pub outbox_depth: IntGauge,
     pub outbox_oldest_age: prometheus::Gauge,
+    pub state_free: IntGauge,
+    pub state_size: IntGauge,
+    pub state_reserve: IntGauge,
     pub processing_seconds: Histogram,
     pub journal_sync_seconds: Histogram,
     pub journal_batch_records: Histogram,
@@ -74,6 +77,21 @@ impl Metrics {
                 "Age of the oldest undelivered message (0 when the outbox is empty).",
             )
             .expect("valid metric"),
+            state_free: IntGauge::new(
+                "aiops_state_volume_free_bytes",
+                "Bytes free on the volume holding the state directory (statvfs f_bavail).",
+            )
+            .expect("valid metric"),
+            state_size: IntGauge::new(
+                "aiops_state_volume_size_bytes",
+                "Size of the volume holding the state directory.",
+            )
+            .expect("valid metric"),
+            state_reserve: IntGauge::new(
+                "aiops_state_volume_reserve_bytes",
+                "Free bytes kept for notifications already acknowledged; with no more than this free, new ones get 503.",
+            )
+            .expect("valid metric"),
             processing_seconds: Histogram::with_opts(
                 HistogramOpts::new(
                     "aiops_notification_processing_seconds",
@@ -110,6 +128,10 @@ impl Metrics {
         r.register(Box::new(m.outbox_depth.clone()))
             .expect("unique");
         r.register(Box::new(m.outbox_oldest_age.clone()))
+            .expect("unique");
+        r.register(Box::new(m.state_free.clone())).expect("unique");
+        r.register(Box::new(m.state_size.clone())).expect("unique");
+        r.register(Box::new(m.state_reserve.clone()))
             .expect("unique");
         r.register(Box::new(m.processing_seconds.clone()))
             .expect("unique");

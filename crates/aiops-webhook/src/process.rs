@@ -223,6 +223,8 @@ pub struct Settings {
     pub dashboard_url: Option<String>,
     /// Advice computations at once.
     pub max_inflight: usize,
+    /// The state volume: processing pauses while less than half its reserve is free.
+    pub headroom: crate::disk::Headroom,
 }
 
 /// Liveness and errors, for `/healthz` and the watchdog.
@@ -235,6 +237,8 @@ pub struct ProcessorStatus {
     pub handled_seq: AtomicU64,
     /// A wake-up event is already queued (the journal sends at most one at a time).
     pub wake_queued: AtomicBool,
+    /// Processing waits for space on the state volume.
+    pub disk_low: AtomicBool,
 }
 
 impl ProcessorStatus {
@@ -373,7 +377,11 @@ impl Processor {
             // Backpressure: while the outbox is full (Slack down or slow), records stay in the
             // journal on disk instead of piling up as messages in memory.
             let outbox_full = self.state.lock().outbox_len() >= MAX_OUTBOX;
-            let can_read = stop_deadline.is_none() && self.queued < MAX_QUEUED && !outbox_full;
+            // The last half of the reserve is for delivery records and compaction, which give
+            // space back; processing waits for them (the records stay in the journal).
+            let disk_low = self.disk_low();
+            let can_read =
+                stop_deadline.is_none() && self.queued < MAX_QUEUED && !outbox_full && !disk_low;
             if can_read && self.backlog.is_empty() && reader.next_seq() <= durable {
                 match reader.read(durable, READ_BATCH) {
                     Ok(records) => {
@@ -425,7 +433,7 @@ impl Processor {
                 if self.checkpoint_if_behind().is_err() || (self.dirty && self.sync().is_err()) {
                     return;
                 }
-                self.compact();
+                self.compact(disk_low);
             }
             if let Some(deadline) = stop_deadline {
                 if self.inflight == 0 || Instant::now() >= deadline {
@@ -733,6 +741,18 @@ impl Processor {
             match result {
                 Ok(published) => {
                     let published = published > 0;
+                    let (checkpoint, cost) = {
+                        let store = self.state.lock();
+                        (store.checkpoint(), store.entry_bytes())
+                    };
+                    self.journal
+                        .processed_seq
+                        .fetch_max(checkpoint, Ordering::AcqRel);
+                    // A record costs its state entry, and as much again while its message
+                    // waits in a snapshot of the outbox.
+                    self.journal
+                        .record_cost
+                        .store(cost.saturating_mul(2), Ordering::Release);
                     self.dirty = false;
                     self.messages_staged = false;
                     self.status.set_error(None);
@@ -751,11 +771,41 @@ impl Processor {
         }
     }
 
-    /// Drops journal segments the durable checkpoint covers, and compacts the state log.
-    fn compact(&mut self) {
+    /// True while the state volume has no more than half the reserve free (then processing
+    /// waits, and says so in `/healthz`).
+    fn disk_low(&self) -> bool {
+        let h = &self.settings.headroom;
+        let low = h.space().is_ok_and(|s| s.free <= h.reserve() / 2);
+        let was = self.status.disk_low.swap(low, Ordering::AcqRel);
+        if low && !was {
+            tracing::warn!(
+                "the state volume has less than half the reserve free: processing waits for deliveries and compaction to give space back"
+            );
+        } else if was && !low {
+            tracing::info!("the state volume has room again: processing goes on");
+        }
+        low
+    }
+
+    /// True while the state volume has less than twice the reserve free (what
+    /// `AiopsStateVolumeLow` warns about): the state log is then compacted early.
+    fn disk_pressed(&self) -> bool {
+        let h = &self.settings.headroom;
+        h.space()
+            .is_ok_and(|s| s.free <= h.reserve().saturating_mul(2))
+    }
+
+    /// Drops journal segments the durable checkpoint covers, and compacts the state log (early
+    /// when the state volume is short of space).
+    fn compact(&mut self, disk_low: bool) {
         let checkpoint = {
             let mut store = self.state.lock();
-            if let Err(e) = store.compact_if_over(state::COMPACT_AFTER_BYTES) {
+            let result = if disk_low || self.disk_pressed() {
+                store.compact_under_pressure()
+            } else {
+                store.compact_if_over(state::COMPACT_AFTER_BYTES)
+            };
+            if let Err(e) = result {
                 tracing::warn!(error = %e, "cannot compact the state log");
             }
             store.checkpoint()
@@ -763,5 +813,9 @@ impl Processor {
         if let Err(e) = log::compact(&self.journal_dir, checkpoint + 1) {
             tracing::warn!(error = %e, "cannot remove processed journal segments");
         }
+        // Lets the journal seal a fully processed segment, which the next round then removes.
+        self.journal
+            .processed_seq
+            .fetch_max(checkpoint, Ordering::AcqRel);
     }
 }

@@ -52,6 +52,7 @@ impl Rejection {
             Rejection::Body(BodyError::Read(_)) => "body_read",
             Rejection::Payload(PayloadError::Version(_)) => "bad_version",
             Rejection::Payload(_) => "malformed",
+            Rejection::Journal(JournalError::BelowReserve(_)) => "disk_reserve",
             Rejection::Journal(_) => "not_persisted",
         }
     }
@@ -113,13 +114,15 @@ impl Rejection {
                 Some("this endpoint takes Alertmanager's webhook payload, version 4"),
             ),
             Rejection::Journal(e) => {
-                let mut r = h::error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &e.to_string(),
-                    Some(
-                        "the notification was NOT stored; retry later (Alertmanager does this by itself)",
-                    ),
-                );
+                let hint = match e {
+                    JournalError::BelowReserve(_) => {
+                        "the notification was NOT stored; free space on the state volume or grow it (webhook.state_reserve_mib is kept free); Alertmanager retries by itself"
+                    }
+                    _ => {
+                        "the notification was NOT stored; retry later (Alertmanager does this by itself)"
+                    }
+                };
+                let mut r = h::error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string(), Some(hint));
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
                 r

@@ -24,8 +24,9 @@ use serde::{Deserialize, Serialize};
 use crate::log::{self, Appender};
 use crate::message::{Message, MessageRef};
 
-/// The state log is compacted into a snapshot when its current segment reaches this size.
-pub const COMPACT_AFTER_BYTES: u64 = 8 * 1024 * 1024;
+/// The state log is compacted into a snapshot when its current segment reaches this size (or
+/// twice the last snapshot, whichever is larger), so processed entries do not pile up.
+pub const COMPACT_AFTER_BYTES: u64 = 1024 * 1024;
 /// Groups not heard of for this long are forgotten (longer than any sane repeat_interval).
 pub const GROUP_RETENTION: chrono::Duration = chrono::Duration::days(7);
 /// Resolved groups are forgotten this long after they resolved.
@@ -183,6 +184,8 @@ pub struct Store {
     staged: Vec<Message>,
     dead_letter_path: PathBuf,
     last_snapshot_bytes: u64,
+    /// Running average of the bytes one processed notification writes to the state log.
+    entry_bytes: u64,
     /// A write failed; the message says what.
     pub last_error: Option<String>,
 }
@@ -223,6 +226,7 @@ impl Store {
             staged: Vec::new(),
             dead_letter_path: dir.join("dead-letter.jsonl"),
             last_snapshot_bytes: 0,
+            entry_bytes: 0,
             last_error: None,
         };
         if let Some(s) = snapshot {
@@ -324,6 +328,14 @@ impl Store {
         match self.log.write([bytes.as_slice()]) {
             Ok(_) => {
                 self.last_error = None;
+                if matches!(entry, Entry::Processed { .. }) {
+                    let n = (log::HEADER_LEN + bytes.len()) as u64;
+                    self.entry_bytes = if self.entry_bytes == 0 {
+                        n
+                    } else {
+                        (self.entry_bytes * 15 + n) / 16
+                    };
+                }
                 self.apply(entry);
                 Ok(())
             }
@@ -405,12 +417,33 @@ impl Store {
         })
     }
 
+    /// What processing one notification writes to the state log, on average (0: none yet).
+    pub fn entry_bytes(&self) -> u64 {
+        self.entry_bytes
+    }
+
+    /// Bytes in the state log's current segment.
+    pub fn log_bytes(&self) -> u64 {
+        self.log.segment_len()
+    }
+
     /// Writes a snapshot and drops the state-log segments it covers, if the log has grown past
     /// `max_bytes`. Forgets groups that are long over.
     pub fn compact_if_over(&mut self, max_bytes: u64) -> Result<bool, FsError> {
         // At least twice the last snapshot, so that snapshot writing stays amortized when there
         // are many groups.
         if self.log.segment_len() < max_bytes.max(2 * self.last_snapshot_bytes) {
+            return Ok(false);
+        }
+        self.compact()?;
+        Ok(true)
+    }
+
+    /// Compaction when the state volume is short of space: as soon as the log holds half a
+    /// snapshot (at least 64 KiB), whatever [`COMPACT_AFTER_BYTES`] says, so that processed
+    /// entries give their space back before new notifications are refused for lack of it.
+    pub fn compact_under_pressure(&mut self) -> Result<bool, FsError> {
+        if self.log.segment_len() < (64 * 1024).max(self.last_snapshot_bytes / 2) {
             return Ok(false);
         }
         self.compact()?;

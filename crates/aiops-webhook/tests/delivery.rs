@@ -1,8 +1,9 @@
-//! Slack outages lose nothing and keep per-group order; 429 is honoured; permanent 4xx are
-//! dead-lettered.
+//! Slack outages lose nothing and keep per-group order; 429 is honoured (seconds or an HTTP
+//! date) without lengthening the failure backoff; a one-minute outage is delivered before the
+//! stuck-outbox alert fires; permanent 4xx are dead-lettered.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aiops_webhook::NoAdvisor;
 
@@ -93,6 +94,118 @@ fn retry_after_is_honoured() {
         waited >= Duration::from_millis(1900),
         "retried after {waited:?}"
     );
+}
+
+/// A receiver delivering to `sink`, retries capped at `max_backoff_secs` (`None`: the default).
+fn receiver_with_backoff(
+    dir: &std::path::Path,
+    sink: &Sink,
+    options: aiops_webhook::Options,
+    max_backoff_secs: Option<u64>,
+) -> Receiver {
+    Receiver::start_with_backoff(
+        dir,
+        Some(&sink.url()),
+        Arc::new(NoAdvisor),
+        options,
+        max_backoff_secs,
+    )
+}
+
+/// Posts one notification of group `group`, waits (up to `within`) for its delivery and
+/// returns every request the sink saw.
+fn seen_once_delivered(
+    r: &Receiver,
+    sink: &Sink,
+    group: &str,
+    within: Duration,
+) -> Vec<aiops_testkit::slack::Seen> {
+    assert_eq!(post(r.addr, &payload(group, &[alert(group)])).status, 200);
+    wait_until(within, "the delivery after the rate limits", || {
+        sink.delivered().len() == 1
+    });
+    sink.seen()
+}
+
+#[test]
+fn retry_after_as_an_http_date_is_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start();
+    let r = Receiver::start(dir.path(), Some(&sink.url()), Arc::new(NoAdvisor));
+    sink.script([Behavior::RateLimitedUntil(Duration::from_secs(3))]);
+    let seen = seen_once_delivered(&r, &sink, "Dated", Duration::from_secs(10));
+    assert_eq!(seen.len(), 2, "one 429, then one success");
+    let waited = seen[1].at - seen[0].at;
+    // The date has whole seconds: 3 s ahead is at least 2 s ahead; backoff alone is under 1 s.
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "retried after {waited:?}"
+    );
+}
+
+#[test]
+fn rate_limiting_does_not_lengthen_the_backoff_of_the_next_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start();
+    // Backoff from 50 ms, capped at 60 s: had the ten 429s raised the exponent, the 500 after
+    // them would wait 50 ms × 2^10 ≈ 51 s (at least half of it).
+    let r = receiver_with_backoff(dir.path(), &sink, fast_options(), Some(60));
+    sink.script(std::iter::repeat_n(Behavior::RateLimited(0), 10).chain([Behavior::ServerError]));
+    let seen = seen_once_delivered(&r, &sink, "Burst", Duration::from_secs(30));
+    assert_eq!(seen.len(), 12, "ten 429s, one 500, one success");
+    assert_eq!(seen[10].answered, "500");
+    let waited = seen[11].at - seen[10].at;
+    assert!(
+        waited < Duration::from_secs(2),
+        "the first failure after the burst waited {waited:?}"
+    );
+}
+
+/// The worst case the delivery module states, with the shipped settings: an outage of up to
+/// 80 s never lets the oldest message reach `AiopsOutboxStuck`'s threshold.
+#[test]
+fn the_worst_case_after_a_short_outage_stays_under_the_stuck_outbox_threshold() {
+    let config = aiops_core::Config::default();
+    let backoff = aiops_webhook::delivery::Backoff {
+        initial: aiops_webhook::Options::default().initial_backoff,
+        max: Duration::from_secs(config.slack.max_backoff_secs),
+    };
+    let attempt = Duration::from_secs(config.slack.timeout_secs);
+    let threshold = Duration::from_secs_f64(aiops_assets::floor::OUTBOX_STUCK_THRESHOLD_SECS);
+    for outage in [1, 10, 30, 60, 80] {
+        let outage = Duration::from_secs(outage);
+        let worst = aiops_webhook::delivery::worst_case_wait(backoff, attempt, outage);
+        assert!(
+            worst <= outage + attempt + backoff.max && worst < threshold,
+            "after an outage of {outage:?} the oldest message may wait {worst:?}"
+        );
+    }
+}
+
+/// A one-minute Slack outage, half rate limiting and half 5xx, with the shipped backoff: the
+/// oldest message is delivered before it is two minutes old (what `AiopsOutboxStuck` alerts on).
+#[test]
+fn a_one_minute_outage_with_rate_limits_is_delivered_before_the_outbox_counts_as_stuck() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start();
+    let r = receiver_with_backoff(dir.path(), &sink, aiops_webhook::Options::default(), None);
+    sink.outage(Behavior::RateLimited(1));
+    let posted = Instant::now();
+    // The outage (30 s of 429, then 30 s of 500) runs on its own thread while the test waits.
+    let outage = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_secs(30));
+            sink.outage(Behavior::ServerError);
+            std::thread::sleep(Duration::from_secs(30));
+            sink.recover();
+        });
+        seen_once_delivered(&r, &sink, "Outage", Duration::from_secs(400))
+    });
+    let delivered_at = outage.last().unwrap().at;
+    let waited = delivered_at - posted;
+    eprintln!("oldest message waited {waited:?} after a 60 s outage (30 s of 429, 30 s of 500)");
+    let threshold = Duration::from_secs_f64(aiops_assets::floor::OUTBOX_STUCK_THRESHOLD_SECS);
+    assert!(waited < threshold, "the oldest message waited {waited:?}");
 }
 
 #[test]

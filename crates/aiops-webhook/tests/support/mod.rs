@@ -148,8 +148,19 @@ pub fn metric(addr: SocketAddr, sample: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Writes a configuration for a receiver with the token and (optionally) the sink's URL.
+/// Writes a configuration for a receiver with the token and (optionally) the sink's URL, with
+/// retries capped at 1 s.
 pub fn write_config(dir: &Path, slack_url: Option<&str>, extra: &str) -> PathBuf {
+    write_config_with_backoff(dir, slack_url, extra, Some(1))
+}
+
+/// [`write_config`] with retries capped at `max_backoff_secs` (`None`: the shipped default).
+pub fn write_config_with_backoff(
+    dir: &Path,
+    slack_url: Option<&str>,
+    extra: &str,
+    max_backoff_secs: Option<u64>,
+) -> PathBuf {
     let token = dir.join("token");
     std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
     // The control socket lives in the test's own directory, and Prometheus and Alertmanager
@@ -165,8 +176,11 @@ pub fn write_config(dir: &Path, slack_url: Option<&str>, extra: &str) -> PathBuf
         let f = dir.join("slack-url");
         std::fs::write(&f, url).unwrap();
         text.push_str(&format!(
-            "[slack]\nwebhook_url_file = {f:?}\ntimeout_secs = 2\nmax_backoff_secs = 1\n"
+            "[slack]\nwebhook_url_file = {f:?}\ntimeout_secs = 2\n"
         ));
+        if let Some(secs) = max_backoff_secs {
+            text.push_str(&format!("max_backoff_secs = {secs}\n"));
+        }
     }
     let path = dir.join("config.toml");
     std::fs::write(&path, text).unwrap();
@@ -192,7 +206,18 @@ impl Receiver {
         advisor: Arc<dyn Advisor>,
         options: Options,
     ) -> Self {
-        let config_path = write_config(dir, slack_url, "");
+        Self::start_with_backoff(dir, slack_url, advisor, options, Some(1))
+    }
+
+    /// [`Receiver::start_with`], retries capped at `max_backoff_secs` (`None`: the default).
+    pub fn start_with_backoff(
+        dir: &Path,
+        slack_url: Option<&str>,
+        advisor: Arc<dyn Advisor>,
+        options: Options,
+        max_backoff_secs: Option<u64>,
+    ) -> Self {
+        let config_path = write_config_with_backoff(dir, slack_url, "", max_backoff_secs);
         let config = aiops_core::Config::load(&config_path).unwrap();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -367,4 +392,54 @@ impl Drop for ChildGuard {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A prefix for [`ChildGuard::webhook`] that runs the receiver in a mount namespace of its own
+/// (`unshare -rm`, no root needed) with a tmpfs of `mib` MiB over `state_dir`: a small state
+/// volume with real statvfs figures and real ENOSPC. `None` when the host cannot do that.
+/// The test reaches the volume through `/proc/PID/root` (see [`ChildGuard::in_namespace`]).
+pub fn small_volume(state_dir: &Path, mib: u64) -> Option<Vec<String>> {
+    let works = Command::new("unshare")
+        .args(["-rm", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !works {
+        return None;
+    }
+    std::fs::create_dir_all(state_dir).unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size={mib}m,mode=0700 aiops-state {state_dir:?} && exec \"$0\" \"$@\""
+    );
+    Some(vec![
+        "unshare".into(),
+        "-rm".into(),
+        "sh".into(),
+        "-c".into(),
+        script,
+    ])
+}
+
+impl ChildGuard {
+    /// `path` as the child sees it (through its mount namespace).
+    pub fn in_namespace(&self, path: &Path) -> PathBuf {
+        let rel = path.strip_prefix("/").unwrap_or(path);
+        PathBuf::from(format!("/proc/{}/root", self.pid())).join(rel)
+    }
+}
+
+/// Bytes in the files under `dir` (recursively).
+pub fn du(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .map_while(Result::ok)
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => du(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
