@@ -134,10 +134,17 @@ fn hostile_and_utf8_label_values_round_trip_through_real_prometheus() {
     ] {
         let lit = aiops_diagnosis::prom::label_value(value);
         let s = p
-            .instant(&format!(r#"label_replace(vector(1), "x", {lit}, "", "")"#), None)
+            .instant(
+                &format!(r#"label_replace(vector(1), "x", {lit}, "", "")"#),
+                None,
+            )
             .unwrap_or_else(|e| panic!("{lit} was not one literal: {e}"));
         assert_eq!(s.len(), 1, "{lit}");
-        assert_eq!(s[0].labels.get("x").map(String::as_str).unwrap_or(""), value, "{lit}");
+        assert_eq!(
+            s[0].labels.get("x").map(String::as_str).unwrap_or(""),
+            value,
+            "{lit}"
+        );
         // As a matcher it selects nothing (no such series), and is not a parse error either.
         let none = p
             .instant(&format!("up{{job={lit}}}"), None)

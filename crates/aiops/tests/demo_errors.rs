@@ -11,7 +11,12 @@ use std::time::Duration;
 /// flag that `args` does not set gets a port that was free a moment ago, so the demo's own checks
 /// never touch its fixed defaults (18080, 19095, ...), which something else on the machine may hold.
 fn demo(path: &Path, args: &[&str]) -> Output {
-    let flags = ["--app-port", "--webhook-port", "--prometheus-port", "--alertmanager-port"];
+    let flags = [
+        "--app-port",
+        "--webhook-port",
+        "--prometheus-port",
+        "--alertmanager-port",
+    ];
     let ports = aiops_testkit::free_ports(flags.len());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_aiops"));
     cmd.arg("demo").args(args);
