@@ -36,6 +36,10 @@ fn sigkill_during_writes_never_leaves_an_unreadable_file() {
     let state = dir.path().join("state");
     let mut writes: u64 = 0;
     let mut kills = 0;
+    // A child on a loaded machine (or under strace) may not reach its first write within the
+    // random kill delay; each round that saw no new write lengthens the delay, up to 2 s, so the
+    // kills still land at random points of the writing rather than before it starts.
+    let mut slow_start = Duration::ZERO;
     for round in 0..400 {
         if writes >= 500 && kills >= 20 {
             break;
@@ -52,7 +56,7 @@ fn sigkill_during_writes_never_leaves_an_unreadable_file() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(fastrand::u64(5..60)));
+        std::thread::sleep(Duration::from_millis(fastrand::u64(5..60)) + slow_start);
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         kills += 1;
@@ -64,7 +68,13 @@ fn sigkill_during_writes_never_leaves_an_unreadable_file() {
             "round {round}: {:?}",
             scan.problems
         );
+        let before = writes;
         writes = scan.actions.iter().map(|a| u64::from(a.seen_count)).sum();
+        slow_start = if writes > before {
+            Duration::ZERO
+        } else {
+            (slow_start * 2 + Duration::from_millis(20)).min(Duration::from_secs(2))
+        };
         let leftovers: Vec<_> = std::fs::read_dir(store.actions_dir())
             .unwrap()
             .flatten()
