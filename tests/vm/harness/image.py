@@ -97,12 +97,17 @@ def _sources() -> str:
 
 
 def current_tools(log=print) -> Path:
-    """The unpacked root of the current Prometheus and Alertmanager (fetched once, then reused)."""
-    try:
-        out = subprocess.run([str(CURRENT_TOOLS)], check=True, capture_output=True, text=True).stdout
-    except subprocess.CalledProcessError as e:
-        sys.stderr.write(e.stderr)
-        raise SystemExit("vm: .ci/current-tools could not fetch the current Prometheus and Alertmanager")
+    """The unpacked root of the current Prometheus and Alertmanager: the one .ci/setup fetched, else
+    fetched now (`--print` only looks, so a cached set costs no apt-cache run)."""
+    found = subprocess.run([str(CURRENT_TOOLS), "--print"], capture_output=True, text=True)
+    if found.returncode == 0:
+        out = found.stdout
+    else:
+        try:
+            out = subprocess.run([str(CURRENT_TOOLS)], check=True, capture_output=True, text=True).stdout
+        except subprocess.CalledProcessError as e:
+            sys.stderr.write(e.stderr)
+            raise SystemExit("vm: .ci/current-tools could not fetch the current Prometheus and Alertmanager")
     root = Path(out.strip().splitlines()[-1]).parent
     for name in CURRENT_BINARIES:
         if not (root / "root/usr/bin" / name).is_file():
