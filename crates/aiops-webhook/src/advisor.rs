@@ -46,6 +46,18 @@ pub enum Proposal {
     Action(ProposedAction),
     /// Nothing is proposed, and why (no action would help, refused by a safety limit, blind).
     None { reason: String },
+    /// An action was proposed but could not be stored (the state volume full, the action
+    /// store unwritable). The receiver keeps the group marked, diagnoses it again while it
+    /// fires, and posts the outcome (the command to approve, or why nothing is proposed now)
+    /// once the store takes it; the mark survives a restart.
+    Retry { reason: String },
+}
+
+impl Proposal {
+    /// Whether the receiver should ask again later.
+    pub fn is_retry(&self) -> bool {
+        matches!(self, Proposal::Retry { .. })
+    }
 }
 
 /// A pending action as stored by the action store.

@@ -69,30 +69,7 @@ impl Advisor for GateAdvisor {
                 .min()
                 .unwrap_or(alert.starts_at),
         };
-        let proposal = match self.gate.propose(&alert_ref, &diagnosis) {
-            Ok(aiops_actions::Proposal::Pending {
-                id,
-                approve_command,
-                expires_at,
-                ..
-            }) => Proposal::Action(ProposedAction {
-                id: id.to_string(),
-                approve_command,
-                expires_at,
-            }),
-            Ok(aiops_actions::Proposal::NotActionable) => Proposal::None {
-                reason: not_actionable_reason(&diagnosis.recommendation),
-            },
-            Ok(aiops_actions::Proposal::Refused { reason }) => Proposal::None { reason },
-            Err(e) => {
-                tracing::error!(group = %n.group_key, message_id, error = %e, "cannot store the proposed action");
-                Proposal::None {
-                    reason: format!(
-                        "the action could not be stored ({e}); nothing can be approved for this alert until that is fixed"
-                    ),
-                }
-            }
-        };
+        let proposal = propose(&self.gate, &alert_ref, &diagnosis, message_id);
         Some(Advice {
             diagnosis,
             proposal,
@@ -108,6 +85,40 @@ impl Advisor for GateAdvisor {
             && !ids.is_empty()
         {
             tracing::info!(group = %n.group_key, actions = ?ids, "pending actions are obsolete: the alert resolved");
+        }
+    }
+}
+
+/// Hands `diagnosis` to the gate and says what came of it. A failure to store the action is a
+/// [`Proposal::Retry`]: the receiver asks again while the alert fires.
+fn propose(
+    gate: &Gate,
+    alert_ref: &AlertRef,
+    diagnosis: &aiops_core::model::Diagnosis,
+    message_id: &str,
+) -> Proposal {
+    match gate.propose(alert_ref, diagnosis) {
+        Ok(aiops_actions::Proposal::Pending {
+            id,
+            approve_command,
+            expires_at,
+            ..
+        }) => Proposal::Action(ProposedAction {
+            id: id.to_string(),
+            approve_command,
+            expires_at,
+        }),
+        Ok(aiops_actions::Proposal::NotActionable) => Proposal::None {
+            reason: not_actionable_reason(&diagnosis.recommendation),
+        },
+        Ok(aiops_actions::Proposal::Refused { reason }) => Proposal::None { reason },
+        Err(e) => {
+            tracing::error!(group = %alert_ref.group_key, message_id, error = %e, "cannot store the proposed action");
+            Proposal::Retry {
+                reason: format!(
+                    "the action could not be stored ({e}); the receiver diagnoses this alert again while it fires and posts the command to approve here once the action is stored"
+                ),
+            }
         }
     }
 }
@@ -239,5 +250,59 @@ fn action_message(
             actor: event.actor.name.clone(),
             text: event.message.clone(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::advisor::TestAdvisor;
+
+    /// A real gate on a real state directory whose action store stops taking writes (its
+    /// directory replaced by a file), then takes them again.
+    #[test]
+    fn a_store_that_refuses_the_action_gives_a_retry_and_then_the_action() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "state_dir = {:?}\n[remediation.allowed]\n\"aiops-demo-app.service\" = [\"restart\"]\n",
+                dir.path().join("state")
+            ),
+        )
+        .unwrap();
+        let config = aiops_core::Config::load(&path).unwrap();
+        let gate = Gate::open(&config, &prometheus::Registry::new()).unwrap();
+        let n = Notification::parse(
+            br#"{"version":"4","groupKey":"{}:{alertname=\"Full\"}","status":"firing","receiver":"aiops","groupLabels":{"alertname":"Full"},"commonLabels":{"alertname":"Full","unit":"aiops-demo-app.service"},"commonAnnotations":{},"externalURL":"","alerts":[{"status":"firing","labels":{"alertname":"Full","unit":"aiops-demo-app.service"},"annotations":{},"startsAt":"2026-12-02T08:00:00Z","endsAt":"0001-01-01T00:00:00Z","generatorURL":"","fingerprint":"f1"}]}"#,
+        )
+        .unwrap();
+        let diagnosis = TestAdvisor::advice_for(&n, "m-000000000001", Utc::now()).diagnosis;
+        let alert_ref = AlertRef {
+            group_key: n.group_key.clone(),
+            alertname: "Full".into(),
+            fingerprints: vec!["f1".into()],
+            labels: n.alerts[0].labels.clone(),
+            starts_at: n.alerts[0].starts_at,
+        };
+        let actions = dir.path().join("state/actions");
+        let away = dir.path().join("state/actions.away");
+        std::fs::rename(&actions, &away).unwrap();
+        std::fs::write(&actions, "not a directory").unwrap();
+        match propose(&gate, &alert_ref, &diagnosis, "m-000000000001") {
+            Proposal::Retry { reason } => assert!(
+                reason.contains("could not be stored")
+                    && reason.contains("once the action is stored"),
+                "{reason}"
+            ),
+            other => panic!("expected a retry, got {other:?}"),
+        }
+        std::fs::remove_file(&actions).unwrap();
+        std::fs::rename(&away, &actions).unwrap();
+        match propose(&gate, &alert_ref, &diagnosis, "m-000000000001") {
+            Proposal::Action(p) => assert_eq!(p.approve_command, format!("aiops approve {}", p.id)),
+            other => panic!("expected the action, got {other:?}"),
+        }
     }
 }

@@ -21,6 +21,9 @@ pub enum MessageKind {
     /// A human or the executor moved an action on: approved, rejected, verified, failed,
     /// expired or obsolete. `Message::action` says which.
     Action,
+    /// Advice for a firing group given after its firing message, because the action proposed
+    /// then could not be stored ([`crate::advisor::Proposal::Retry`]).
+    Advice,
 }
 
 impl MessageKind {
@@ -31,6 +34,7 @@ impl MessageKind {
             MessageKind::Reminder => "reminder",
             MessageKind::Resolved => "resolved",
             MessageKind::Action => "action",
+            MessageKind::Advice => "advice",
         }
     }
 }

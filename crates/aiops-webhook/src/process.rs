@@ -77,6 +77,18 @@ pub fn message_id(kind: MessageKind, group_key: &str, key: &str, seq: u64) -> St
     format!("m-{}", hex(&h.finalize()[..6]))
 }
 
+/// The id of the message that gives a group's advice again (stable, so a retry after a crash
+/// makes the same message).
+fn readvice_id(group_key: &str, retry_of: &str) -> String {
+    message_id(MessageKind::Advice, group_key, retry_of, 0)
+}
+
+/// How long to wait before asking again after `failures` failed tries: 5 s, doubling, at most
+/// five minutes.
+fn retry_delay(failures: u32) -> Duration {
+    Duration::from_secs(5u64.saturating_mul(1 << failures.min(6)).min(300))
+}
+
 /// What to do with one notification.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
@@ -129,6 +141,7 @@ pub fn decide(
         fingerprints: firing.clone(),
         original: None,
         last_message_at: Some(received_at),
+        retry: None,
     };
     let quiet = |state: GroupState, why: &'static str| Decision {
         kind: None,
@@ -185,6 +198,7 @@ pub fn decide(
         Some(g) if g.status == Status::Firing => {
             let mut state = g.clone();
             state.status = Status::Resolved;
+            state.retry = None;
             state.last_key = key.clone();
             state.last_seq = seq;
             state.last_seen = received_at;
@@ -210,6 +224,13 @@ pub enum Event {
     /// Advice for the group's first queued record is ready.
     Advice {
         group: String,
+        advice: Option<Box<Advice>>,
+    },
+    /// Advice asked for again for a group whose proposed action could not be stored.
+    Readvised {
+        group: String,
+        /// The firing message the retry is for (`AdviceRetry::message_id`).
+        retry_of: String,
         advice: Option<Box<Advice>>,
     },
     /// Shut down after the current step.
@@ -282,6 +303,13 @@ pub struct Processor {
     unrecorded: bool,
     /// Entries with messages were appended since the last sync.
     messages_staged: bool,
+    /// Groups marked for advice again ([`GroupState::retry`]): when each may be tried next and
+    /// how many tries failed. In memory only: after a restart every marked group is due.
+    retry_next: HashMap<String, (Instant, u32)>,
+    /// The group whose advice is being asked for again (one at a time).
+    readvising: Option<String>,
+    /// The marked groups of the state on disk have been scheduled.
+    retries_loaded: bool,
 }
 
 impl std::fmt::Debug for Processor {
@@ -353,6 +381,9 @@ impl Processor {
             dirty: false,
             unrecorded: false,
             messages_staged: false,
+            retry_next: HashMap::new(),
+            readvising: None,
+            retries_loaded: false,
         }
     }
 
@@ -408,6 +439,9 @@ impl Processor {
                     return;
                 }
             }
+            if stop_deadline.is_none() && !disk_low {
+                self.readvise_due();
+            }
             // Messages wait for a sync before delivery, so sync at once when there are any.
             // Checkpoints and delivery records only need to be durable soon (a lost one means
             // re-checking a few duplicates, or the syscall window of delivery), so they are
@@ -436,7 +470,7 @@ impl Processor {
                 self.compact(disk_low);
             }
             if let Some(deadline) = stop_deadline {
-                if self.inflight == 0 || Instant::now() >= deadline {
+                if (self.inflight == 0 && self.readvising.is_none()) || Instant::now() >= deadline {
                     if self.inflight > 0 {
                         tracing::warn!(
                             inflight = self.inflight,
@@ -471,6 +505,18 @@ impl Processor {
                     Event::Advice { group, advice } => {
                         let result = self.advised(&group, advice.map(|a| *a));
                         if result.is_err() {
+                            return;
+                        }
+                    }
+                    Event::Readvised {
+                        group,
+                        retry_of,
+                        advice,
+                    } => {
+                        if self
+                            .readvised(&group, &retry_of, advice.map(|a| *a))
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -625,6 +671,19 @@ impl Processor {
         let resolved_call = d
             .resolved
             .then(|| (n.clone(), original.as_ref().map(|o| o.id.clone())));
+        if d.kind == Some(MessageKind::Firing)
+            && let (Some(a), Some(id)) = (&advice, &d.message_id)
+            && a.proposal.is_retry()
+        {
+            tracing::warn!(group = %n.group_key, message = %id, "the proposed action could not be stored; the group is diagnosed again until it can be");
+            state.retry = Some(state::AdviceRetry {
+                message_id: id.clone(),
+                notification: n.clone(),
+                since: entry.received_at,
+            });
+            self.retry_next
+                .insert(n.group_key.clone(), (Instant::now() + retry_delay(0), 0));
+        }
         let message = match (d.kind, d.message_id) {
             (Some(kind), Some(id)) => {
                 let m = Message {
@@ -679,6 +738,119 @@ impl Processor {
             });
         }
         Ok(())
+    }
+
+    /// Asks again for the advice of one marked group that is due, if none is being asked for.
+    /// Groups whose records wait for advice are left until those are done.
+    fn readvise_due(&mut self) {
+        if !self.retries_loaded {
+            self.retries_loaded = true;
+            let now = Instant::now();
+            for key in self.state.lock().retry_groups() {
+                self.retry_next.entry(key).or_insert((now, 0));
+            }
+        }
+        if self.readvising.is_some() || self.retry_next.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let Some(group) = self
+            .retry_next
+            .iter()
+            .filter(|(g, (at, _))| *at <= now && !self.pending.contains_key(*g))
+            .min_by_key(|(_, (at, _))| *at)
+            .map(|(g, _)| g.clone())
+        else {
+            return;
+        };
+        let retry = self
+            .state
+            .lock()
+            .group(&group)
+            .filter(|g| g.status == Status::Firing)
+            .and_then(|g| g.retry.clone());
+        let Some(retry) = retry else {
+            // Resolved, or a new episode began: nothing to ask any more.
+            self.retry_next.remove(&group);
+            return;
+        };
+        let advisor = self.advisor.clone();
+        let tx = self.events_tx.clone();
+        let id = readvice_id(&group, &retry.message_id);
+        self.readvising = Some(group.clone());
+        self.runtime.spawn_blocking(move || {
+            let n = retry.notification;
+            let advice = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                advisor.advise(&n, &id)
+            }))
+            .unwrap_or_else(|_| {
+                tracing::error!(group = %n.group_key, "the advisor panicked when asked again");
+                None
+            });
+            let _ = tx.send(Event::Readvised {
+                group,
+                retry_of: retry.message_id,
+                advice: advice.map(Box::new),
+            });
+        });
+    }
+
+    /// The advice asked for again arrived: still not storable means try later (backing off);
+    /// anything else is posted as a follow-up of the firing message and clears the mark.
+    fn readvised(
+        &mut self,
+        group: &str,
+        retry_of: &str,
+        advice: Option<Advice>,
+    ) -> Result<(), Abandon> {
+        self.readvising = None;
+        let current = self.state.lock().group(group).cloned();
+        let Some(mut state) = current.filter(|g| {
+            g.status == Status::Firing && g.retry.as_ref().is_some_and(|r| r.message_id == retry_of)
+        }) else {
+            self.retry_next.remove(group);
+            return Ok(());
+        };
+        if let Some(a) = &advice
+            && a.proposal.is_retry()
+        {
+            let tries = self.retry_next.get(group).map_or(0, |(_, n)| *n) + 1;
+            let delay = retry_delay(tries);
+            tracing::warn!(
+                group,
+                tries,
+                retry_in_secs = delay.as_secs(),
+                "the proposed action still cannot be stored"
+            );
+            self.retry_next
+                .insert(group.to_owned(), (Instant::now() + delay, tries));
+            return Ok(());
+        }
+        let retry = state.retry.take().expect("checked above");
+        self.retry_next.remove(group);
+        let now = Utc::now();
+        let mut notification = retry.notification;
+        notification.alerts.retain(|a| a.status == Status::Firing);
+        let message = advice.map(|advice| Message {
+            id: readvice_id(group, retry_of),
+            kind: MessageKind::Advice,
+            created_at: now,
+            notification,
+            advice: Some(advice),
+            original: state.original.clone(),
+            new_alerts: 0,
+            dashboard_url: self.settings.dashboard_url.clone(),
+            action: None,
+        });
+        if message.is_some() {
+            state.last_message_at = Some(now);
+            self.metrics
+                .messages
+                .with_label_values(&[MessageKind::Advice.as_str()])
+                .inc();
+        }
+        let seq = state.last_seq;
+        self.commit_entry(seq, Some(state), message)
     }
 
     /// Records the checkpoint when only unrecorded duplicates moved it.

@@ -102,6 +102,10 @@ pub fn title(m: &Message) -> String {
             format!("{} {name} firing, updated{count}", severity_emoji(severity))
         }
         MessageKind::Reminder => format!("🔁 {name} still firing (reminder){count}"),
+        MessageKind::Advice => match m.advice.as_ref().map(|a| &a.proposal) {
+            Some(Proposal::Action(_)) => format!("🔧 {name}: an action can now be approved"),
+            _ => format!("🔧 {name}: diagnosed again"),
+        },
         MessageKind::Resolved => format!("✅ {name} resolved{count}"),
         MessageKind::Action => match &m.action {
             Some(a) => action_title(name, a),
@@ -209,6 +213,9 @@ pub fn compose(m: &Message) -> Composed {
             "{} new alert(s) joined the group.",
             m.new_alerts
         ))]),
+        MessageKind::Advice => what.push(vec![t(
+            "The action proposed with the firing message could not be stored then; the alert was diagnosed again now that the action store takes writes.",
+        )]),
         MessageKind::Update => {
             let firing = n
                 .alerts
@@ -445,6 +452,12 @@ fn advice_blocks(advice: &Advice, blocks: &mut Vec<Block>) {
         }
         (_, Proposal::None { reason }) => {
             rec.push(vec![b("No action proposed: "), t(reason.clone())]);
+        }
+        (_, Proposal::Retry { reason }) => {
+            rec.push(vec![
+                b("No action can be approved yet: "),
+                t(reason.clone()),
+            ]);
         }
     }
     blocks.push(Block::Section(rec));

@@ -33,7 +33,7 @@ pub const GROUP_RETENTION: chrono::Duration = chrono::Duration::days(7);
 pub const RESOLVED_RETENTION: chrono::Duration = chrono::Duration::days(1);
 
 /// What the receiver remembers about one alert group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GroupState {
     pub group_key: String,
     pub status: Status,
@@ -50,6 +50,21 @@ pub struct GroupState {
     pub original: Option<MessageRef>,
     /// When a message about the group was last enqueued.
     pub last_message_at: Option<DateTime<Utc>>,
+    /// The episode's advice must be asked for again: the action it proposed could not be
+    /// stored. Cleared when the group resolves, a new episode begins, or the advice is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<AdviceRetry>,
+}
+
+/// A firing group whose proposed action could not be stored, kept until it can be.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdviceRetry {
+    /// The firing message whose advice failed.
+    pub message_id: String,
+    /// The notification the advice was asked for (what the advisor needs to ask again).
+    pub notification: aiops_core::alertmanager::Notification,
+    /// When the advice first failed.
+    pub since: DateTime<Utc>,
 }
 
 /// One record of the state log.
@@ -369,6 +384,15 @@ impl Store {
         self.groups.get(key)
     }
 
+    /// Groups marked for advice again ([`GroupState::retry`]).
+    pub fn retry_groups(&self) -> Vec<String> {
+        self.groups
+            .values()
+            .filter(|g| g.retry.is_some())
+            .map(|g| g.group_key.clone())
+            .collect()
+    }
+
     pub fn groups(&self) -> usize {
         self.groups.len()
     }
@@ -516,6 +540,7 @@ mod tests {
             fingerprints: ["f".to_owned()].into(),
             original: None,
             last_message_at: None,
+            retry: None,
         }
     }
 

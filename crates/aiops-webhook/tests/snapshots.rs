@@ -166,3 +166,30 @@ fn a_truncated_group_is_cut_visibly() {
     assert!(!text.contains("<!channel>"), "labels are escaped: {text}");
     insta::assert_json_snapshot!("truncated", p);
 }
+
+#[test]
+fn advice_given_again_after_the_store_refused_the_action() {
+    let original = firing();
+    let mut refused = firing();
+    refused.advice.as_mut().unwrap().proposal = aiops_webhook::Proposal::Retry {
+        reason: "the action could not be stored (cannot write /var/lib/aiops/actions/.a-1.tmp: No space left on device (os error 28)); the receiver diagnoses this alert again while it fires and posts the command to approve here once the action is stored".into(),
+    };
+    let p = slack::slack_payload(&refused);
+    assert_within_limits(&p);
+    insta::assert_snapshot!("firing_store_refused_plain", slack::plain_text(&refused));
+    let m = Message {
+        id: "m-0a1b2c3d4e5f".into(),
+        kind: MessageKind::Advice,
+        created_at: at() + chrono::Duration::minutes(3),
+        original: Some(MessageRef {
+            id: original.id.clone(),
+            title: slack::title(&original),
+            at: original.created_at,
+        }),
+        new_alerts: 0,
+        ..firing()
+    };
+    let p = slack::slack_payload(&m);
+    assert_within_limits(&p);
+    insta::assert_snapshot!("advice_again_plain", slack::plain_text(&m));
+}

@@ -9,6 +9,7 @@ mod idempotency;
 mod inputs;
 mod props;
 mod real_stack;
+mod retry;
 mod slack;
 mod snapshots;
 mod systemd;
