@@ -33,6 +33,7 @@ pub mod process;
 pub mod server;
 pub mod slack;
 pub mod state;
+pub mod units;
 
 use std::future::Future;
 use std::net::SocketAddr;

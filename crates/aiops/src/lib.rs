@@ -17,6 +17,7 @@ pub mod exit;
 pub mod gate;
 pub mod policy;
 pub mod recommend;
+pub mod rules;
 pub mod stress;
 
 use std::path::Path;

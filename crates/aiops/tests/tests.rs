@@ -4,4 +4,5 @@ mod demo_errors;
 mod e2e;
 mod gate;
 mod recommend;
+mod rules;
 mod stress;
