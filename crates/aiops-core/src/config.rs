@@ -123,6 +123,13 @@ pub struct WebhookConfig {
     /// (processing, delivery records, snapshots, pending actions): a new notification that
     /// would leave less free gets 503 + Retry-After.
     pub state_reserve_mib: u64,
+    /// MiB each in-memory queue of the receiver may hold: notifications being received and
+    /// waiting for their fsync, notifications read from the journal and waiting to be
+    /// processed, and the outbox of rendered, undelivered messages. At the bound nothing is
+    /// dropped: a notification that would not fit gets 503 + Retry-After before it is
+    /// acknowledged, and processing pauses while the others wait in the journal, on disk.
+    /// The unit's `MemoryMax=` is sized for the default.
+    pub queue_mib: u64,
 }
 
 impl Default for WebhookConfig {
@@ -138,6 +145,7 @@ impl Default for WebhookConfig {
             control_socket: PathBuf::from("/run/aiops/control.sock"),
             operators_group: "aiops-operators".to_owned(),
             state_reserve_mib: 16,
+            queue_mib: 16,
         }
     }
 }
@@ -397,6 +405,12 @@ impl Config {
         if self.webhook.max_body_bytes == 0 || self.demo_app.max_body_bytes == 0 {
             return Err("max_body_bytes must be greater than 0".into());
         }
+        if self.webhook.queue_mib == 0 || self.webhook.queue_mib > 64 * 1024 {
+            return Err(format!(
+                "webhook.queue_mib = {} is out of range: give the MiB each in-memory queue may hold, from 1 to 65536 (default 16)",
+                self.webhook.queue_mib
+            ));
+        }
         Ok(())
     }
 }
@@ -433,6 +447,17 @@ mod tests {
         .to_string();
         assert!(err.contains("listen_addr"), "{err}");
         assert!(err.contains("t.toml"), "{err}");
+    }
+
+    #[test]
+    fn a_zero_queue_bound_is_an_error_that_says_what_to_give() {
+        let err = Config::from_toml("[webhook]\nqueue_mib = 0\n", Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("webhook.queue_mib = 0"), "{err}");
+        assert!(err.contains("from 1 to 65536"), "{err}");
+        let c = Config::from_toml("[webhook]\nqueue_mib = 4\n", Path::new("t.toml")).unwrap();
+        assert_eq!(c.webhook.queue_mib, 4);
     }
 
     #[test]

@@ -28,9 +28,8 @@ use std::time::{Duration, SystemTime};
 
 use aiops_core::secret::Secret;
 
-use crate::message::Message;
+use crate::message::Queued;
 use crate::metrics::Metrics;
-use crate::slack;
 use crate::state;
 
 /// Where messages go.
@@ -53,13 +52,13 @@ impl Sink {
         Sink::Slack { url, agent }
     }
 
-    fn send(&self, m: &Message) -> Outcome {
+    fn send(&self, m: &Queued) -> Outcome {
         match self {
             Sink::Log => {
                 // The message itself goes to stdout, readable and uncluttered (`aiops demo`
                 // shows the receiver's stdout in its terminal; under systemd it lands in the
                 // journal); the log gets one line saying so.
-                let text = slack::plain_text(m);
+                let text = &m.text;
                 let mut out = std::io::stdout().lock();
                 let written = writeln!(out, "\n{text}\n").and_then(|()| out.flush());
                 match written {
@@ -79,11 +78,10 @@ impl Sink {
                 Outcome::Delivered
             }
             Sink::Slack { url, agent } => {
-                let body = slack::slack_payload(m).to_string();
                 let result = agent
                     .post(url.expose())
                     .header("content-type", "application/json")
-                    .send(body.as_bytes());
+                    .send(m.slack.as_bytes());
                 let mut resp = match result {
                     Ok(r) => r,
                     Err(e) => return Outcome::Failed(format!("cannot reach Slack: {e}")),

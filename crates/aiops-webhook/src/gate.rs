@@ -178,7 +178,7 @@ pub fn forward_events(
                 let result = {
                     let mut store = shared.lock();
                     store
-                        .append(Entry::Outgoing { message })
+                        .append(&Entry::Outgoing { message })
                         .and_then(|()| store.sync().map(|_| ()))
                 };
                 match result {

@@ -125,6 +125,8 @@ pub struct HealthReport {
     pub journal_durable_seq: u64,
     pub processed_checkpoint: u64,
     pub outbox_depth: usize,
+    /// What the outbox holds in memory (rendered messages), bounded by `webhook.queue_mib`.
+    pub outbox_bytes: usize,
     pub outbox_oldest_age_seconds: f64,
     pub last_delivery_age_seconds: Option<f64>,
     pub last_delivery_error: Option<String>,
@@ -167,9 +169,9 @@ impl Health {
             );
         }
         let space = self.headroom.space().ok();
-        let (checkpoint, depth, oldest) = {
+        let (checkpoint, depth, outbox_bytes, oldest) = {
             let s = self.state.lock();
-            (s.checkpoint(), s.outbox_len(), s.oldest())
+            (s.checkpoint(), s.outbox_len(), s.outbox_bytes(), s.oldest())
         };
         let last = self.delivery.last_delivery_ms.load(Ordering::Acquire);
         HealthReport {
@@ -183,6 +185,7 @@ impl Health {
             journal_durable_seq: self.journal.durable_seq.load(Ordering::Acquire),
             processed_checkpoint: checkpoint,
             outbox_depth: depth,
+            outbox_bytes,
             outbox_oldest_age_seconds: oldest.map_or(0.0, |t| {
                 (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0
             }),
@@ -213,6 +216,8 @@ impl Health {
             .set(i64::try_from(self.headroom.reserve()).unwrap_or(i64::MAX));
         let s = self.state.lock();
         m.outbox_depth.set(s.outbox_len() as i64);
+        m.outbox_bytes
+            .set(i64::try_from(s.outbox_bytes()).unwrap_or(i64::MAX));
         m.outbox_oldest_age.set(s.oldest().map_or(0.0, |t| {
             (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0
         }));
@@ -232,6 +237,11 @@ impl Health {
         }
         s
     }
+}
+
+/// `webhook.queue_mib` in bytes.
+fn queue_bytes(config: &Config) -> usize {
+    usize::try_from(config.webhook.queue_mib.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX)
 }
 
 /// Serves until `shutdown` resolves, with default [`Options`].
@@ -343,6 +353,7 @@ pub async fn run_with(
             dashboard_url: config.webhook.dashboard_url.clone(),
             max_inflight: options.max_advice_inflight,
             headroom: headroom.clone(),
+            queue_bytes: queue_bytes(&config),
         },
         pstatus.clone(),
         (events_tx.clone(), events_rx),
@@ -402,6 +413,7 @@ pub async fn run_with(
         max_body_bytes: config.webhook.max_body_bytes,
         body_timeout: Duration::from_secs(config.webhook.body_timeout_secs.max(1)),
         health: health.clone(),
+        in_flight: server::InFlight::new(queue_bytes(&config)),
     });
 
     tracing::info!("listening on http://{addr}");

@@ -464,9 +464,21 @@ impl Reader {
     /// Reads up to `max` records with sequence numbers up to `upto` (records the writer has
     /// completed). Records before the reader's start are skipped.
     pub fn read(&mut self, upto: u64, max: usize) -> Result<Vec<Record>, ReadError> {
+        self.read_bounded(upto, max, usize::MAX)
+    }
+
+    /// [`Reader::read`], stopping once the payloads read reach `max_bytes` (at least one record
+    /// is returned when one is there, however large).
+    pub fn read_bounded(
+        &mut self,
+        upto: u64,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>, ReadError> {
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         let mut reopened = false;
-        while self.next_seq <= upto && out.len() < max {
+        while self.next_seq <= upto && out.len() < max && bytes < max_bytes {
             if self.file.is_none() {
                 self.open_segment_for(self.next_seq)?;
             }
@@ -487,6 +499,7 @@ impl Reader {
                             seq: self.next_seq,
                         });
                     }
+                    bytes += len - payload_at;
                     out.push(Record {
                         seq,
                         payload: self.buf[start + payload_at..start + len].to_vec(),

@@ -1,4 +1,5 @@
-//! A message as it sits in the outbox: everything needed to render it, nothing rendered yet.
+//! A message: [`Message`] is everything needed to render it, as the state log records it;
+//! [`Queued`] is what the outbox holds in memory, rendered once when it is queued.
 
 use aiops_core::alertmanager::{Notification, Status};
 use chrono::{DateTime, Utc};
@@ -91,5 +92,38 @@ impl Message {
 
     pub fn status(&self) -> Status {
         self.notification.status
+    }
+}
+
+/// A message as the outbox holds it in memory until it is delivered: rendered once, when it is
+/// queued, so that a group of thousands of alerts costs its few kilobytes of Block Kit and text
+/// (Slack's limits bound them) instead of its parsed notification, about three times the
+/// notification's size, per queued message. The state log keeps the whole [`Message`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Queued {
+    pub id: String,
+    pub kind: MessageKind,
+    /// When the notification that caused it was received.
+    pub created_at: DateTime<Utc>,
+    /// The Slack payload, JSON text ([`crate::slack::slack_payload`]).
+    pub slack: String,
+    /// The plain-text rendering for the log sink ([`crate::slack::plain_text`]).
+    pub text: String,
+}
+
+impl Queued {
+    pub fn render(m: &Message) -> Self {
+        Self {
+            id: m.id.clone(),
+            kind: m.kind,
+            created_at: m.created_at,
+            slack: crate::slack::slack_payload(m).to_string(),
+            text: crate::slack::plain_text(m),
+        }
+    }
+
+    /// What it holds in memory, about (the outbox's byte bound counts this).
+    pub fn bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.id.len() + self.slack.len() + self.text.len()
     }
 }

@@ -14,6 +14,7 @@ pub struct Metrics {
     pub messages: IntCounterVec,
     pub suppressed: IntCounterVec,
     pub outbox_depth: IntGauge,
+    pub outbox_bytes: IntGauge,
     pub outbox_oldest_age: prometheus::Gauge,
     pub state_free: IntGauge,
     pub state_size: IntGauge,
@@ -72,6 +73,11 @@ impl Metrics {
             .expect("valid metric"),
             outbox_depth: IntGauge::new("aiops_outbox_depth", "Messages waiting for delivery.")
                 .expect("valid metric"),
+            outbox_bytes: IntGauge::new(
+                "aiops_outbox_bytes",
+                "Memory the undelivered, rendered messages hold (bounded by webhook.queue_mib).",
+            )
+            .expect("valid metric"),
             outbox_oldest_age: prometheus::Gauge::new(
                 "aiops_outbox_oldest_age_seconds",
                 "Age of the oldest undelivered message (0 when the outbox is empty).",
@@ -126,6 +132,8 @@ impl Metrics {
         r.register(Box::new(m.messages.clone())).expect("unique");
         r.register(Box::new(m.suppressed.clone())).expect("unique");
         r.register(Box::new(m.outbox_depth.clone()))
+            .expect("unique");
+        r.register(Box::new(m.outbox_bytes.clone()))
             .expect("unique");
         r.register(Box::new(m.outbox_oldest_age.clone()))
             .expect("unique");

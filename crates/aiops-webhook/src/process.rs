@@ -246,7 +246,16 @@ pub struct Settings {
     pub max_inflight: usize,
     /// The state volume: processing pauses while less than half its reserve is free.
     pub headroom: crate::disk::Headroom,
+    /// Bytes each in-memory queue may hold (`webhook.queue_mib`): the outbox
+    /// ([`state::Store::outbox_bytes`]), the records read in one go, and the records waiting
+    /// behind advice ([`HELD_FACTOR`] times their bodies). Over it, processing pauses.
+    pub queue_bytes: usize,
 }
+
+/// A record waiting in memory to be processed holds its body and its parsed notification, and
+/// the parsed form takes about three times the body (measured with groups of about 1 MiB of
+/// JSON: many small strings and maps): four times the body in all.
+pub const HELD_FACTOR: usize = 4;
 
 /// Liveness and errors, for `/healthz` and the watchdog.
 #[derive(Debug, Default)]
@@ -407,14 +416,23 @@ impl Processor {
             let slots = self.settings.max_inflight.max(1);
             // Backpressure: while the outbox is full (Slack down or slow), records stay in the
             // journal on disk instead of piling up as messages in memory.
-            let outbox_full = self.state.lock().outbox_len() >= MAX_OUTBOX;
+            // Bounded in bytes as well as in messages, so large groups cannot make it large.
+            let outbox_full = {
+                let s = self.state.lock();
+                s.outbox_len() >= MAX_OUTBOX || s.outbox_bytes() >= self.settings.queue_bytes
+            };
+            // Records waiting behind advice, in bytes: over the bound, they wait in the journal.
+            let held_full = self.held_bytes() >= self.settings.queue_bytes;
             // The last half of the reserve is for delivery records and compaction, which give
             // space back; processing waits for them (the records stay in the journal).
             let disk_low = self.disk_low();
-            let can_read =
-                stop_deadline.is_none() && self.queued < MAX_QUEUED && !outbox_full && !disk_low;
+            let can_read = stop_deadline.is_none()
+                && self.queued < MAX_QUEUED
+                && !held_full
+                && !outbox_full
+                && !disk_low;
             if can_read && self.backlog.is_empty() && reader.next_seq() <= durable {
-                match reader.read(durable, READ_BATCH) {
+                match reader.read_bounded(durable, READ_BATCH, self.settings.queue_bytes) {
                     Ok(records) => {
                         self.backlog.extend(
                             records
@@ -641,6 +659,18 @@ impl Processor {
             }
         }
         Ok(())
+    }
+
+    /// What the records waiting behind advice hold in memory, about.
+    fn held_bytes(&self) -> usize {
+        if self.queued == 0 {
+            return 0;
+        }
+        self.pending
+            .values()
+            .flat_map(|q| q.iter())
+            .map(|p| p.entry.body.len().saturating_mul(HELD_FACTOR))
+            .sum()
     }
 
     /// Every journal record at or below this is done.
@@ -882,7 +912,7 @@ impl Processor {
             message,
         };
         loop {
-            let result = self.state.lock().append(entry.clone());
+            let result = self.state.lock().append(&entry);
             match result {
                 Ok(()) => {
                     self.dirty = true;

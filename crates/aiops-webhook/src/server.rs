@@ -25,6 +25,48 @@ pub struct App {
     pub max_body_bytes: usize,
     pub body_timeout: Duration,
     pub health: Arc<Health>,
+    /// Memory for notifications being received, parsed and made durable, in KiB
+    /// (`webhook.queue_mib`); see [`InFlight`].
+    pub in_flight: InFlight,
+}
+
+/// The byte bound on notifications in flight: each one holds its body, briefly its parsed form
+/// (about three times the body) and the journal's copy until the fsync, so it reserves
+/// [`crate::process::HELD_FACTOR`] times its `Content-Length` (or `webhook.max_body_bytes`
+/// without one) before its body is read. One that cannot reserve within [`IN_FLIGHT_WAIT`]
+/// gets 503 + Retry-After, unacknowledged; Alertmanager sends it again.
+#[derive(Debug, Clone)]
+pub struct InFlight {
+    kib: Arc<tokio::sync::Semaphore>,
+    total_kib: u32,
+}
+
+/// How long a notification waits for room before it is refused.
+pub const IN_FLIGHT_WAIT: Duration = Duration::from_secs(1);
+
+impl InFlight {
+    pub fn new(bytes: usize) -> Self {
+        let total_kib = u32::try_from(bytes / 1024).unwrap_or(u32::MAX).max(1);
+        Self {
+            kib: Arc::new(tokio::sync::Semaphore::new(total_kib as usize)),
+            total_kib,
+        }
+    }
+
+    /// Reserves room for a body of `len` bytes (capped at the whole bound, so that one
+    /// notification alone always fits).
+    pub async fn reserve(&self, len: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let kib = len
+            .saturating_mul(crate::process::HELD_FACTOR)
+            .div_ceil(1024);
+        let kib = u32::try_from(kib)
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.total_kib);
+        tokio::time::timeout(IN_FLIGHT_WAIT, self.kib.clone().acquire_many_owned(kib))
+            .await
+            .ok()?
+            .ok()
+    }
 }
 
 /// Why a request was refused.
@@ -37,6 +79,8 @@ pub enum Rejection {
     Body(BodyError),
     Payload(PayloadError),
     Journal(JournalError),
+    /// The notifications in flight already hold `webhook.queue_mib`.
+    Busy,
 }
 
 impl Rejection {
@@ -54,6 +98,7 @@ impl Rejection {
             Rejection::Payload(_) => "malformed",
             Rejection::Journal(JournalError::BelowReserve(_)) => "disk_reserve",
             Rejection::Journal(_) => "not_persisted",
+            Rejection::Busy => "busy",
         }
     }
 
@@ -113,6 +158,18 @@ impl Rejection {
                 &e.to_string(),
                 Some("this endpoint takes Alertmanager's webhook payload, version 4"),
             ),
+            Rejection::Busy => {
+                let mut r = h::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many notifications are being received at once",
+                    Some(
+                        "the notification was NOT stored; the ones in flight hold webhook.queue_mib of memory; Alertmanager retries by itself",
+                    ),
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                r
+            }
             Rejection::Journal(e) => {
                 let hint = match e {
                     JournalError::BelowReserve(_) => {
@@ -196,6 +253,21 @@ async fn drained(app: &App, req: Request, rejection: Rejection) -> Rejection {
     rejection
 }
 
+/// Reads up to `limit` bytes of `body` within `timeout`, keeping none of it.
+async fn discard(mut body: hyper::body::Incoming, limit: usize, timeout: Duration) {
+    use http_body_util::BodyExt;
+    let _ = tokio::time::timeout(timeout, async {
+        let mut seen = 0usize;
+        while seen <= limit {
+            match body.frame().await {
+                Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |d| d.len()),
+                _ => return,
+            }
+        }
+    })
+    .await;
+}
+
 async fn receive(app: &App, req: Request) -> Result<Response, Rejection> {
     if let Err(rejection) = check_token(app, &req) {
         return Err(drained(app, req, rejection).await);
@@ -206,20 +278,36 @@ async fn receive(app: &App, req: Request) -> Result<Response, Rejection> {
             return Err(drained(app, req, Rejection::UnsupportedMediaType(other)).await);
         }
     }
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .map_or(app.max_body_bytes, |n| n.min(app.max_body_bytes));
+    let Some(_room) = app.in_flight.reserve(announced).await else {
+        // Read and thrown away frame by frame, not collected: collecting is what would take
+        // the memory.
+        discard(req.into_body(), app.max_body_bytes, app.body_timeout).await;
+        return Err(Rejection::Busy);
+    };
     let (parts, body) = req.into_parts();
     let bytes = h::read_body(&parts.headers, body, app.max_body_bytes, app.body_timeout)
         .await
         .map_err(Rejection::Body)?;
-    let n = Notification::parse(&bytes).map_err(Rejection::Payload)?;
+    // Only the status is kept: the parsed form goes before the journal's copy is made.
+    let status = Notification::parse(&bytes)
+        .map_err(Rejection::Payload)?
+        .status;
     let received_at = chrono::Utc::now();
+    let payload = journal::payload(received_at, &bytes);
+    drop(bytes);
     let seq = app
         .journal
-        .append(journal::payload(received_at, &bytes))
+        .append(payload)
         .await
         .map_err(Rejection::Journal)?;
     app.metrics
         .received
-        .with_label_values(&[n.status.as_str()])
+        .with_label_values(&[status.as_str()])
         .inc();
     Ok(h::json(
         StatusCode::OK,

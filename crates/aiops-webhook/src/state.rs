@@ -22,7 +22,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::log::{self, Appender};
-use crate::message::{Message, MessageRef};
+use crate::message::{Message, MessageRef, Queued};
 
 /// The state log is compacted into a snapshot when its current segment reaches this size (or
 /// twice the last snapshot, whichever is larger), so processed entries do not pile up.
@@ -102,7 +102,17 @@ struct Snapshot {
     log_from: u64,
     checkpoint: u64,
     groups: Vec<GroupState>,
-    outbox: Vec<Message>,
+    outbox: Vec<SnapshotMessage>,
+}
+
+/// An outbox message in a snapshot: rendered (what this version writes), or a whole
+/// [`Message`] (what snapshots written before the outbox held rendered messages contain).
+#[allow(clippy::large_enum_variant)] // only read, once, at start
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum SnapshotMessage {
+    Queued(Queued),
+    Message(Message),
 }
 
 /// Errors opening or writing the state.
@@ -192,11 +202,13 @@ pub struct Store {
     log: Appender,
     checkpoint: u64,
     groups: HashMap<String, GroupState>,
-    /// Messages durable in the state log and not yet delivered, in order.
-    outbox: VecDeque<Message>,
+    /// Messages durable in the state log and not yet delivered, in order, rendered.
+    outbox: VecDeque<Queued>,
     outbox_ids: HashSet<String>,
+    /// What the outbox holds in memory ([`Queued::bytes`]).
+    outbox_bytes: usize,
     /// Messages written but not yet synced: invisible to delivery until [`Store::sync`].
-    staged: Vec<Message>,
+    staged: Vec<Queued>,
     dead_letter_path: PathBuf,
     last_snapshot_bytes: u64,
     /// Running average of the bytes one processed notification writes to the state log.
@@ -238,6 +250,7 @@ impl Store {
             groups: HashMap::new(),
             outbox: VecDeque::new(),
             outbox_ids: HashSet::new(),
+            outbox_bytes: 0,
             staged: Vec::new(),
             dead_letter_path: dir.join("dead-letter.jsonl"),
             last_snapshot_bytes: 0,
@@ -250,7 +263,10 @@ impl Store {
                 store.groups.insert(g.group_key.clone(), g);
             }
             for m in s.outbox {
-                store.enqueue(m);
+                store.enqueue(match m {
+                    SnapshotMessage::Queued(q) => q,
+                    SnapshotMessage::Message(m) => Queued::render(&m),
+                });
             }
         }
         let mut entries = 0;
@@ -263,7 +279,7 @@ impl Store {
             for r in batch {
                 match serde_json::from_slice::<Entry>(&r.payload) {
                     Ok(e) => {
-                        store.apply(e);
+                        store.apply(&e);
                         entries += 1;
                     }
                     Err(e) => {
@@ -283,13 +299,21 @@ impl Store {
         ))
     }
 
-    fn enqueue(&mut self, m: Message) {
+    fn enqueue(&mut self, m: Queued) {
         if self.outbox_ids.insert(m.id.clone()) {
+            self.outbox_bytes += m.bytes();
             self.outbox.push_back(m);
         }
     }
 
-    fn apply(&mut self, e: Entry) {
+    /// Stages `m`, rendered, unless it is queued already.
+    fn stage(&mut self, m: &Message) {
+        if !self.outbox_ids.contains(&m.id) && !self.staged.iter().any(|s| s.id == m.id) {
+            self.staged.push(Queued::render(m));
+        }
+    }
+
+    fn apply(&mut self, e: &Entry) {
         match e {
             Entry::Processed {
                 checkpoint,
@@ -297,25 +321,18 @@ impl Store {
                 message,
                 ..
             } => {
-                self.checkpoint = self.checkpoint.max(checkpoint);
+                self.checkpoint = self.checkpoint.max(*checkpoint);
                 if let Some(g) = group {
-                    self.groups.insert(g.group_key.clone(), g);
+                    self.groups.insert(g.group_key.clone(), g.clone());
                 }
-                if let Some(m) = message
-                    && !self.outbox_ids.contains(&m.id)
-                    && !self.staged.iter().any(|s| s.id == m.id)
-                {
-                    self.staged.push(m);
+                if let Some(m) = message {
+                    self.stage(m);
                 }
             }
-            Entry::Outgoing { message: m } => {
-                if !self.outbox_ids.contains(&m.id) && !self.staged.iter().any(|s| s.id == m.id) {
-                    self.staged.push(m);
-                }
-            }
+            Entry::Outgoing { message: m } => self.stage(m),
             Entry::Delivered { id, .. } | Entry::Dropped { id, .. } => {
-                self.staged.retain(|m| m.id != id);
-                self.forget(&id);
+                self.staged.retain(|m| m.id != *id);
+                self.forget(id);
             }
         }
     }
@@ -324,9 +341,19 @@ impl Store {
     pub fn forget(&mut self, id: &str) {
         if self.outbox_ids.remove(id) {
             if self.outbox.front().is_some_and(|m| m.id == id) {
-                self.outbox.pop_front();
+                if let Some(m) = self.outbox.pop_front() {
+                    self.outbox_bytes -= m.bytes();
+                }
             } else {
-                self.outbox.retain(|m| m.id != id);
+                let mut freed = 0;
+                self.outbox.retain(|m| {
+                    let keep = m.id != id;
+                    if !keep {
+                        freed += m.bytes();
+                    }
+                    keep
+                });
+                self.outbox_bytes -= freed;
             }
         }
     }
@@ -338,8 +365,8 @@ impl Store {
     }
 
     /// Appends `entry` (write(2), not yet synced) and applies it. On error nothing is applied.
-    pub fn append(&mut self, entry: Entry) -> Result<(), FsError> {
-        let bytes = serde_json::to_vec(&entry).expect("state entries always serialize");
+    pub fn append(&mut self, entry: &Entry) -> Result<(), FsError> {
+        let bytes = serde_json::to_vec(entry).expect("state entries always serialize");
         match self.log.write([bytes.as_slice()]) {
             Ok(_) => {
                 self.last_error = None;
@@ -398,12 +425,17 @@ impl Store {
     }
 
     /// The next message to deliver.
-    pub fn front(&self) -> Option<&Message> {
+    pub fn front(&self) -> Option<&Queued> {
         self.outbox.front()
     }
 
     pub fn outbox_len(&self) -> usize {
         self.outbox.len()
+    }
+
+    /// What the outbox holds in memory, in bytes ([`Queued::bytes`]).
+    pub fn outbox_bytes(&self) -> usize {
+        self.outbox_bytes
     }
 
     /// Reception time of the oldest undelivered message.
@@ -413,16 +445,20 @@ impl Store {
 
     /// Records a delivery (write(2) only: it survives SIGKILL; the next sync covers power loss).
     pub fn delivered(&mut self, id: &str) -> Result<(), FsError> {
-        self.append(Entry::Delivered {
+        self.append(&Entry::Delivered {
             id: id.to_owned(),
             at: Utc::now(),
         })
     }
 
     /// Gives up on a message: appends it to `dead-letter.jsonl` and records the drop.
-    pub fn dropped(&mut self, m: &Message, reason: &str) -> Result<(), FsError> {
+    /// The record keeps the message as it was rendered (what Slack refused).
+    pub fn dropped(&mut self, m: &Queued, reason: &str) -> Result<(), FsError> {
+        let slack = serde_json::from_str::<serde_json::Value>(&m.slack)
+            .unwrap_or_else(|_| serde_json::Value::String(m.slack.clone()));
         let line = serde_json::json!({
-            "at": Utc::now(), "reason": reason, "message": m,
+            "at": Utc::now(), "reason": reason,
+            "message": {"id": m.id, "kind": m.kind, "created_at": m.created_at, "slack": slack, "text": m.text},
         });
         let mut bytes = serde_json::to_vec(&line).expect("always serializes");
         bytes.push(b'\n');
@@ -434,7 +470,7 @@ impl Store {
             .open(path)
             .and_then(|mut f| f.write_all(&bytes))
             .map_err(|e| FsError::new("cannot append to", path, e))?;
-        self.append(Entry::Dropped {
+        self.append(&Entry::Dropped {
             id: m.id.clone(),
             at: Utc::now(),
             reason: reason.to_owned(),
@@ -493,7 +529,7 @@ impl Store {
             log_from: u64,
             checkpoint: u64,
             groups: Vec<&'a GroupState>,
-            outbox: &'a VecDeque<Message>,
+            outbox: &'a VecDeque<Queued>,
         }
         let snapshot = SnapshotRef {
             log_from: self.log.next_seq(),
@@ -551,7 +587,7 @@ mod tests {
         for i in 1..=5u64 {
             let g = format!("g{i}");
             store
-                .append(Entry::Processed {
+                .append(&Entry::Processed {
                     seq: i,
                     checkpoint: i,
                     group: Some(group(&g, i)),
@@ -565,7 +601,7 @@ mod tests {
         // After the snapshot: more entries in the fresh log segment.
         store.delivered("m-2").unwrap();
         store
-            .append(Entry::Processed {
+            .append(&Entry::Processed {
                 seq: 6,
                 checkpoint: 6,
                 group: Some(group("g6", 6)),
@@ -580,6 +616,8 @@ mod tests {
         assert_eq!(store.group("g3").unwrap().last_seq, 3);
         let ids: Vec<&str> = store.outbox.iter().map(|m| m.id.as_str()).collect();
         assert_eq!(ids, ["m-3", "m-4", "m-5", "m-6"]);
+        let bytes: usize = store.outbox.iter().map(Queued::bytes).sum();
+        assert_eq!(store.outbox_bytes(), bytes);
         assert_eq!(
             log::list_segments(&dir.path().join("log")).unwrap().len(),
             1

@@ -232,9 +232,18 @@ fn a_permanent_400_is_dead_lettered_and_the_next_message_goes_on() {
         rec["reason"].as_str().unwrap().contains("invalid_blocks"),
         "{rec}"
     );
-    assert_eq!(
-        rec["message"]["notification"]["commonLabels"]["alertname"],
-        "Rejected"
+    // The message as Slack refused it: rendered, with its id.
+    assert!(
+        rec["message"]["slack"]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("Rejected")),
+        "{rec}"
+    );
+    assert!(
+        rec["message"]["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("m-")),
+        "{rec}"
     );
     // Not retried after a restart either.
     r.stop().unwrap();

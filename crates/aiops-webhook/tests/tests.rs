@@ -7,6 +7,7 @@ mod delivery;
 mod disk;
 mod idempotency;
 mod inputs;
+mod memory;
 mod props;
 mod real_stack;
 mod retry;
