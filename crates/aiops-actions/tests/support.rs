@@ -84,6 +84,7 @@ pub fn diagnosis(unit: &str, kind: ActionKind) -> Diagnosis {
                 baseline: Some(0.004),
                 error: None,
             }],
+            unit: None,
         },
         hypotheses: vec![Hypothesis {
             id: "bad-process-state".into(),

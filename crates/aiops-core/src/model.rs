@@ -110,6 +110,11 @@ pub struct Evidence {
     /// The watched target's `up`: `None` when Prometheus does not scrape it at all.
     pub target_up: Option<bool>,
     pub items: Vec<EvidenceItem>,
+    /// The alert's unit as systemd sees it, when its `unit` label is a valid unit name and the
+    /// engine reads systemd (absent in evidence stored before it did, and then not hashed into
+    /// the id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<UnitSnapshot>,
 }
 
 impl Evidence {
@@ -121,6 +126,155 @@ impl Evidence {
     pub fn value(&self, key: &str) -> Option<f64> {
         self.get(key).and_then(|i| i.value)
     }
+}
+
+/// A unit's own evidence from systemd at one moment, as it is stored and shown: every fact with
+/// the command it came from, a summary of its systemd journal, the state of the units it
+/// `Requires=` or is `BindsTo=`, and what could not be read (and what to grant).
+///
+/// Produced by `aiops_diagnosis::unit_state`; kept with the diagnosis, shown by `aiops show`,
+/// summarized in Slack, and written into the audit log before a restart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitSnapshot {
+    pub unit: UnitName,
+    pub collected_at: DateTime<Utc>,
+    /// In a fixed order; keys are `unit.*`, as catalog conditions name them.
+    pub facts: Vec<UnitFact>,
+    /// `None` when the journal could not be read (see `errors`).
+    pub journal: Option<JournalDigest>,
+    /// The units it `Requires=` or is `BindsTo=`, as read (empty when it has none or they could
+    /// not be read).
+    #[serde(default)]
+    pub dependencies: Vec<DependencyState>,
+    /// What could not be read, each naming the command and what to do.
+    #[serde(default)]
+    pub errors: Vec<String>,
+}
+
+impl UnitSnapshot {
+    pub fn fact(&self, key: &str) -> Option<&UnitFact> {
+        self.facts.iter().find(|f| f.key == key)
+    }
+
+    /// The number a fact holds (booleans are 0 or 1), if known.
+    pub fn number(&self, key: &str) -> Option<f64> {
+        match self.fact(key)?.value {
+            UnitFactValue::Number { value, .. } if value.is_finite() => Some(value),
+            _ => None,
+        }
+    }
+
+    /// The text a fact holds, if known.
+    pub fn text(&self, key: &str) -> Option<&str> {
+        match &self.fact(key)?.value {
+            UnitFactValue::Text(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Whether systemd knows the unit at all (`LoadState=loaded`).
+    pub fn loaded(&self) -> bool {
+        self.number("unit.loaded") == Some(1.0)
+    }
+}
+
+/// One fact about a unit and exactly where it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitFact {
+    /// `unit.restarts`, `unit.failed`, `unit.journal_errors`, ...
+    pub key: String,
+    /// Words for people: "automatic restarts".
+    pub label: String,
+    pub value: UnitFactValue,
+    /// The property or journal field(s): `NRestarts`, `PRIORITY<=3`.
+    pub from: String,
+    /// The command(s) it was read from, each a line to paste into a shell.
+    pub commands: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnitFactValue {
+    Number {
+        value: f64,
+        unit: ValueUnit,
+    },
+    Text(String),
+    /// systemd did not give it.
+    Unknown,
+}
+
+impl UnitFactValue {
+    pub fn describe(&self) -> String {
+        match self {
+            UnitFactValue::Number { value, unit } => unit.format(*value),
+            UnitFactValue::Text(t) => t.clone(),
+            UnitFactValue::Unknown => "unknown".into(),
+        }
+    }
+}
+
+/// What the unit's systemd journal said since shortly before the alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JournalDigest {
+    pub since: DateTime<Utc>,
+    /// The command it was read with.
+    pub command: String,
+    pub entries: u32,
+    /// By `PRIORITY`, index 0 (emerg) ..= 7 (debug).
+    pub by_priority: [u32; 8],
+    pub oom_kills: u32,
+    pub core_dumps: u32,
+    pub last_oom_kill: Option<JournalLine>,
+    pub last_core_dump: Option<JournalLine>,
+    /// The newest error lines (priority <= 3), oldest first, bounded in number and length,
+    /// control characters replaced.
+    pub last_errors: Vec<JournalLine>,
+    /// Which bound cut the read, if any ("the oldest entries are left out").
+    pub truncated: Option<String>,
+    /// journalctl could read only the caller's own entries: what it said, and what to grant.
+    pub access_limited: Option<String>,
+}
+
+impl JournalDigest {
+    /// Entries with priority <= 3.
+    pub fn errors(&self) -> u32 {
+        self.by_priority[..=3].iter().sum()
+    }
+
+    pub fn warnings(&self) -> u32 {
+        self.by_priority[4]
+    }
+}
+
+/// One journal line of an excerpt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalLine {
+    pub at: Option<DateTime<Utc>>,
+    pub priority: Option<u8>,
+    /// The process name (`_COMM`), else its syslog identifier.
+    pub source: Option<String>,
+    pub text: String,
+    /// The message was longer (or multi-line) and was cut.
+    pub truncated: bool,
+    /// Logged by systemd itself (PID 1), not by the service.
+    #[serde(default)]
+    pub from_systemd: bool,
+}
+
+/// A unit another one `Requires=` or is `BindsTo=`, as `systemctl show` gave it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DependencyState {
+    /// As systemd prints it (any unit type; for reading, never for acting).
+    pub unit: String,
+    /// `Requires`, `BindsTo`, or `Requires,BindsTo`.
+    pub relation: String,
+    pub load_state: Option<String>,
+    pub active_state: Option<String>,
+    pub sub_state: Option<String>,
+    pub result: Option<String>,
+    /// It is failed, or missing, or stopped while the unit needs it.
+    pub down: bool,
 }
 
 /// How much harm an action can do if the diagnosis is wrong.

@@ -14,6 +14,7 @@ use aiops_core::model::Risk;
 use serde::{Deserialize, Serialize};
 
 use crate::evidence::keys;
+use crate::unit_state;
 
 /// The built-in catalog's text.
 pub const BUILTIN: &str = include_str!("../catalog.toml");
@@ -275,14 +276,21 @@ fn validate_entry(e: &Entry) -> Result<(), (String, String)> {
     Ok(())
 }
 
+/// Whether a condition may test `key`: an evidence key, or a numeric `unit.*` key of the
+/// unit's own evidence from systemd.
+fn known_condition_key(key: &str) -> bool {
+    keys::ALL.contains(&key) || unit_state::CATALOG_KEYS.contains(&key)
+}
+
 fn validate_condition(c: &Condition) -> Result<(), (String, String)> {
-    if !keys::ALL.contains(&c.key.as_str()) {
+    if !known_condition_key(&c.key) {
         return Err((
             "key".into(),
             format!(
-                "unknown evidence key {:?}; known keys: {}",
+                "unknown evidence key {:?}; known keys: {}, {}",
                 c.key,
-                keys::ALL.join(", ")
+                keys::ALL.join(", "),
+                unit_state::CATALOG_KEYS.join(", ")
             ),
         ));
     }
@@ -339,10 +347,13 @@ pub(crate) fn check_placeholders(text: &str) -> Result<(), String> {
             .strip_suffix(".baseline")
             .or_else(|| name.strip_suffix(".ratio"))
             .unwrap_or(name);
-        if !keys::ALL.contains(&key) {
+        let unit_text = unit_state::CATALOG_TEXT_KEYS.contains(&name);
+        if !(known_condition_key(key) || unit_text) {
             return Err(format!(
-                "unknown placeholder {{{name}}}; use {{KEY}}, {{KEY.baseline}} or {{KEY.ratio}} with KEY one of: {}",
-                keys::ALL.join(", ")
+                "unknown placeholder {{{name}}}; use {{KEY}}, {{KEY.baseline}} or {{KEY.ratio}} with KEY one of: {}, {}, or one of {}",
+                keys::ALL.join(", "),
+                unit_state::CATALOG_KEYS.join(", "),
+                unit_state::CATALOG_TEXT_KEYS.join(", ")
             ));
         }
         rest = &after[end + 1..];

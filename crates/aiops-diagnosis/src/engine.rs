@@ -33,7 +33,8 @@ use std::fmt::Write as _;
 
 use aiops_core::config::ActionKind;
 use aiops_core::model::{
-    Diagnosis, Evidence, Hypothesis, OutcomeStats, PrometheusHealth, Recommendation, ValueUnit,
+    Diagnosis, Evidence, Hypothesis, OutcomeStats, PrometheusHealth, Recommendation, UnitFact,
+    UnitFactValue, UnitSnapshot, ValueUnit,
 };
 use aiops_core::unit::UnitName;
 
@@ -99,7 +100,16 @@ pub fn diagnose(
         .and_then(|h| catalog.get(&h.id))
         .and_then(|e| e.advice.as_deref())
         .map(|a| render_advice(a, &facts));
+    // Blind to Prometheus, but systemd itself explains the alert (a crash loop, a failed
+    // dependency): say that, and still propose nothing.
+    let unit_explains = blind.is_some()
+        && best.is_some_and(|h| {
+            h.action.is_none() && catalog.get(&h.id).is_some_and(rests_on_unit_evidence)
+        });
     let recommendation = match (&blind, best) {
+        (Some(_), Some(h)) if unit_explains => Recommendation::NoAction {
+            reason: advice.clone().unwrap_or_else(|| h.cause.clone()),
+        },
         (Some(reason), _) => Recommendation::Blind {
             reason: reason.clone(),
         },
@@ -115,7 +125,7 @@ pub fn diagnose(
         },
     };
 
-    let explanation = explain(
+    let mut explanation = explain(
         ctx,
         ev,
         &facts,
@@ -123,6 +133,13 @@ pub fn diagnose(
         advice.as_deref(),
         &recommendation,
     );
+    if unit_explains && let Some(reason) = &blind {
+        explanation = format!(
+            "{} Prometheus cannot tell: {}.",
+            explanation,
+            reason.trim_end_matches('.')
+        );
+    }
     Diagnosis {
         alertname: ctx.alertname.clone(),
         labels: ctx.labels.clone(),
@@ -131,6 +148,91 @@ pub fn diagnose(
         recommendation,
         explanation,
     }
+}
+
+/// Whether an entry's conditions test the unit's own evidence from systemd (`unit.*`).
+fn rests_on_unit_evidence(entry: &Entry) -> bool {
+    entry
+        .when
+        .iter()
+        .chain(&entry.when_any)
+        .any(|c| c.key.starts_with("unit."))
+}
+
+/// What systemd says about the unit, in one sentence; `None` when it was not read.
+fn unit_sentence(u: &UnitSnapshot) -> Option<String> {
+    let text = |k: &str| u.text(k);
+    let num = |k: &str| u.fact(k).map(|f| f.value.describe());
+    // Nothing was read from systemctl show: nothing to say.
+    u.fact("unit.loaded")?;
+    if !u.loaded() {
+        return Some(format!(
+            "systemd does not know {} (load state {})",
+            u.unit,
+            text("unit.load_state").unwrap_or("unknown")
+        ));
+    }
+    let mut parts = vec![format!(
+        "according to systemd, {} is {}{}",
+        u.unit,
+        text("unit.active_state").unwrap_or("in an unknown state"),
+        text("unit.sub_state")
+            .filter(|s| Some(*s) != text("unit.active_state"))
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default()
+    )];
+    if let Some(r) = text("unit.result").filter(|r| *r != "success") {
+        parts.push(format!("result {r}"));
+    }
+    if let Some(e) = text("unit.main_exit").filter(|e| *e != "not exited") {
+        parts.push(format!("main process ended with {e}"));
+    }
+    if let Some(n) = u.number("unit.restarts") {
+        parts.push(format!(
+            "{} automatic restart{}",
+            n as u64,
+            if n == 1.0 { "" } else { "s" }
+        ));
+    }
+    if let Some(s) = u.number("unit.since_start") {
+        parts.push(format!("last started {} ago", ValueUnit::Seconds.format(s)));
+    }
+    if let (Some(m), Some(max), Some(r)) = (
+        num("unit.memory").filter(|_| u.number("unit.memory").is_some()),
+        u.number("unit.memory_max"),
+        u.number("unit.memory_of_max"),
+    ) {
+        parts.push(format!(
+            "memory {m} of its {} limit ({})",
+            ValueUnit::Bytes.format(max),
+            ValueUnit::Ratio.format(r)
+        ));
+    }
+    if let Some(deps) = text("unit.failed_dependency") {
+        parts.push(format!("dependency down: {deps}"));
+    }
+    let mut s = join_and(&parts);
+    if let Some(j) = &u.journal {
+        let _ = write!(
+            s,
+            "; its journal since {} UTC holds {} error{} and {} warning{}",
+            j.since.format("%H:%M:%S"),
+            j.errors(),
+            if j.errors() == 1 { "" } else { "s" },
+            j.warnings(),
+            if j.warnings() == 1 { "" } else { "s" },
+        );
+        if j.oom_kills > 0 {
+            let _ = write!(s, ", {} OOM-kill line(s)", j.oom_kills);
+        }
+        if j.core_dumps > 0 {
+            let _ = write!(s, ", {} core-dump line(s)", j.core_dumps);
+        }
+        if j.access_limited.is_some() {
+            s.push_str(" (only partly readable: the service account needs group systemd-journal)");
+        }
+    }
+    Some(s)
 }
 
 /// `Some(reason)` when we cannot see enough to judge.
@@ -230,6 +332,9 @@ struct Facts<'a> {
 
 impl Facts<'_> {
     fn value(&self, key: &str) -> Option<f64> {
+        if key.starts_with("unit.") {
+            return self.ev.unit.as_ref()?.number(key);
+        }
         if key == keys::PROMETHEUS_REACHABLE {
             return Some(match self.ev.prometheus {
                 PrometheusHealth::Reachable => 1.0,
@@ -247,10 +352,34 @@ impl Facts<'_> {
     }
 
     fn unit(&self, key: &str) -> ValueUnit {
+        if let Some(f) = self.unit_fact(key) {
+            return match f.value {
+                UnitFactValue::Number { unit, .. } => unit,
+                _ => ValueUnit::Count,
+            };
+        }
         self.ev.get(key).map(|i| i.unit).unwrap_or(ValueUnit::Count)
     }
 
+    /// A fact of the unit's own evidence (`unit.*`).
+    fn unit_fact(&self, key: &str) -> Option<&UnitFact> {
+        if !key.starts_with("unit.") {
+            return None;
+        }
+        self.ev.unit.as_ref()?.fact(key)
+    }
+
+    /// A textual `unit.*` fact, quoted (it is bounded and free of control characters already;
+    /// quotes inside are turned into single ones so the quotation cannot be closed early).
+    fn quoted_text(&self, key: &str) -> Option<String> {
+        let t = self.ev.unit.as_ref()?.text(key)?;
+        Some(format!("\"{}\"", t.replace('"', "'")))
+    }
+
     fn label(&self, key: &str) -> String {
+        if let Some(f) = self.unit_fact(key) {
+            return f.label.clone();
+        }
         match key {
             keys::PROMETHEUS_REACHABLE => "Prometheus reachable".into(),
             _ => self
@@ -391,6 +520,8 @@ fn render_advice(text: &str, facts: &Facts<'_>) -> String {
                 (Some(v), Some(b)) if b > 0.0 => Some(format!("{:.1}×", v / b)),
                 _ => None,
             }
+        } else if let Some(q) = facts.quoted_text(name) {
+            Some(q)
         } else {
             facts.value(name).map(|v| facts.fmt(name, v))
         };
@@ -451,10 +582,17 @@ fn explain(
         ctx.starts_at.format("%H:%M")
     );
 
+    let unit = ev.unit.as_ref().and_then(unit_sentence);
     if let Recommendation::Blind { reason } = rec {
         // The gate's reason already says what to check; catalog advice would repeat it.
         let _ = write!(out, " {}.", capitalize(reason));
+        if let Some(u) = unit {
+            let _ = write!(out, " {}.", capitalize(&u));
+        }
         return out;
+    }
+    if let Some(u) = &unit {
+        let _ = write!(out, " {}.", capitalize(u));
     }
 
     let mut facts_said: Vec<String> = Vec::new();

@@ -361,6 +361,7 @@ pub fn gather_planned(
         },
         target_up,
         items,
+        unit: None,
     };
     ev.id = evidence_id(&ev);
     ev
@@ -553,6 +554,7 @@ mod tests {
             prometheus: PrometheusHealth::Reachable,
             target_up: Some(true),
             items: vec![],
+            unit: None,
         };
         let a = evidence_id(&ev);
         assert!(a.starts_with("ev-") && a.len() == 15, "{a}");

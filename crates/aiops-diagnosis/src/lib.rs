@@ -44,6 +44,71 @@ pub struct Engine {
     pub prom: Prom,
     pub catalog: Catalog,
     pub config: DiagnosisConfig,
+    /// Reads the alert's unit from systemd (`None`: not on this host, e.g. under `aiops demo`).
+    pub units: Option<unit_state::UnitStateReader>,
+}
+
+/// How long a diagnosis waits for the unit's evidence from systemd, at most.
+pub const UNIT_EVIDENCE_BUDGET: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// How far before the alert's start the unit's journal is read.
+pub const JOURNAL_LEAD: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
+/// The limits the engine reads systemd with: each command bounded well inside the budget.
+pub fn engine_unit_limits() -> unit_state::Limits {
+    unit_state::Limits {
+        timeout: std::time::Duration::from_secs(2),
+        ..unit_state::Limits::default()
+    }
+}
+
+/// Starts reading the unit named by `ctx`'s `unit` label on a thread of its own; `None` when
+/// the label is missing or not a valid unit name (nothing is run then).
+fn start_unit_read(
+    reader: &unit_state::UnitStateReader,
+    ctx: &AlertContext,
+    now: DateTime<Utc>,
+) -> Option<(
+    aiops_core::unit::UnitName,
+    std::sync::mpsc::Receiver<aiops_core::model::UnitSnapshot>,
+)> {
+    let unit = aiops_core::unit::UnitName::parse(ctx.unit_label()?).ok()?;
+    let since = (ctx.starts_at - JOURNAL_LEAD).min(now);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = reader.clone();
+    let u = unit.clone();
+    std::thread::Builder::new()
+        .name("unit-evidence".into())
+        .spawn(move || {
+            let _ = tx.send(reader.read(&u, since, now).snapshot());
+        })
+        .ok()?;
+    Some((unit, rx))
+}
+
+/// The unit's snapshot, or one saying it was not read within [`UNIT_EVIDENCE_BUDGET`] (the
+/// reader's own timeouts then end its children).
+fn finish_unit_read(
+    (unit, rx): (
+        aiops_core::unit::UnitName,
+        std::sync::mpsc::Receiver<aiops_core::model::UnitSnapshot>,
+    ),
+    started: std::time::Instant,
+    now: DateTime<Utc>,
+) -> aiops_core::model::UnitSnapshot {
+    let left = UNIT_EVIDENCE_BUDGET.saturating_sub(started.elapsed());
+    rx.recv_timeout(left)
+        .unwrap_or_else(|_| aiops_core::model::UnitSnapshot {
+            errors: vec![format!(
+                "cannot read {unit} from systemd: systemctl and journalctl did not answer within {} s; the diagnosis goes on without the unit's own evidence",
+                UNIT_EVIDENCE_BUDGET.as_secs()
+            )],
+            unit,
+            collected_at: now,
+            facts: Vec::new(),
+            journal: None,
+            dependencies: Vec::new(),
+        })
 }
 
 impl Engine {
@@ -54,11 +119,19 @@ impl Engine {
             prom: Prom::new(&config.prometheus),
             catalog: Catalog::from_config(&config.diagnosis)?,
             config: config.diagnosis.clone(),
+            units: (config.remediation.executor == aiops_core::config::ExecutorKind::Systemd).then(
+                || unit_state::UnitStateReader {
+                    programs: unit_state::Programs::default(),
+                    limits: engine_unit_limits(),
+                },
+            ),
         })
     }
 
     /// Gathers evidence now and diagnoses `ctx`. Never fails: an unreachable Prometheus gives a
-    /// `Blind` recommendation within `prometheus.timeout_ms`.
+    /// `Blind` recommendation within `prometheus.timeout_ms`. The unit named by a valid `unit`
+    /// label is read from systemd at the same time (see [`unit_state`]), for at most
+    /// [`UNIT_EVIDENCE_BUDGET`].
     pub fn diagnose_alert(
         &self,
         ctx: &AlertContext,
@@ -76,7 +149,16 @@ impl Engine {
         past: impl Fn(&str, ActionKind) -> OutcomeStats,
         allowed: &BTreeMap<String, Vec<ActionKind>>,
     ) -> Diagnosis {
-        let ev = evidence::gather(&self.prom, ctx, &self.config, now);
+        let started = std::time::Instant::now();
+        let unit = self
+            .units
+            .as_ref()
+            .and_then(|r| start_unit_read(r, ctx, now));
+        let mut ev = evidence::gather(&self.prom, ctx, &self.config, now);
+        if let Some(pending) = unit {
+            ev.unit = Some(finish_unit_read(pending, started, now));
+            ev.id = evidence::evidence_id(&ev);
+        }
         diagnose(ctx, &ev, &self.catalog, past, allowed)
     }
 }

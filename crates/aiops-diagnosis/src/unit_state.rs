@@ -6,17 +6,23 @@
 //! restarted, how close it is to `MemoryMax=` and to its start limit, and what it last wrote to
 //! the systemd journal. This module reads that for one [`UnitName`] (never a raw string: the
 //! type is the proof that the name was validated, so a label like `foo; rm -rf /` or `--help`
-//! cannot reach an argv). It is not yet used by the engine, the receiver, the gate or Slack.
+//! cannot reach an argv). [`crate::Engine`] reads it for every alert whose `unit` label is a
+//! valid unit name, alongside the Prometheus queries, and keeps [`UnitEvidence::snapshot`] in the
+//! evidence; the gate reads it again just before a restart and writes it into the audit log.
 //!
 //! # What it runs
 //!
-//! Two programs, each once, with argv fixed here and the unit as the single argument after
-//! `--` (systemctl) or as the value of `--unit=` (journalctl), never through a shell:
+//! Two programs, with argv fixed here and the unit as the single argument after `--`
+//! (systemctl) or as the value of `--unit=` (journalctl), never through a shell:
 //!
 //! ```text
 //! systemctl show --no-pager --property=LoadState,ActiveState,...,BindsTo -- UNIT
 //! journalctl --unit=UNIT --since=@EPOCH --output=json --no-pager --all --reverse --lines=N
+//! systemctl show --no-pager --property=Id,LoadState,ActiveState,SubState,Result -- DEP...
 //! ```
+//!
+//! The third only when the unit `Requires=` or is `BindsTo=` other units (at most
+//! [`MAX_DEPENDENCIES`], names as systemd printed them, all after `--`).
 //!
 //! Both run with `TZ=UTC LC_ALL=C SYSTEMD_PAGER= SYSTEMD_COLORS=0` added to the environment, so
 //! `systemctl show` prints its realtime timestamps as `Wed 2026-12-02 03:00:00 UTC`, whatever the
@@ -71,7 +77,7 @@
 //! the caller may read the system journal: the hardened service account must be a member of
 //! the `systemd-journal` group (e.g. `SupplementaryGroups=systemd-journal` in
 //! `aiops-webhook.service`, or `users.users.aiops.extraGroups = [ "systemd-journal" ]` on
-//! NixOS; neither is set yet, since nothing calls this module yet). Without it journalctl still
+//! NixOS; the shipped unit sets the former). Without it journalctl still
 //! exits 0; its hint on stderr is detected and the journal part says
 //! [`JournalAccess::Limited`] instead of pretending the unit logged nothing. Nothing here needs
 //! polkit, a capability or write access to anything.
@@ -85,6 +91,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use aiops_core::model::{DependencyState, JournalDigest, JournalLine, UnitSnapshot};
 use aiops_core::unit::UnitName;
 use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
@@ -190,6 +197,26 @@ pub fn show_command(systemctl: &Path, unit: &UnitName) -> Command {
             unit.as_str().into(),
         ],
     )
+}
+
+/// The properties read of the units a unit `Requires=` or is `BindsTo=`.
+pub const DEPENDENCY_PROPERTIES: &[&str] =
+    &["Id", "LoadState", "ActiveState", "SubState", "Result"];
+
+/// At most this many dependencies are read (systemd prints them in one command).
+pub const MAX_DEPENDENCIES: usize = 16;
+
+/// The `systemctl show` command for the units `unit` depends on (names as systemd printed them,
+/// restricted by [`UnitState::requires`]' parser to unit-name characters, all after `--`).
+pub fn dependency_command(systemctl: &Path, units: &[String]) -> Command {
+    let mut args = vec![
+        "show".into(),
+        "--no-pager".into(),
+        format!("--property={}", DEPENDENCY_PROPERTIES.join(",")),
+        "--".into(),
+    ];
+    args.extend(units.iter().cloned());
+    Command::new(systemctl, args)
 }
 
 /// The `journalctl` command for `unit`'s systemd journal since `since` (whole seconds, rounded
@@ -574,6 +601,47 @@ pub fn parse_show(text: &str) -> Result<UnitState, LineError> {
     Ok(s)
 }
 
+/// Parses the output of [`dependency_command`]: one block of `Key=value` lines per unit,
+/// separated by empty lines, each with its `Id=`.
+pub fn parse_show_many(text: &str) -> Result<Vec<(String, UnitState)>, LineError> {
+    let mut out = Vec::new();
+    let mut block = String::new();
+    let mut first_line = 1;
+    let mut flush = |block: &mut String, first_line: usize| -> Result<(), LineError> {
+        if block.trim().is_empty() {
+            block.clear();
+            return Ok(());
+        }
+        let state = parse_show(block).map_err(|e| LineError {
+            line: e.line + first_line - 1,
+            message: e.message,
+        })?;
+        let id = block
+            .lines()
+            .find_map(|l| l.strip_prefix("Id="))
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| LineError {
+                line: first_line,
+                message: "a unit's block has no Id=".into(),
+            })?;
+        out.push((id.to_owned(), state));
+        block.clear();
+        Ok(())
+    };
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            flush(&mut block, first_line)?;
+            first_line = i + 2;
+        } else {
+            block.push_str(line);
+            block.push('\n');
+        }
+    }
+    flush(&mut block, first_line)?;
+    Ok(out)
+}
+
 /// A state word: empty means unknown; otherwise lowercase ASCII letters, digits and `-`.
 fn word(v: &str) -> Result<Option<&str>, ()> {
     let v = v.trim();
@@ -900,6 +968,9 @@ pub struct ExcerptLine {
     pub text: String,
     /// The message was longer than the bound (or multi-line) and was cut.
     pub truncated: bool,
+    /// Logged by systemd itself (PID 1: "Failed to start …"), not by the service.
+    #[serde(default)]
+    pub from_systemd: bool,
 }
 
 /// Lines of one kind (OOM kills, core dumps): how many, and the newest one.
@@ -1090,6 +1161,7 @@ fn excerpt_line(e: &JournalEntry, limits: &Limits) -> ExcerptLine {
         source: e.source.as_deref().map(|s| bounded(s, 64).0),
         text,
         truncated,
+        from_systemd: e.from_pid1,
     }
 }
 
@@ -1256,6 +1328,77 @@ pub struct UnitEvidence {
     pub journal: Result<JournalReading, UnitStateError>,
     /// Derived from both (see [`StartLimitCheck::assess`]).
     pub start_limit: StartLimitCheck,
+    /// The units it `Requires=` or is `BindsTo=`; `None` when it has none or its own state
+    /// could not be read.
+    #[serde(default)]
+    pub dependencies: Option<Result<DependencyReading, UnitStateError>>,
+}
+
+/// What `systemctl show` said about the units a unit depends on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DependencyReading {
+    pub command: Command,
+    pub states: Vec<DependencyState>,
+    /// More dependencies than [`MAX_DEPENDENCIES`]: the rest were not read.
+    pub left_out: usize,
+}
+
+/// The dependencies of `state` to read, with their relation, in the order systemd lists them.
+fn dependencies_of(state: &UnitState) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (list, relation) in [(&state.requires, "Requires"), (&state.binds_to, "BindsTo")] {
+        for u in list {
+            match out.iter_mut().find(|(n, _)| n == u) {
+                Some((_, r)) => {
+                    r.push(',');
+                    r.push_str(relation);
+                }
+                None => out.push((u.clone(), relation.to_owned())),
+            }
+        }
+    }
+    out
+}
+
+/// A dependency is down when it failed, is not loaded, or is stopped while `unit_active` says
+/// the unit that needs it should be running (or is trying to start).
+fn dependency_state(
+    name: &str,
+    relation: &str,
+    state: Option<&UnitState>,
+    unit_active: bool,
+) -> DependencyState {
+    let Some(s) = state else {
+        return DependencyState {
+            unit: name.to_owned(),
+            relation: relation.to_owned(),
+            load_state: None,
+            active_state: None,
+            sub_state: None,
+            result: None,
+            down: false,
+        };
+    };
+    let down = match (&s.load_state, &s.active_state) {
+        (
+            Some(
+                LoadState::NotFound | LoadState::Masked | LoadState::Error | LoadState::BadSetting,
+            ),
+            _,
+        ) => true,
+        (_, Some(ActiveState::Failed)) => true,
+        (_, Some(ActiveState::Inactive | ActiveState::Deactivating)) => !unit_active,
+        _ => false,
+    };
+    DependencyState {
+        unit: name.to_owned(),
+        relation: relation.to_owned(),
+        load_state: s.load_state.as_ref().map(kebab),
+        active_state: s.active_state.as_ref().map(kebab),
+        sub_state: s.sub_state.clone(),
+        result: s.result.as_ref().map(kebab),
+        down,
+    }
 }
 
 impl UnitEvidence {
@@ -1388,6 +1531,62 @@ impl UnitEvidence {
                 "ExecMainStartTimestamp,ActiveEnterTimestamp",
                 num(self.since_last_start().map(|d| d.as_secs_f64()), U::Seconds),
             );
+            let yes = |b: bool| FactValue::Number {
+                value: if b { 1.0 } else { 0.0 },
+                unit: U::Bool,
+            };
+            let known = |o: Option<bool>| o.map_or(FactValue::Unknown, yes);
+            fact(
+                "unit_loaded",
+                "known to systemd",
+                "LoadState",
+                known(s.load_state.as_ref().map(|l| *l == LoadState::Loaded)),
+            );
+            fact(
+                "unit_failed",
+                "failed",
+                "ActiveState",
+                known(s.active_state.as_ref().map(|a| *a == ActiveState::Failed)),
+            );
+            fact(
+                "unit_active",
+                "active",
+                "ActiveState",
+                known(
+                    s.active_state
+                        .as_ref()
+                        .map(|a| matches!(a, ActiveState::Active | ActiveState::Reloading)),
+                ),
+            );
+            fact(
+                "unit_restarting",
+                "waiting to be restarted or starting",
+                "ActiveState,SubState",
+                known(s.active_state.as_ref().map(|a| {
+                    *a == ActiveState::Activating || s.sub_state.as_deref() == Some("auto-restart")
+                })),
+            );
+            fact(
+                "unit_exited_with_error",
+                "main process ended abnormally",
+                "ExecMainCode,ExecMainStatus,Result",
+                known(s.main_exit.map(|e| match e {
+                    MainExit::Exited { status } => status != 0,
+                    MainExit::Dumped { .. } => true,
+                    MainExit::Killed { .. } => s.result != Some(ServiceResult::Success),
+                    MainExit::NotExited | MainExit::Other { .. } => false,
+                })),
+            );
+            fact(
+                "unit_start_limit_hit",
+                "start limit hit",
+                "Result",
+                known(
+                    s.result
+                        .as_ref()
+                        .map(|r| *r == ServiceResult::StartLimitHit),
+                ),
+            );
         }
         if let Ok(journal) = &self.journal {
             let j = &journal.summary;
@@ -1436,9 +1635,9 @@ impl UnitEvidence {
             );
             fact(
                 "journal_last_error",
-                "last error line",
-                "MESSAGE (PRIORITY<=3)",
-                text(j.last_errors.last().map(|l| l.text.clone())),
+                "the journal's last error",
+                "MESSAGE (PRIORITY<=3; the service's own lines of its last start first)",
+                text(last_error(j)),
             );
         }
         let commands: Vec<&Command> = match &self.start_limit {
@@ -1456,10 +1655,169 @@ impl UnitEvidence {
                 label: "starts left before the start limit",
                 from: "Result,StartLimitBurst,StartLimitIntervalUSec (+ PID 1's start entries)",
                 value: num(self.start_limit.remaining().map(f64::from), U::Count),
+                commands: commands.clone(),
+            });
+            out.push(UnitFact {
+                key: "unit_start_limit_near",
+                label: "at most one start left before the start limit",
+                from: "Result,StartLimitBurst,StartLimitIntervalUSec (+ PID 1's start entries)",
+                value: match self.start_limit {
+                    StartLimitCheck::Unknown { .. } => FactValue::Unknown,
+                    ref c => FactValue::Number {
+                        value: if c.is_near() { 1.0 } else { 0.0 },
+                        unit: U::Bool,
+                    },
+                },
                 commands,
             });
         }
+        // OOM kills: systemd's Result, or what systemd or the kernel logged.
+        if let Ok(show) = &self.show {
+            let by_result = show
+                .state
+                .result
+                .as_ref()
+                .map(|r| *r == ServiceResult::OomKill);
+            let by_journal = self.journal_summary().map(|j| j.oom_kills.count > 0);
+            let mut commands = vec![&show.command];
+            commands.extend(self.journal.iter().map(|r| &r.command));
+            out.push(UnitFact {
+                key: "unit_oom_killed",
+                label: "killed by the OOM killer",
+                from: "Result=oom-kill, or OOM-kill lines of systemd or the kernel",
+                value: match (by_result, by_journal) {
+                    (Some(true), _) | (_, Some(true)) => FactValue::Number {
+                        value: 1.0,
+                        unit: U::Bool,
+                    },
+                    (Some(false), _) => FactValue::Number {
+                        value: 0.0,
+                        unit: U::Bool,
+                    },
+                    (None, _) => FactValue::Unknown,
+                },
+                commands,
+            });
+            if let Some(Ok(deps)) = &self.dependencies {
+                let down: Vec<&DependencyState> = deps.states.iter().filter(|d| d.down).collect();
+                let commands = vec![&show.command, &deps.command];
+                out.push(UnitFact {
+                    key: "unit_dependencies_down",
+                    label: "dependencies down (Requires=, BindsTo=)",
+                    from: "Requires,BindsTo + their LoadState,ActiveState",
+                    value: FactValue::Number {
+                        value: down.len() as f64,
+                        unit: U::Count,
+                    },
+                    commands: commands.clone(),
+                });
+                out.push(UnitFact {
+                    key: "unit_failed_dependency",
+                    label: "dependency down",
+                    from: "Requires,BindsTo + their LoadState,ActiveState,Result",
+                    value: if down.is_empty() {
+                        FactValue::Unknown
+                    } else {
+                        FactValue::Text(
+                            down.iter()
+                                .map(|d| describe_dependency(d))
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        )
+                    },
+                    commands,
+                });
+            }
+        }
         out
+    }
+
+    /// The snapshot that is stored with the diagnosis, shown, and audited: every fact keyed
+    /// `unit.*` (`unit_restarts` → `unit.restarts`, `journal_errors` → `unit.journal_errors`)
+    /// with its commands, the journal's digest, the dependencies, and what could not be read.
+    pub fn snapshot(&self) -> UnitSnapshot {
+        use aiops_core::model::{UnitFact as F, UnitFactValue as V};
+        let facts = self
+            .facts()
+            .into_iter()
+            .map(|f| F {
+                key: catalog_key(f.key),
+                label: f.label.to_owned(),
+                value: match f.value {
+                    FactValue::Number { value, unit } => V::Number { value, unit },
+                    FactValue::Text(t) => V::Text(t),
+                    FactValue::Unknown => V::Unknown,
+                },
+                from: f.from.to_owned(),
+                commands: f.commands.iter().map(|c| c.display()).collect(),
+            })
+            .collect();
+        let mut errors = Vec::new();
+        if let Err(e) = &self.show {
+            errors.push(e.to_string());
+        }
+        if let Err(e) = &self.journal {
+            errors.push(e.to_string());
+        }
+        if let Some(Err(e)) = &self.dependencies {
+            errors.push(format!("its dependencies: {e}"));
+        }
+        let journal = self.journal.as_ref().ok().map(|r| {
+            let j = &r.summary;
+            let line = |l: &ExcerptLine| JournalLine {
+                at: l.at,
+                priority: l.priority,
+                source: l.source.clone(),
+                text: l.text.clone(),
+                truncated: l.truncated,
+                from_systemd: l.from_systemd,
+            };
+            let access_limited = match &j.access {
+                JournalAccess::Full => None,
+                JournalAccess::Limited(hint) => {
+                    let why = format!(
+                        "journalctl could read only this account's own entries ({hint}); the counts are not {}'s. Grant it: add the service account to group systemd-journal (SupplementaryGroups=systemd-journal)",
+                        self.unit
+                    );
+                    errors.push(why.clone());
+                    Some(why)
+                }
+            };
+            JournalDigest {
+                since: j.since,
+                command: r.command.display(),
+                entries: j.entries,
+                by_priority: j.by_priority,
+                oom_kills: j.oom_kills.count,
+                core_dumps: j.core_dumps.count,
+                last_oom_kill: j.oom_kills.last.as_ref().map(line),
+                last_core_dump: j.core_dumps.last.as_ref().map(line),
+                last_errors: j.last_errors.iter().map(line).collect(),
+                truncated: match j.truncated {
+                    Truncation::None => None,
+                    Truncation::Entries => Some(format!(
+                        "the read stopped at its entry bound; entries older than {} are left out",
+                        j.oldest.map_or("the oldest read".into(), |o| o.to_rfc3339())
+                    )),
+                    Truncation::Bytes => Some(format!(
+                        "the read stopped at its byte bound; entries older than {} are left out",
+                        j.oldest.map_or("the oldest read".into(), |o| o.to_rfc3339())
+                    )),
+                },
+                access_limited,
+            }
+        });
+        UnitSnapshot {
+            unit: self.unit.clone(),
+            collected_at: self.collected_at,
+            facts,
+            journal,
+            dependencies: match &self.dependencies {
+                Some(Ok(d)) => d.states.clone(),
+                _ => Vec::new(),
+            },
+            errors,
+        }
     }
 }
 
@@ -1489,6 +1847,125 @@ pub enum FactValue {
     Text(String),
     /// systemd did not give it (`[not set]`, not available, or not applicable).
     Unknown,
+}
+
+/// The numeric `unit.*` keys catalog conditions may test (booleans are 0 or 1); a key has no
+/// value when the alert has no valid unit, systemd was not read, or did not give it.
+pub const CATALOG_KEYS: &[&str] = &[
+    "unit.loaded",
+    "unit.active",
+    "unit.failed",
+    "unit.restarting",
+    "unit.restarts",
+    "unit.exited_with_error",
+    "unit.since_start",
+    "unit.memory",
+    "unit.memory_peak",
+    "unit.memory_max",
+    "unit.memory_of_max",
+    "unit.cpu",
+    "unit.tasks",
+    "unit.start_limit_hit",
+    "unit.start_limit_remaining",
+    "unit.start_limit_near",
+    "unit.oom_killed",
+    "unit.dependencies_down",
+    "unit.journal_entries",
+    "unit.journal_errors",
+    "unit.journal_warnings",
+    "unit.journal_oom_kills",
+    "unit.journal_core_dumps",
+];
+
+/// The textual `unit.*` keys, usable as advice placeholders only (rendered quoted).
+pub const CATALOG_TEXT_KEYS: &[&str] = &[
+    "unit.load_state",
+    "unit.active_state",
+    "unit.sub_state",
+    "unit.result",
+    "unit.main_exit",
+    "unit.journal_last_error",
+    "unit.failed_dependency",
+];
+
+/// What says why the unit failed: the service's own error lines since its last start (at most
+/// two, oldest first, joined by ` | `), else its newest error line of any run, else systemd's
+/// newest one ("Failed to start …" names no cause, so it comes last).
+fn last_error(j: &JournalSummary) -> Option<String> {
+    let own: Vec<&ExcerptLine> = j.last_errors.iter().filter(|l| !l.from_systemd).collect();
+    let last_start = j.starts.first();
+    let since_start: Vec<&ExcerptLine> = own
+        .iter()
+        .copied()
+        .filter(|l| matches!((l.at, last_start), (Some(at), Some(s)) if at >= *s))
+        .collect();
+    let chosen: Vec<&ExcerptLine> = if !since_start.is_empty() {
+        since_start
+    } else if let Some(l) = own.last() {
+        vec![*l]
+    } else {
+        j.last_errors.last().into_iter().collect()
+    };
+    let n = chosen.len();
+    let text = chosen[n.saturating_sub(2)..]
+        .iter()
+        .map(|l| l.text.as_str())
+        .collect::<Vec<_>>()
+        .join(" | ");
+    (!text.is_empty()).then_some(text)
+}
+
+/// The state of each dependency of `state` (see [`UnitState::requires`]) from the blocks
+/// [`parse_show_many`] read; one it did not print is listed with unknown state, not as down.
+pub fn evaluate_dependencies(
+    state: &UnitState,
+    parsed: &[(String, UnitState)],
+) -> Vec<DependencyState> {
+    let unit_active = matches!(
+        state.active_state,
+        Some(
+            ActiveState::Active
+                | ActiveState::Reloading
+                | ActiveState::Activating
+                | ActiveState::Refreshing
+        )
+    ) && state.sub_state.as_deref() != Some("auto-restart");
+    dependencies_of(state)
+        .into_iter()
+        .take(MAX_DEPENDENCIES)
+        .map(|(name, relation)| {
+            let s = parsed.iter().find(|(id, _)| *id == name).map(|(_, s)| s);
+            dependency_state(&name, &relation, s, unit_active)
+        })
+        .collect()
+}
+
+/// `unit_restarts` → `unit.restarts`, `journal_errors` → `unit.journal_errors`.
+pub fn catalog_key(fact_key: &str) -> String {
+    match fact_key.strip_prefix("unit_") {
+        Some(rest) => format!("unit.{rest}"),
+        None => format!("unit.{fact_key}"),
+    }
+}
+
+/// `postgresql.service (failed, exit-code)`.
+fn describe_dependency(d: &DependencyState) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    match d.load_state.as_deref() {
+        Some("loaded") | None => {}
+        Some(l) => parts.push(l),
+    }
+    if let Some(a) = d.active_state.as_deref() {
+        parts.push(a);
+    }
+    if let Some(r) = d.result.as_deref().filter(|r| *r != "success") {
+        parts.push(r);
+    }
+    if parts.is_empty() {
+        d.unit.clone()
+    } else {
+        format!("{} ({})", d.unit, parts.join(", "))
+    }
 }
 
 /// A state enum as systemd spells it (`start-limit-hit`), through its serde name.
@@ -1554,13 +2031,64 @@ impl UnitStateReader {
             journal.as_ref().ok().map(|r| &r.summary),
             now,
         );
+        let dependencies = show
+            .as_ref()
+            .ok()
+            .and_then(|r| self.read_dependencies(unit, &r.state));
         UnitEvidence {
             unit: unit.clone(),
             collected_at: now,
             show,
             journal,
             start_limit,
+            dependencies,
         }
+    }
+
+    /// `systemctl show` of the units `state` `Requires=` or is `BindsTo=` (at most
+    /// [`MAX_DEPENDENCIES`], in one command); `None` when it has none.
+    pub fn read_dependencies(
+        &self,
+        unit: &UnitName,
+        state: &UnitState,
+    ) -> Option<Result<DependencyReading, UnitStateError>> {
+        let all = dependencies_of(state);
+        if all.is_empty() {
+            return None;
+        }
+        let left_out = all.len().saturating_sub(MAX_DEPENDENCIES);
+        let wanted = &all[..all.len() - left_out];
+        let names: Vec<String> = wanted.iter().map(|(n, _)| n.clone()).collect();
+        let command = dependency_command(&self.programs.systemctl, &names);
+        let result = (|| {
+            let out = run(
+                &command,
+                unit,
+                self.limits.timeout,
+                self.limits.max_show_bytes,
+            )?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            let unparsable = |line: usize, message: String| UnitStateError::Unparsable {
+                unit: unit.clone(),
+                command: command.display(),
+                line,
+                message,
+            };
+            if out.truncated {
+                return Err(unparsable(
+                    text.lines().count(),
+                    format!("more than {} bytes of output", self.limits.max_show_bytes),
+                ));
+            }
+            let parsed = parse_show_many(&text).map_err(|e| unparsable(e.line, e.message))?;
+            let states = evaluate_dependencies(state, &parsed);
+            Ok(DependencyReading {
+                command: command.clone(),
+                states,
+                left_out,
+            })
+        })();
+        Some(result)
     }
 
     /// `systemctl show` for `unit`, parsed.
@@ -2302,6 +2830,7 @@ mod tests {
             unit: u.clone(),
             collected_at: t("2026-12-02T03:00:05Z"),
             start_limit: StartLimitCheck::assess(Some(&state), None, t("2026-12-02T03:00:05Z")),
+            dependencies: None,
             show: Ok(ShowReading {
                 command: show_command(Path::new("systemctl"), &u),
                 state,
@@ -2343,6 +2872,7 @@ mod tests {
             unit: u,
             collected_at: now,
             start_limit: StartLimitCheck::assess(Some(&show.state), Some(&journal.summary), now),
+            dependencies: None,
             show: Ok(show),
             journal: Ok(journal),
         };

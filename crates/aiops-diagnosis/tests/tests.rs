@@ -4,4 +4,5 @@ mod catalog;
 mod engine;
 mod evidence;
 mod prom;
+mod unit_engine;
 mod unit_state;

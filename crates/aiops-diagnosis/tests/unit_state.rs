@@ -48,16 +48,29 @@ impl Fakes {
         path
     }
 
-    /// A program that records its argv (one per line) and prints `fixture`.
+    /// A program that records its argv (one per line) and prints `fixture`. Asked for the
+    /// dependencies' properties (`show --no-pager --property=Id,...`), it records that argv
+    /// apart (`NAME.deps.argv`) and prints the fixture named in `NAME.deps`, if any.
     fn replaying(&self, name: &str, fixture: &str) -> PathBuf {
         let argv = self.path(&format!("{name}.argv"));
+        let deps = self.path(&format!("{name}.deps"));
         self.script(
             name,
             &format!(
-                "for a in \"$@\"; do printf '%s\\n' \"$a\"; done > '{}'\ncat '{FIXTURES}/{fixture}'",
-                argv.display()
+                "case \"$3\" in\n\
+                 --property=Id,*) for a in \"$@\"; do printf '%s\\n' \"$a\"; done > '{deps}.argv'\n\
+                 \x20 [ -f '{deps}' ] && cat \"{FIXTURES}/$(cat '{deps}')\"; exit 0;;\n\
+                 esac\n\
+                 for a in \"$@\"; do printf '%s\\n' \"$a\"; done > '{argv}'\ncat '{FIXTURES}/{fixture}'",
+                argv = argv.display(),
+                deps = deps.display(),
             ),
         )
+    }
+
+    /// What the fake `name` prints for the dependencies' properties.
+    fn dependencies(&self, name: &str, fixture: &str) {
+        std::fs::write(self.path(&format!("{name}.deps")), fixture).unwrap();
     }
 
     fn argv(&self, name: &str) -> Vec<String> {
@@ -135,6 +148,63 @@ fn recorded_output_through_fake_programs_keeps_the_exact_argv() {
     assert_eq!(journal.summary.access, JournalAccess::Full);
     assert_eq!(ev.start_limit, StartLimitCheck::Hit);
     assert_eq!(ev.since_last_start(), Some(Duration::from_secs(4)));
+}
+
+#[test]
+fn dependencies_are_read_in_one_command_and_a_failed_one_is_named() {
+    let f = Fakes::new();
+    let reader = f.reader(
+        f.replaying("systemctl", "show-myapp-dependency-failed.txt"),
+        f.replaying("journalctl", "journal-myapp-without-all.json"),
+        Limits::default(),
+    );
+    f.dependencies("systemctl", "show-deps-postgresql-failed.txt");
+    let myapp = UnitName::parse("myapp.service").unwrap();
+    let ev = reader.read(&myapp, t("2026-12-02T03:00:00Z"), t("2026-12-02T03:00:30Z"));
+    let deps = ev.dependencies.as_ref().unwrap().as_ref().unwrap();
+    assert_eq!(
+        f.argv("systemctl.deps"),
+        [
+            "show",
+            "--no-pager",
+            "--property=Id,LoadState,ActiveState,SubState,Result",
+            "--",
+            "system.slice",
+            "postgresql.service",
+            "sysinit.target"
+        ]
+    );
+    assert_eq!(f.argv("systemctl.deps"), deps.command.args);
+    let down: Vec<(&str, &str)> = deps
+        .states
+        .iter()
+        .filter(|d| d.down)
+        .map(|d| (d.unit.as_str(), d.relation.as_str()))
+        .collect();
+    assert_eq!(down, [("postgresql.service", "Requires,BindsTo")]);
+    let snap = ev.snapshot();
+    assert_eq!(snap.number("unit.dependencies_down"), Some(1.0));
+    assert_eq!(
+        snap.text("unit.failed_dependency"),
+        Some("postgresql.service (failed, exit-code)")
+    );
+    assert!(snap.errors.is_empty(), "{:?}", snap.errors);
+
+    // Dependency output that is not one block per unit is an error of that part only.
+    let g = Fakes::new();
+    let reader = g.reader(
+        g.replaying("systemctl", "show-myapp-dependency-failed.txt"),
+        g.replaying("journalctl", "journal-myapp-without-all.json"),
+        Limits::default(),
+    );
+    g.dependencies("systemctl", "show-myapp-running.txt");
+    let ev = reader.read(&myapp, t("2026-12-02T03:00:00Z"), t("2026-12-02T03:00:30Z"));
+    let err = ev.dependencies.unwrap().unwrap_err();
+    assert!(
+        matches!(&err, UnitStateError::Unparsable { message, .. } if message.contains("Id=")),
+        "{err}"
+    );
+    assert!(ev.show.is_ok() && ev.journal.is_ok());
 }
 
 #[test]

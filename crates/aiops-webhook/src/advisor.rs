@@ -132,6 +132,7 @@ impl TestAdvisor {
                 baseline: Some(0.004),
                 error: None,
             }],
+            unit: None,
         };
         let (recommendation, proposal) = match unit {
             Some(unit) => {

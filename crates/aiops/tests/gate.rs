@@ -62,6 +62,7 @@ fn diagnosis() -> Diagnosis {
                 item("error_ratio", "error ratio", ValueUnit::Ratio, "job:http_request_error_ratio:rate30s{job=\"aiops-demo-app\"}", 0.231, 0.004),
                 item("cpu", "CPU", ValueUnit::Cores, "job:process_cpu_seconds:rate30s{job=\"aiops-demo-app\"}", 0.05, 0.04),
             ],
+            unit: None,
         },
         hypotheses: vec![
             Hypothesis {
