@@ -10,10 +10,13 @@
 //! - `HighErrorRatio`, `HighLatencyP99` (when one of its evidence profiles measures them): the
 //!   profile's own `error_ratio`, `request_rate` and `latency_p99` queries.
 //!
-//! Every value reaches PromQL as an escaped string literal and YAML as a double-quoted
-//! (JSON) string, so the file stays well-formed whatever the configuration holds.
+//! Every value reaches PromQL as an escaped string literal (`prom::label_value`, the one PromQL
+//! escape) and YAML as a double-quoted (JSON) string, so the file stays well-formed whatever the
+//! configuration holds.
 
 use std::fmt::Write as _;
+
+use aiops_diagnosis::prom::label_value as promql_string;
 
 /// What one service's rules need, resolved from the configuration and the profiles.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,27 +49,6 @@ pub struct Thresholds {
 
 /// Below this request rate (per second) an error ratio is not an incident.
 pub const MIN_REQUEST_RATE: f64 = 0.1;
-
-/// A PromQL string literal for `s` (double-quoted, escaped).
-pub fn promql_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
 
 /// A YAML double-quoted scalar (JSON's string syntax, which YAML reads the same).
 fn y(s: &str) -> String {
