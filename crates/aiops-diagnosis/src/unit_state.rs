@@ -958,20 +958,10 @@ fn field(v: &serde_json::Value) -> Message {
     }
 }
 
-/// One line of an excerpt: bounded, control characters replaced.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExcerptLine {
-    pub at: Option<DateTime<Utc>>,
-    pub priority: Option<u8>,
-    /// [`JournalEntry::source`], at most 64 characters.
-    pub source: Option<String>,
-    pub text: String,
-    /// The message was longer than the bound (or multi-line) and was cut.
-    pub truncated: bool,
-    /// Logged by systemd itself (PID 1: "Failed to start …"), not by the service.
-    #[serde(default)]
-    pub from_systemd: bool,
-}
+/// One line of an excerpt: bounded (the source to 64 characters, the text to
+/// `Limits::excerpt_line_chars`), control characters replaced. The model's type, so a snapshot
+/// carries it as read.
+pub type ExcerptLine = JournalLine;
 
 /// Lines of one kind (OOM kills, core dumps): how many, and the newest one.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -1764,14 +1754,6 @@ impl UnitEvidence {
         }
         let journal = self.journal.as_ref().ok().map(|r| {
             let j = &r.summary;
-            let line = |l: &ExcerptLine| JournalLine {
-                at: l.at,
-                priority: l.priority,
-                source: l.source.clone(),
-                text: l.text.clone(),
-                truncated: l.truncated,
-                from_systemd: l.from_systemd,
-            };
             let access_limited = match &j.access {
                 JournalAccess::Full => None,
                 JournalAccess::Limited(hint) => {
@@ -1790,9 +1772,9 @@ impl UnitEvidence {
                 by_priority: j.by_priority,
                 oom_kills: j.oom_kills.count,
                 core_dumps: j.core_dumps.count,
-                last_oom_kill: j.oom_kills.last.as_ref().map(line),
-                last_core_dump: j.core_dumps.last.as_ref().map(line),
-                last_errors: j.last_errors.iter().map(line).collect(),
+                last_oom_kill: j.oom_kills.last.clone(),
+                last_core_dump: j.core_dumps.last.clone(),
+                last_errors: j.last_errors.clone(),
                 truncated: match j.truncated {
                     Truncation::None => None,
                     Truncation::Entries => Some(format!(
