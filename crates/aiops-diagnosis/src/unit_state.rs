@@ -2042,62 +2042,52 @@ impl UnitStateReader {
         let wanted = &all[..all.len() - left_out];
         let names: Vec<String> = wanted.iter().map(|(n, _)| n.clone()).collect();
         let command = dependency_command(&self.programs.systemctl, &names);
-        let result = (|| {
-            let out = run(
-                &command,
-                unit,
-                self.limits.timeout,
-                self.limits.max_show_bytes,
-            )?;
-            let text = String::from_utf8_lossy(&out.stdout);
-            let unparsable = |line: usize, message: String| UnitStateError::Unparsable {
-                unit: unit.clone(),
-                command: command.display(),
-                line,
-                message,
-            };
-            if out.truncated {
-                return Err(unparsable(
-                    text.lines().count(),
-                    format!("more than {} bytes of output", self.limits.max_show_bytes),
-                ));
-            }
-            let parsed = parse_show_many(&text).map_err(|e| unparsable(e.line, e.message))?;
-            let states = evaluate_dependencies(state, &parsed);
-            Ok(DependencyReading {
+        let result = self
+            .show_parsed(&command, unit, parse_show_many)
+            .map(|parsed| DependencyReading {
+                states: evaluate_dependencies(state, &parsed),
                 command: command.clone(),
-                states,
                 left_out,
-            })
-        })();
+            });
         Some(result)
     }
 
     /// `systemctl show` for `unit`, parsed.
     pub fn read_show(&self, unit: &UnitName) -> Result<ShowReading, UnitStateError> {
         let command = show_command(&self.programs.systemctl, unit);
+        let state = self.show_parsed(&command, unit, parse_show)?;
+        Ok(ShowReading { command, state })
+    }
+
+    /// Runs a `systemctl show` `command` (about `unit`) within the time and byte bounds and
+    /// parses its output with `parse`; output over the bound or unparsable is an error naming
+    /// the command and the line.
+    fn show_parsed<T>(
+        &self,
+        command: &Command,
+        unit: &UnitName,
+        parse: impl FnOnce(&str) -> Result<T, LineError>,
+    ) -> Result<T, UnitStateError> {
         let out = run(
-            &command,
+            command,
             unit,
             self.limits.timeout,
             self.limits.max_show_bytes,
         )?;
         let text = String::from_utf8_lossy(&out.stdout);
-        if out.truncated {
-            return Err(UnitStateError::Unparsable {
-                unit: unit.clone(),
-                command: command.display(),
-                line: text.lines().count(),
-                message: format!("more than {} bytes of output", self.limits.max_show_bytes),
-            });
-        }
-        let state = parse_show(&text).map_err(|e| UnitStateError::Unparsable {
+        let unparsable = |line: usize, message: String| UnitStateError::Unparsable {
             unit: unit.clone(),
             command: command.display(),
-            line: e.line,
-            message: e.message,
-        })?;
-        Ok(ShowReading { command, state })
+            line,
+            message,
+        };
+        if out.truncated {
+            return Err(unparsable(
+                text.lines().count(),
+                format!("more than {} bytes of output", self.limits.max_show_bytes),
+            ));
+        }
+        parse(&text).map_err(|e| unparsable(e.line, e.message))
     }
 
     /// `journalctl` for `unit` since `since`, summarized.
