@@ -113,35 +113,21 @@ impl UnitMetrics {
         }
     }
 
-    fn clear(&self, unit: &str) {
-        for state in STATES {
-            let _ = self.state.remove_label_values(&[unit, state]);
-        }
-        let _ = self.restarts.remove_label_values(&[unit]);
-        let _ = self.memory_current.remove_label_values(&[unit]);
-        let _ = self.memory_max.remove_label_values(&[unit]);
-        let _ = self.tasks.remove_label_values(&[unit]);
-        let _ = self.cpu_seconds.remove_label_values(&[unit]);
-        let _ = self.start_limit_hit.remove_label_values(&[unit]);
-        let _ = self.oom_killed.remove_label_values(&[unit]);
-    }
-
-    /// Sets the series of `unit` from a reading (`None`: it could not be read).
+    /// Sets the series of `unit` from a reading (`None`: it could not be read). Each series is
+    /// set or removed in place, never removed and re-added, so a scrape in between never sees a
+    /// watched unit without its series (which would reset a pending alert's `for:`).
     pub fn set(&self, unit: &UnitName, reading: Option<&UnitState>) {
         let u = unit.as_str();
-        self.clear(u);
         let known = reading.filter(|s| {
             !matches!(
                 s.load_state,
                 Some(aiops_diagnosis::unit_state::LoadState::NotFound) | None
             )
         });
-        let Some(s) = known else {
-            self.up.with_label_values(&[u]).set(0);
-            return;
-        };
-        self.up.with_label_values(&[u]).set(1);
-        let current = match &s.active_state {
+        self.up
+            .with_label_values(&[u])
+            .set(i64::from(known.is_some()));
+        let current = known.map(|s| match &s.active_state {
             Some(ActiveState::Active) => "active",
             Some(ActiveState::Reloading) => "reloading",
             Some(ActiveState::Inactive) => "inactive",
@@ -149,35 +135,49 @@ impl UnitMetrics {
             Some(ActiveState::Activating) => "activating",
             Some(ActiveState::Deactivating) => "deactivating",
             _ => "other",
-        };
+        });
         for state in STATES {
-            self.state
-                .with_label_values(&[u, state])
-                .set(i64::from(state == current));
+            put_int(
+                &self.state,
+                &[u, state],
+                current.map(|c| i64::from(state == c)),
+            );
         }
-        if let Some(n) = s.restarts {
-            self.restarts.with_label_values(&[u]).set(i64::from(n));
-        }
-        if let Some(m) = s.memory_current {
-            self.memory_current.with_label_values(&[u]).set(m as f64);
-        }
-        if let Some(Limit::Max(m)) = s.memory_max {
-            self.memory_max.with_label_values(&[u]).set(m as f64);
-        }
-        if let Some(t) = s.tasks_current {
-            self.tasks.with_label_values(&[u]).set(t as f64);
-        }
-        if let Some(c) = s.cpu_usage {
-            self.cpu_seconds
-                .with_label_values(&[u])
-                .set(c.as_secs_f64());
-        }
-        self.start_limit_hit
-            .with_label_values(&[u])
-            .set(i64::from(s.result == Some(ServiceResult::StartLimitHit)));
-        self.oom_killed
-            .with_label_values(&[u])
-            .set(i64::from(s.result == Some(ServiceResult::OomKill)));
+        let result = |r: ServiceResult| known.map(|s| i64::from(s.result == Some(r)));
+        put_int(
+            &self.restarts,
+            &[u],
+            known.and_then(|s| s.restarts).map(i64::from),
+        );
+        put_int(
+            &self.start_limit_hit,
+            &[u],
+            result(ServiceResult::StartLimitHit),
+        );
+        put_int(&self.oom_killed, &[u], result(ServiceResult::OomKill));
+        put(
+            &self.memory_current,
+            u,
+            known.and_then(|s| s.memory_current).map(|m| m as f64),
+        );
+        put(
+            &self.memory_max,
+            u,
+            known.and_then(|s| match s.memory_max {
+                Some(Limit::Max(m)) => Some(m as f64),
+                _ => None,
+            }),
+        );
+        put(
+            &self.tasks,
+            u,
+            known.and_then(|s| s.tasks_current).map(|t| t as f64),
+        );
+        put(
+            &self.cpu_seconds,
+            u,
+            known.and_then(|s| s.cpu_usage).map(|c| c.as_secs_f64()),
+        );
     }
 
     /// Reads every unit once and sets its series.
@@ -220,6 +220,26 @@ pub fn spawn_poller(
             }
         })
         .map(Some)
+}
+
+/// Sets the series to `value`, or removes it when there is none.
+fn put_int(g: &IntGaugeVec, labels: &[&str], value: Option<i64>) {
+    match value {
+        Some(v) => g.with_label_values(labels).set(v),
+        None => {
+            let _ = g.remove_label_values(labels);
+        }
+    }
+}
+
+/// [`put_int`] for a float gauge of one `unit` label.
+fn put(g: &GaugeVec, unit: &str, value: Option<f64>) {
+    match value {
+        Some(v) => g.with_label_values(&[unit]).set(v),
+        None => {
+            let _ = g.remove_label_values(&[unit]);
+        }
+    }
 }
 
 #[cfg(test)]
