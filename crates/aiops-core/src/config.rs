@@ -52,6 +52,9 @@ pub struct Config {
     pub alertmanager: AlertmanagerConfig,
     pub remediation: RemediationConfig,
     pub diagnosis: DiagnosisConfig,
+    /// The services this host watches, by name (`[watch.NAME]`). Empty means the demo app
+    /// alone (see [`Config::watched`]).
+    pub watch: BTreeMap<String, WatchConfig>,
 }
 
 impl Default for Config {
@@ -65,7 +68,194 @@ impl Default for Config {
             alertmanager: AlertmanagerConfig::default(),
             remediation: RemediationConfig::default(),
             diagnosis: DiagnosisConfig::default(),
+            watch: BTreeMap::new(),
         }
+    }
+}
+
+/// One watched service (`[watch.NAME]`; the NixOS module's `services.aiops.watch.<name>`).
+///
+/// Everything the loop knows about a service comes from here, never from scraped labels: its
+/// alert rules (`aiops rules`) carry this entry's name as `service` and its unit as `unit`, the
+/// diagnosis reads the evidence of its profiles for its job, and its actions join the allow-list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchConfig {
+    /// The systemd unit that runs the service (`nginx.service`); without one, the service's
+    /// own state is not read and nothing can be done to it.
+    pub unit: Option<String>,
+    /// The `job` label under which Prometheus scrapes it; without one, no Prometheus evidence.
+    pub job: Option<String>,
+    /// `host:port` targets the NixOS module adds as a scrape job named `job`. Empty: the host
+    /// already scrapes the job (or it has none).
+    pub targets: Vec<String>,
+    /// Evidence profiles that apply (see docs/PROFILES.md). Empty: detected from the metric
+    /// names Prometheus holds for the job.
+    pub profiles: Vec<String>,
+    /// Actions that may be carried out on `unit` once approved; merged into
+    /// `remediation.allowed`.
+    pub allowed_actions: Vec<ActionKind>,
+    /// Whether `aiops rules` generates the generic alert rules for it. The demo app ships its
+    /// own (prometheus/rules.yml), so its entry says false.
+    pub alert_rules: bool,
+    pub thresholds: WatchThresholds,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        Self {
+            unit: None,
+            job: None,
+            targets: Vec::new(),
+            profiles: Vec::new(),
+            allowed_actions: Vec::new(),
+            alert_rules: true,
+            thresholds: WatchThresholds::default(),
+        }
+    }
+}
+
+/// The limits of a watched service's generated alerts (`[watch.NAME.thresholds]`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchThresholds {
+    /// `HighErrorRatio` fires above this share of 5xx answers (0 to 1).
+    pub error_ratio: f64,
+    /// `HighLatencyP99` fires above this 99th-percentile latency, in seconds.
+    pub latency_p99_seconds: f64,
+    /// `UnitCrashLooping` fires at this many restarts by systemd within 5 minutes.
+    pub crash_loop_restarts: u32,
+    /// `UnitMemoryNearMax` fires above this share of the unit's `MemoryMax=` (0 to 1).
+    pub memory_near_max: f64,
+    /// How long a condition must hold before its alert fires, in seconds.
+    pub for_secs: u64,
+}
+
+impl Default for WatchThresholds {
+    fn default() -> Self {
+        Self {
+            error_ratio: 0.05,
+            latency_p99_seconds: 1.0,
+            crash_loop_restarts: 3,
+            memory_near_max: 0.9,
+            for_secs: 30,
+        }
+    }
+}
+
+/// The name of the built-in watched service: the demo app.
+pub const DEMO_SERVICE: &str = "aiops-demo-app";
+
+/// The demo app as a watched service (what an empty `[watch]` means).
+pub fn demo_watch() -> WatchConfig {
+    WatchConfig {
+        unit: Some(format!("{DEMO_SERVICE}.service")),
+        job: Some(DEMO_SERVICE.to_owned()),
+        profiles: vec!["aiops-demo".to_owned()],
+        allowed_actions: vec![ActionKind::Restart, ActionKind::ClearCache],
+        alert_rules: false,
+        ..WatchConfig::default()
+    }
+}
+
+impl WatchConfig {
+    fn validate(&self, name: &str) -> Result<(), String> {
+        let at = |field: &str| format!("watch.{name}.{field}");
+        if name.is_empty()
+            || name.len() > 64
+            || !name.as_bytes()[0].is_ascii_alphanumeric()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+        {
+            return Err(format!(
+                "watch.{name:?}: a watched service's name must be 1 to 64 letters, digits, - or _, starting with a letter or digit"
+            ));
+        }
+        if let Some(unit) = &self.unit {
+            crate::unit::UnitName::parse(unit).map_err(|e| format!("{}: {e}", at("unit")))?;
+        }
+        if let Some(job) = &self.job {
+            if job.is_empty() || job.len() > 128 || job.chars().any(|c| c.is_control()) {
+                return Err(format!(
+                    "{} = {job:?}: give the job label Prometheus scrapes the service under (1 to 128 printable characters)",
+                    at("job")
+                ));
+            }
+        }
+        if !self.targets.is_empty() && self.job.is_none() {
+            return Err(format!(
+                "{} lists targets but {} is not set: targets are scraped as that job",
+                at("targets"),
+                at("job")
+            ));
+        }
+        for t in &self.targets {
+            let ok = t.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty()
+                    && !host.contains(char::is_whitespace)
+                    && !host.contains('/')
+                    && port.parse::<u16>().is_ok_and(|p| p > 0)
+            });
+            if !ok {
+                return Err(format!(
+                    "{} has {t:?}, which is not host:port (e.g. \"127.0.0.1:9113\")",
+                    at("targets")
+                ));
+            }
+        }
+        for p in &self.profiles {
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                return Err(format!(
+                    "{} has {p:?}, which is not a profile name (letters, digits and -)",
+                    at("profiles")
+                ));
+            }
+        }
+        if !self.allowed_actions.is_empty() && self.unit.is_none() {
+            return Err(format!(
+                "{} is set but {} is not: actions are carried out on that unit",
+                at("allowed_actions"),
+                at("unit")
+            ));
+        }
+        let t = &self.thresholds;
+        let share = |v: f64| v.is_finite() && v > 0.0 && v <= 1.0;
+        if !share(t.error_ratio) {
+            return Err(format!(
+                "{} = {} is out of range: give a share of answers above 0 and at most 1 (default 0.05)",
+                at("thresholds.error_ratio"),
+                t.error_ratio
+            ));
+        }
+        if !share(t.memory_near_max) {
+            return Err(format!(
+                "{} = {} is out of range: give a share of MemoryMax above 0 and at most 1 (default 0.9)",
+                at("thresholds.memory_near_max"),
+                t.memory_near_max
+            ));
+        }
+        if !(t.latency_p99_seconds.is_finite() && t.latency_p99_seconds > 0.0) {
+            return Err(format!(
+                "{} = {} is out of range: give seconds above 0 (default 1.0)",
+                at("thresholds.latency_p99_seconds"),
+                t.latency_p99_seconds
+            ));
+        }
+        if t.crash_loop_restarts == 0 {
+            return Err(format!(
+                "{} = 0 would fire on every start: give at least 1 (default 3)",
+                at("thresholds.crash_loop_restarts")
+            ));
+        }
+        if t.for_secs > 86_400 {
+            return Err(format!(
+                "{} = {} is more than a day: give seconds from 0 to 86400 (default 30)",
+                at("thresholds.for_secs"),
+                t.for_secs
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -339,10 +529,12 @@ impl Config {
             path: origin.to_owned(),
             message: e.to_string(),
         })?;
+        let mut config = config;
         config.validate().map_err(|message| ConfigError::Invalid {
             path: origin.to_owned(),
             message,
         })?;
+        config.merge_watched_actions();
         Ok(config)
     }
 
@@ -377,7 +569,45 @@ impl Config {
         toml::to_string_pretty(self).expect("the configuration always serializes")
     }
 
+    /// The watched services, by name: the `[watch]` entries, or the demo app alone when there
+    /// are none.
+    pub fn watched(&self) -> BTreeMap<String, WatchConfig> {
+        if self.watch.is_empty() {
+            BTreeMap::from([(DEMO_SERVICE.to_owned(), demo_watch())])
+        } else {
+            self.watch.clone()
+        }
+    }
+
+    /// The watched service whose unit is `unit`, if any.
+    pub fn watched_unit(&self, unit: &str) -> Option<(String, WatchConfig)> {
+        self.watched()
+            .into_iter()
+            .find(|(_, w)| w.unit.as_deref() == Some(unit))
+    }
+
+    /// Makes `remediation.allowed` the effective allow-list: its own entries joined by each
+    /// watched unit's `allowed_actions`. Idempotent, so a rendered configuration reads back
+    /// the same.
+    fn merge_watched_actions(&mut self) {
+        for w in self.watch.values() {
+            let (Some(unit), false) = (&w.unit, w.allowed_actions.is_empty()) else {
+                continue;
+            };
+            let list = self.remediation.allowed.entry(unit.clone()).or_default();
+            for a in &w.allowed_actions {
+                if !list.contains(a) {
+                    list.push(*a);
+                }
+            }
+            list.sort();
+        }
+    }
+
     fn validate(&self) -> Result<(), String> {
+        for (name, w) in &self.watch {
+            w.validate(name)?;
+        }
         for (unit, actions) in &self.remediation.allowed {
             crate::unit::UnitName::parse(unit).map_err(|e| format!("remediation.allowed: {e}"))?;
             if actions.is_empty() {
@@ -480,6 +710,71 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("reboot"), "{err}");
+    }
+
+    #[test]
+    fn a_watched_service_parses_and_its_actions_join_the_allow_list() {
+        let c = Config::from_toml(
+            "[watch.nginx]\nunit = \"nginx.service\"\njob = \"nginx\"\ntargets = [\"127.0.0.1:9113\"]\nprofiles = [\"nginx-exporter\"]\nallowed_actions = [\"restart\"]\n[watch.nginx.thresholds]\nerror_ratio = 0.1\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let w = &c.watch["nginx"];
+        assert_eq!(w.thresholds.error_ratio, 0.1);
+        assert_eq!(w.thresholds.for_secs, 30);
+        assert_eq!(
+            c.remediation.allowed["nginx.service"],
+            [ActionKind::Restart]
+        );
+        assert!(c.remediation.allowed.contains_key("aiops-demo-app.service"));
+        assert_eq!(c.watched().keys().collect::<Vec<_>>(), ["nginx"]);
+        assert_eq!(c.watched_unit("nginx.service").unwrap().0, "nginx");
+        let back = Config::from_toml(&c.to_toml(), Path::new("t.toml")).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn no_watched_service_means_the_demo_app() {
+        let c = Config::default();
+        let w = c.watched();
+        assert_eq!(w.keys().collect::<Vec<_>>(), [DEMO_SERVICE]);
+        assert_eq!(
+            w[DEMO_SERVICE].unit.as_deref(),
+            Some("aiops-demo-app.service")
+        );
+    }
+
+    #[test]
+    fn watched_service_errors_name_the_entry_and_field() {
+        for (text, wants) in [
+            ("[watch.a]\nunit = \"a.service; reboot\"\n", "watch.a.unit"),
+            ("[watch.a]\ntargets = [\"x:1\"]\n", "watch.a.job is not set"),
+            (
+                "[watch.a]\njob = \"a\"\ntargets = [\"nohost\"]\n",
+                "watch.a.targets has \"nohost\"",
+            ),
+            (
+                "[watch.a]\nallowed_actions = [\"restart\"]\n",
+                "watch.a.unit is not",
+            ),
+            (
+                "[watch.a.thresholds]\nerror_ratio = 2.0\n",
+                "watch.a.thresholds.error_ratio = 2",
+            ),
+            (
+                "[watch.a.thresholds]\ncrash_loop_restarts = 0\n",
+                "crash_loop_restarts = 0",
+            ),
+            ("[watch.\"a b\"]\n", "name must be"),
+            ("[watch.a]\nunitt = \"a.service\"\n", "unitt"),
+            ("[watch.a]\nallowed_actions = [\"reboot\"]\n", "reboot"),
+        ] {
+            let err = Config::from_toml(text, Path::new("t.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(wants), "{text}: {err}");
+            assert!(err.contains("t.toml"), "{err}");
+        }
     }
 
     #[test]
