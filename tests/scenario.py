@@ -380,6 +380,20 @@ class Scenario:
             level = float(m.group(1))
             check(level < EXPOSURE_LIMIT, f"{unit}: exposure {level} is not below {EXPOSURE_LIMIT}")
             self.log(f"  {unit}: exposure {level} < {EXPOSURE_LIMIT}")
+        # The resource bounds of the unit files are in force, and the running processes sit
+        # well inside them (the receiver caps its own threads below TasksMax=).
+        for unit, memory_max, tasks_max in ((DEMO, 512 << 20, 256), (WEBHOOK, 256 << 20, 128)):
+            props = dict(
+                line.split("=", 1)
+                for line in self.m.succeed(
+                    f"systemctl show -p MemoryMax,TasksMax,MemoryCurrent,TasksCurrent {unit}"
+                ).split()
+            )
+            self.log(f"  {unit}: {props}")
+            check(props["MemoryMax"] == str(memory_max), f"{unit}: MemoryMax is {props['MemoryMax']}, not {memory_max}")
+            check(props["TasksMax"] == str(tasks_max), f"{unit}: TasksMax is {props['TasksMax']}, not {tasks_max}")
+            check(int(props["TasksCurrent"]) < tasks_max // 2, f"{unit}: {props['TasksCurrent']} tasks of {tasks_max}")
+            check(int(props["MemoryCurrent"]) < memory_max // 4, f"{unit}: {props['MemoryCurrent']} bytes of {memory_max}")
 
     def webhook_sandbox(self):
         """`systemd-run` options that recreate the receiver's own sandbox (user and hardening
@@ -833,7 +847,7 @@ TRACKS = {
         ("hardening: writes outside allowed paths fail", Scenario.hardening_holds),
         ("process metrics intact under hardening", Scenario.process_metrics),
         ("state directory owner and mode", Scenario.state_directory),
-        ("systemd-analyze security exposure < 2.0", Scenario.security_exposure),
+        ("systemd-analyze security exposure < 2.0; MemoryMax=, TasksMax= in force", Scenario.security_exposure),
         ("whole loop: stress to verified restart", Scenario.whole_loop),
         ("polkit lets the service account restart the allow-listed unit", Scenario.service_account_may_restart_allowed),
         ("cooldown refuses a second restart", Scenario.cooldown_refuses_second_restart),

@@ -36,6 +36,17 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Most async worker threads the receiver starts, whatever the CPU count.
+const WORKER_THREADS: usize = 16;
+/// Most threads for blocking work (tokio's default is 512).
+const BLOCKING_THREADS: usize = 32;
+
+fn worker_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(WORKER_THREADS)
+}
+
 fn real_main(args: Args) -> anyhow::Result<()> {
     let (mut config, origin) = aiops_core::Config::discover(args.config.as_deref())
         .context("loading the configuration")?;
@@ -52,7 +63,12 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         signal_hook::consts::SIGXFSZ,
         Arc::new(std::sync::atomic::AtomicBool::new(false)),
     );
+    // Bounded threads, so that the unit's TasksMax= (128) is never what fails: at most
+    // WORKER_THREADS workers (one per CPU below that) and BLOCKING_THREADS for blocking work
+    // (fsyncs, systemctl, journal reads), instead of tokio's default of 512.
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads())
+        .max_blocking_threads(BLOCKING_THREADS)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
