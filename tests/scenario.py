@@ -76,6 +76,10 @@ OUTSIDER = "mallory"
 SERVICE_USER = "aiops"
 
 PORT_DEMO = 8080
+# What the host already runs and watches ([watch.NAME] in the configuration), and the jobs its
+# Prometheus scrapes them under.
+HOST_SERVICES = ("nginx.service", "redis-server.service")
+HOST_JOBS = ("nginx", "redis", "node")
 PORT_WEBHOOK = 9095
 PORT_PROMETHEUS = 9090
 PORT_ALERTMANAGER = 9093
@@ -286,6 +290,33 @@ class Scenario:
             f"the guest runs Prometheus {versions[0]} and Alertmanager {versions[1]}, not the current 3.x and 0.3x",
         )
         self.demo_serves()
+
+    def host_services_scraped(self):
+        """The services the host already runs (nginx and Redis from the distribution, with its
+        exporters, and node_exporter's systemd collector) are up and scraped under the jobs their
+        [watch.NAME] entries name, and the watched units are on the allow-list's polkit rule."""
+        for unit in HOST_SERVICES:
+            self.m.wait_for_unit(unit, timeout=120)
+        for job in HOST_JOBS:
+            self.m.wait_until_succeeds(
+                f"curl -sf 'http://127.0.0.1:{PORT_PROMETHEUS}/api/v1/query?query=up%7Bjob%3D%22{job}%22%7D%3D%3D1' | grep -q '\"value\"'",
+                timeout=90,
+            )
+        # The exporters measure the real services, not only themselves.
+        for query in ("nginx_up", "redis_up"):
+            out = json.loads(self.m.succeed(f"curl -sf 'http://127.0.0.1:{PORT_PROMETHEUS}/api/v1/query?query={query}'"))
+            values = [r["value"][1] for r in out["data"]["result"]]
+            check(values == ["1"], f"{query} is {values}: the exporter does not reach its service")
+        out = json.loads(self.m.succeed(
+            f"curl -sf 'http://127.0.0.1:{PORT_PROMETHEUS}/api/v1/query?query=node_systemd_unit_state%7Bstate%3D%22active%22%7D%3D%3D1'"
+        ))
+        active = sorted(r["metric"]["name"] for r in out["data"]["result"])
+        self.log(f"  node_exporter sees active: {active}")
+        for unit in HOST_SERVICES:
+            check(unit in active, f"node_exporter's systemd collector does not report {unit} active: {active}")
+        rule = self.m.succeed("cat /etc/polkit-1/rules.d/50-aiops.rules")
+        for unit in HOST_SERVICES:
+            check(unit in rule, f"the polkit rule does not allow restarting the watched {unit}:\n{rule}")
 
     def receiver_up(self):
         """The receiver and the fake Slack are up (a case run alone may start before them)."""
@@ -846,6 +877,7 @@ TRACKS = {
         ("service account confined by polkit", Scenario.service_account_confinement),
         ("hardening: writes outside allowed paths fail", Scenario.hardening_holds),
         ("process metrics intact under hardening", Scenario.process_metrics),
+        ("the host's own services (nginx, Redis) are up and scraped", Scenario.host_services_scraped),
         ("state directory owner and mode", Scenario.state_directory),
         ("systemd-analyze security exposure < 2.0; MemoryMax=, TasksMax= in force", Scenario.security_exposure),
         ("whole loop: stress to verified restart", Scenario.whole_loop),

@@ -32,7 +32,9 @@ chmod 0600 /etc/aiops/secrets/webhook-token /etc/aiops/secrets/slack-webhook-url
 # option is the image's): they reload, which costs a fraction of a start under TCG; a booted
 # guest starts them.
 step "prometheus and alertmanager"
-install -m 0644 "$S/prometheus/prometheus.yml" /etc/prometheus/prometheus.yml
+# The host's watched services are scraped too (their jobs appended to the list that ends the file).
+cat "$S/prometheus/prometheus.yml" "$S/guest/scrape-watched.yml" > /etc/prometheus/prometheus.yml
+chmod 0644 /etc/prometheus/prometheus.yml
 install -m 0644 "$S/prometheus/rules.yml" /etc/prometheus/rules.yml
 install -m 0644 "$S/prometheus/alertmanager.yml" /etc/prometheus/alertmanager.yml
 # Debian's Alertmanager runs as `prometheus`; prometheus/alertmanager.yml names this copy.

@@ -59,6 +59,26 @@ rm -f "$root/etc/systemd/system/multi-user.target.wants/prometheus.service" \
 # exits on a machine whose only interface is loopback.
 printf 'ARGS="--cluster.listen-address="\n' > "$root/etc/default/prometheus-alertmanager"
 
+# The host's own services, configured as their administrator would, on loopback only (the demo
+# app has 8080): nginx serves a site and its stub_status on 127.0.0.1:8081 for
+# prometheus-nginx-exporter (:9113); Redis listens on 127.0.0.1:6379 (Debian's default) for
+# prometheus-redis-exporter (:9121); node_exporter (:9100) runs its systemd collector for the
+# watched units and only the collectors the rules read, to keep the guest quiet under TCG.
+rm -f "$root/etc/nginx/sites-enabled/default"
+cat > "$root/etc/nginx/sites-enabled/aiops-test" <<'NGINX'
+server {
+    listen 127.0.0.1:8081;
+    root /var/www/html;
+    location = /stub_status { stub_status; }
+}
+NGINX
+printf 'ARGS="-nginx.scrape-uri=http://127.0.0.1:8081/stub_status -web.listen-address=127.0.0.1:9113"\n' \
+    > "$root/etc/default/prometheus-nginx-exporter"
+printf 'ARGS="-web.listen-address=127.0.0.1:9121 -redis.addr=redis://127.0.0.1:6379"\n' \
+    > "$root/etc/default/prometheus-redis-exporter"
+printf '%s\n' 'ARGS="--web.listen-address=127.0.0.1:9100 --collector.disable-defaults --collector.systemd --collector.systemd.unit-include=(nginx|redis-server|aiops-demo-app|aiops-webhook)\\.service --collector.pressure --collector.vmstat --collector.filesystem --collector.meminfo"' \
+    > "$root/etc/default/prometheus-node-exporter"
+
 # The accounts of the guest contract (tests/scenario.py): the service account that runs the
 # receiver, an operator and a user who is not one. They belong to the guest like the NixOS test
 # node's users.users; made here once rather than by every run (useradd takes a second under TCG).
