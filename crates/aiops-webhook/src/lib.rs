@@ -354,6 +354,10 @@ pub async fn run_with(
             max_inflight: options.max_advice_inflight,
             headroom: headroom.clone(),
             queue_bytes: queue_bytes(&config),
+            alertmanager: Some(aiops_actions::alerts::AlertmanagerClient::new(
+                &config.alertmanager.url,
+                aiops_actions::alerts::GROUP_TIMEOUT,
+            )),
         },
         pstatus.clone(),
         (events_tx.clone(), events_rx),

@@ -11,20 +11,21 @@
 //! at the checkpoint (every record at or below it is done), skips records a group has already
 //! seen, and a notification whose dedup key equals the group's last key produces no message.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use aiops_core::alertmanager::{Notification, Status};
+use aiops_actions::alerts::{AlertmanagerClient, GroupAlerts};
+use aiops_core::alertmanager::{Alert, ApiAlert, KV, Notification, Status};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 use crate::advisor::{Advice, Advisor};
 use crate::journal::{self, now_ms};
 use crate::log;
-use crate::message::{Message, MessageKind, MessageRef};
+use crate::message::{Changes, Message, MessageKind, MessageRef, Truncation};
 use crate::metrics::Metrics;
 use crate::state::{self, Entry, GroupState};
 
@@ -89,6 +90,110 @@ fn retry_delay(failures: u32) -> Duration {
     Duration::from_secs(5u64.saturating_mul(1 << failures.min(6)).min(300))
 }
 
+/// Characters kept of one alert's short name.
+const SHORT_NAME_MAX: usize = 100;
+
+/// How an update names an alert: `HighLatencyP99 on aiops-demo-app:8080` (the alert name and
+/// its `instance`, else its `unit`, else the start of its fingerprint), at most 100 characters.
+pub fn short_name(a: &Alert) -> String {
+    let name = a.labels.get("alertname").map_or("alert", String::as_str);
+    let place = a
+        .labels
+        .get("instance")
+        .or_else(|| a.labels.get("unit"))
+        .filter(|v| !v.is_empty());
+    let s = match place {
+        Some(p) => format!("{name} on {p}"),
+        None => format!(
+            "{name} {}",
+            a.fingerprint.chars().take(8).collect::<String>()
+        ),
+    };
+    if s.chars().count() <= SHORT_NAME_MAX {
+        return s;
+    }
+    let mut cut: String = s.chars().take(SHORT_NAME_MAX - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// Whether a notification left alerts out that the receiver should fetch: a firing group
+/// Alertmanager truncated (`truncatedAlerts` > 0, its receiver's `max_alerts`).
+pub fn needs_fetch(n: &Notification) -> bool {
+    n.status == Status::Firing && n.truncated_alerts > 0
+}
+
+/// A notification completed with the group's alerts from Alertmanager's API
+/// ([`AlertmanagerClient::group_alerts`]): the alerts it carried, then each fetched alert it
+/// did not carry (same fingerprint: the notification's copy wins); `truncatedAlerts` becomes
+/// the number still missing (those over the fetch's bound), and the common labels and
+/// annotations are recomputed over all of them (Alertmanager computes them over the alerts it
+/// sent). When the fetch failed, the notification stays as it was and the error is kept.
+pub fn merge_truncated(
+    n: &Notification,
+    fetched: Result<GroupAlerts, String>,
+) -> (Notification, Truncation) {
+    let truncated = n.truncated_alerts;
+    let group = match fetched {
+        Ok(g) => g,
+        Err(e) => {
+            let t = Truncation {
+                truncated,
+                fetched: 0,
+                error: Some(e),
+            };
+            return (n.clone(), t);
+        }
+    };
+    let mut out = n.clone();
+    let mut seen: HashSet<String> = n.alerts.iter().map(|a| a.fingerprint.clone()).collect();
+    let mut added = 0;
+    for a in group.alerts {
+        if a.fingerprint.is_empty() || !seen.insert(a.fingerprint.clone()) {
+            continue;
+        }
+        out.alerts.push(from_api(a));
+        added += 1;
+    }
+    out.truncated_alerts = group.more as u64;
+    if !out.alerts.is_empty() {
+        out.common_labels = common(out.alerts.iter().map(|a| &a.labels));
+        out.common_annotations = common(out.alerts.iter().map(|a| &a.annotations));
+    }
+    let t = Truncation {
+        truncated,
+        fetched: added,
+        error: None,
+    };
+    (out, t)
+}
+
+/// An API alert as a notification carries it: firing, without an end (Alertmanager sends
+/// `0001-01-01T00:00:00Z` for a firing alert's `endsAt`).
+fn from_api(a: ApiAlert) -> Alert {
+    Alert {
+        status: Status::Firing,
+        labels: a.labels,
+        annotations: a.annotations,
+        starts_at: a.starts_at,
+        ends_at: DateTime::<Utc>::from_timestamp(-62_135_596_800, 0).unwrap_or_default(),
+        generator_url: a.generator_url,
+        fingerprint: a.fingerprint,
+    }
+}
+
+/// The pairs every one of `sets` holds.
+fn common<'a>(mut sets: impl Iterator<Item = &'a KV>) -> KV {
+    let Some(first) = sets.next() else {
+        return KV::new();
+    };
+    let mut out = first.clone();
+    for s in sets {
+        out.retain(|k, v| s.get(k) == Some(v));
+    }
+    out
+}
+
 /// What to do with one notification.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
@@ -103,6 +208,8 @@ pub struct Decision {
     pub resolved: bool,
     /// Alerts whose fingerprints the group had not shown before.
     pub new_alerts: usize,
+    /// For an update: the alerts that joined and left since the group's last message.
+    pub changes: Changes,
     /// The group's state after this notification (the firing message's reference is filled in
     /// at commit).
     pub state: GroupState,
@@ -131,6 +238,12 @@ pub fn decide(
         .filter(|a| a.status == Status::Firing)
         .map(|a| a.fingerprint.clone())
         .collect();
+    let announced: BTreeMap<String, String> = n
+        .alerts
+        .iter()
+        .filter(|a| a.status == Status::Firing)
+        .map(|a| (a.fingerprint.clone(), short_name(a)))
+        .collect();
     let fresh = || GroupState {
         group_key: n.group_key.clone(),
         status: n.status,
@@ -142,6 +255,7 @@ pub fn decide(
         original: None,
         last_message_at: Some(received_at),
         retry: None,
+        announced: announced.clone(),
     };
     let quiet = |state: GroupState, why: &'static str| Decision {
         kind: None,
@@ -150,6 +264,7 @@ pub fn decide(
         needs_advice: false,
         resolved: false,
         new_alerts: 0,
+        changes: Changes::default(),
         state,
     };
     let send = |kind: MessageKind, state: GroupState| Decision {
@@ -159,6 +274,7 @@ pub fn decide(
         needs_advice: kind == MessageKind::Firing,
         resolved: kind == MessageKind::Resolved,
         new_alerts: 0,
+        changes: Changes::default(),
         state,
     };
     match prev {
@@ -181,13 +297,16 @@ pub fn decide(
         Some(g) if n.status == Status::Firing && g.status == Status::Firing => {
             let mut state = g.clone();
             let new_alerts = firing.difference(&g.fingerprints).count();
+            let (changes, now_announced) = changes(g, n, announced);
             state.fingerprints.extend(firing.iter().cloned());
+            state.announced = now_announced;
             state.last_key = key.clone();
             state.last_seq = seq;
             state.last_seen = received_at;
             state.last_message_at = Some(received_at);
             let mut d = send(MessageKind::Update, state);
             d.new_alerts = new_alerts;
+            d.changes = changes;
             d
         }
         None | Some(_) if n.status == Status::Firing => {
@@ -199,6 +318,7 @@ pub fn decide(
             let mut state = g.clone();
             state.status = Status::Resolved;
             state.retry = None;
+            state.announced.clear();
             state.last_key = key.clone();
             state.last_seq = seq;
             state.last_seen = received_at;
@@ -214,6 +334,65 @@ pub fn decide(
             quiet(state, "already_resolved")
         }
     }
+}
+
+/// Which alerts joined and which left a firing group since its last message, and what the group
+/// announces after this one. `firing` is this notification's firing alerts (fingerprint to short
+/// name). A complete notification is the whole group: an announced alert it does not list as
+/// firing left. A notification still truncated (the fetch failed or hit its bound) says nothing
+/// about the alerts it left out, so only those it lists as resolved left, and the others stay
+/// announced. State written before the announced alerts were kept has only the episode's
+/// fingerprints: joined is then what those do not hold, and nothing is known to have left.
+fn changes(
+    prev: &GroupState,
+    n: &Notification,
+    firing: BTreeMap<String, String>,
+) -> (Changes, BTreeMap<String, String>) {
+    let complete = n.truncated_alerts == 0;
+    let known = |fp: &String| {
+        if prev.announced.is_empty() {
+            prev.fingerprints.contains(fp)
+        } else {
+            prev.announced.contains_key(fp)
+        }
+    };
+    let joined: Vec<String> = firing
+        .iter()
+        .filter(|(fp, _)| !known(fp))
+        .map(|(_, name)| name.clone())
+        .collect();
+    let resolved: HashSet<&str> = n
+        .alerts
+        .iter()
+        .filter(|a| a.status == Status::Resolved)
+        .map(|a| a.fingerprint.as_str())
+        .collect();
+    let gone = |fp: &String| {
+        if complete {
+            !firing.contains_key(fp)
+        } else {
+            resolved.contains(fp.as_str())
+        }
+    };
+    let left: Vec<String> = prev
+        .announced
+        .iter()
+        .filter(|(fp, _)| gone(fp))
+        .map(|(_, name)| name.clone())
+        .collect();
+    let now = if complete {
+        firing
+    } else {
+        let mut now: BTreeMap<String, String> = prev
+            .announced
+            .iter()
+            .filter(|(fp, _)| !gone(fp))
+            .map(|(fp, name)| (fp.clone(), name.clone()))
+            .collect();
+        now.extend(firing);
+        now
+    };
+    (Changes::new(joined, left), now)
 }
 
 /// Events that wake the processor.
@@ -233,6 +412,12 @@ pub enum Event {
         retry_of: String,
         advice: Option<Box<Advice>>,
     },
+    /// The alerts of a truncated notification's group, fetched from Alertmanager for the
+    /// group's first queued record.
+    Fetched {
+        group: String,
+        result: Result<GroupAlerts, String>,
+    },
     /// Shut down after the current step.
     Stop,
 }
@@ -250,6 +435,9 @@ pub struct Settings {
     /// ([`state::Store::outbox_bytes`]), the records read in one go, and the records waiting
     /// behind advice ([`HELD_FACTOR`] times their bodies). Over it, processing pauses.
     pub queue_bytes: usize,
+    /// Where a truncated notification's missing alerts are fetched from
+    /// ([`AlertmanagerClient::group_alerts`]); `None` leaves them out.
+    pub alertmanager: Option<AlertmanagerClient>,
 }
 
 /// A record waiting in memory to be processed holds its body and its parsed notification, and
@@ -284,6 +472,27 @@ struct Pending {
     entry: journal::Entry,
     n: Notification,
     decision: Option<Decision>,
+    /// Its group's alerts are being fetched (the notification was truncated).
+    fetching: bool,
+    /// Set once the fetch is done: `n` is then the completed notification.
+    truncation: Option<Truncation>,
+}
+
+impl Pending {
+    fn new(entry: journal::Entry, n: Notification) -> Self {
+        Self {
+            entry,
+            n,
+            decision: None,
+            fetching: false,
+            truncation: None,
+        }
+    }
+
+    /// Waits for advice or for a fetch (it heads its group's queue).
+    fn busy(&self) -> bool {
+        self.decision.is_some() || self.fetching
+    }
 }
 
 /// The processing loop's state (runs on its own thread, see [`Processor::run`]).
@@ -526,6 +735,11 @@ impl Processor {
                             return;
                         }
                     }
+                    Event::Fetched { group, result } => {
+                        if self.fetched(&group, result).is_err() {
+                            return;
+                        }
+                    }
                     Event::Readvised {
                         group,
                         retry_of,
@@ -565,27 +779,41 @@ impl Processor {
         };
         self.cursor = seq + 1;
         if let Some(q) = self.pending.get_mut(&n.group_key) {
-            q.push_back(Pending {
-                entry,
-                n,
-                decision: None,
-            });
+            q.push_back(Pending::new(entry, n));
             self.queued += 1;
             return Ok(());
         }
-        self.run_one(Pending {
-            entry,
-            n,
-            decision: None,
-        })
+        self.run_one(Pending::new(entry, n))
     }
 
     /// Decides and either commits at once or starts advice (then the record heads its
-    /// group's queue).
-    fn run_one(&mut self, p: Pending) -> Result<(), Abandon> {
+    /// group's queue). A truncated notification first has its group's alerts fetched (the
+    /// record heads its group's queue meanwhile, and comes back here completed).
+    fn run_one(&mut self, mut p: Pending) -> Result<(), Abandon> {
         let prev = self.state.lock().group(&p.n.group_key).cloned();
         if prev.as_ref().is_some_and(|g| p.entry.seq <= g.last_seq) {
             // Already processed before a restart.
+            return Ok(());
+        }
+        if p.truncation.is_none()
+            && needs_fetch(&p.n)
+            && let Some(client) = self.settings.alertmanager.clone()
+        {
+            let group = p.n.group_key.clone();
+            let labels = p.n.group_labels.clone();
+            let receiver = p.n.receiver.clone();
+            let tx = self.events_tx.clone();
+            p.fetching = true;
+            self.inflight += 1;
+            self.pending.entry(group.clone()).or_default().push_front(p);
+            self.queued += 1;
+            self.runtime.spawn_blocking(move || {
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    client.group_alerts(&labels, Some(&receiver))
+                }))
+                .unwrap_or_else(|_| Err("the Alertmanager client panicked".to_owned()));
+                let _ = tx.send(Event::Fetched { group, result });
+            });
             return Ok(());
         }
         let d = decide(
@@ -596,7 +824,7 @@ impl Processor {
             self.settings.reminder,
         );
         if !d.needs_advice || !self.advisor.gives_advice() {
-            return self.commit(&p.entry, p.n, d, None);
+            return self.commit(&p.entry, p.n, d, None, p.truncation);
         }
         let group = p.n.group_key.clone();
         let advisor = self.advisor.clone();
@@ -609,6 +837,7 @@ impl Processor {
             .or_default()
             .push_front(Pending {
                 decision: Some(d),
+                fetching: false,
                 ..p
             });
         self.queued += 1;
@@ -628,37 +857,73 @@ impl Processor {
         Ok(())
     }
 
+    /// Takes the first queued record of `group` (the one advice or a fetch was for); the rest
+    /// stay queued, so the checkpoint stays below them while it is committed.
+    fn take_first(&mut self, group: &str) -> Option<Pending> {
+        let queue = self.pending.get_mut(group)?;
+        let first = queue.pop_front();
+        if queue.is_empty() {
+            self.pending.remove(group);
+        }
+        if first.is_some() {
+            self.queued -= 1;
+        }
+        first
+    }
+
+    /// Runs the records queued behind a group's first one, in order, until one waits for
+    /// advice or a fetch again (the rest then wait behind it).
+    fn drain(&mut self, group: &str) -> Result<(), Abandon> {
+        while let Some(queue) = self.pending.get(group) {
+            if queue.front().is_none_or(Pending::busy) {
+                if queue.is_empty() {
+                    self.pending.remove(group);
+                }
+                break;
+            }
+            let Some(p) = self.take_first(group) else {
+                break;
+            };
+            self.run_one(p)?;
+        }
+        Ok(())
+    }
+
     /// Advice arrived: commit the group's first record, then run the records queued behind it.
     fn advised(&mut self, group: &str, advice: Option<Advice>) -> Result<(), Abandon> {
         self.inflight = self.inflight.saturating_sub(1);
-        let Some(mut queue) = self.pending.remove(group) else {
+        let Some(first) = self.take_first(group) else {
             return Ok(());
         };
-        let Some(first) = queue.pop_front() else {
-            return Ok(());
-        };
-        self.queued -= 1 + queue.len();
-        // Put the rest back while committing so the checkpoint stays below them.
-        if !queue.is_empty() {
-            self.pending.insert(group.to_owned(), queue);
-        }
         let d = first
             .decision
             .expect("the first queued record carries its decision");
-        self.commit(&first.entry, first.n, d, advice)?;
-        let rest = self.pending.remove(group).unwrap_or_default();
-        let mut rest = rest.into_iter();
-        while let Some(p) = rest.next() {
-            self.run_one(p)?;
-            if let Some(q) = self.pending.get_mut(group) {
-                // Advice started again: the remaining records wait behind it.
-                let remaining: Vec<Pending> = rest.collect();
-                self.queued += remaining.len();
-                q.extend(remaining);
-                break;
-            }
+        self.commit(&first.entry, first.n, d, advice, first.truncation)?;
+        self.drain(group)
+    }
+
+    /// The group's alerts arrived (or the fetch failed): complete the first record's
+    /// notification with them and run it (it may wait for advice next), then the records
+    /// queued behind it.
+    fn fetched(&mut self, group: &str, result: Result<GroupAlerts, String>) -> Result<(), Abandon> {
+        self.inflight = self.inflight.saturating_sub(1);
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        self.metrics
+            .truncated_fetches
+            .with_label_values(&[outcome])
+            .inc();
+        let Some(mut first) = self.take_first(group) else {
+            return Ok(());
+        };
+        if let Err(e) = &result {
+            tracing::warn!(group, truncated = first.n.truncated_alerts, error = %e, "cannot fetch the alerts Alertmanager left out of a notification; going on with those it sent");
         }
-        Ok(())
+        let (n, truncation) = merge_truncated(&first.n, result);
+        first.n = n;
+        first.truncation = Some(truncation);
+        first.fetching = false;
+        self.run_one(first)?;
+        self.drain(group)
     }
 
     /// What the records waiting behind advice hold in memory, about.
@@ -692,6 +957,7 @@ impl Processor {
         n: Notification,
         d: Decision,
         advice: Option<Advice>,
+        truncation: Option<Truncation>,
     ) -> Result<(), Abandon> {
         let mut state = d.state;
         let original = match d.kind {
@@ -726,6 +992,8 @@ impl Processor {
                     new_alerts: d.new_alerts,
                     dashboard_url: self.settings.dashboard_url.clone(),
                     action: None,
+                    truncation,
+                    changes: d.changes,
                 };
                 if kind == MessageKind::Firing {
                     state.original = Some(MessageRef {
@@ -871,6 +1139,8 @@ impl Processor {
             new_alerts: 0,
             dashboard_url: self.settings.dashboard_url.clone(),
             action: None,
+            truncation: None,
+            changes: Default::default(),
         });
         if message.is_some() {
             state.last_message_at = Some(now);

@@ -31,6 +31,8 @@ fn firing() -> Message {
         new_alerts: 1,
         dashboard_url: Some("http://127.0.0.1:3000/d/aiops/aiops-demo".into()),
         action: None,
+        truncation: None,
+        changes: Default::default(),
     }
 }
 
@@ -90,6 +92,8 @@ fn resolved_refers_to_the_original() {
         new_alerts: 0,
         dashboard_url: original.dashboard_url.clone(),
         action: None,
+        truncation: None,
+        changes: Default::default(),
     };
     let p = slack::slack_payload(&m);
     assert_within_limits(&p);
@@ -122,6 +126,8 @@ fn an_action_outcome_follows_up_on_the_alert() {
             actor: "aiops-webhook".into(),
             text: "verified: error ratio back to 0.2% 35 s after the restart".into(),
         }),
+        truncation: None,
+        changes: Default::default(),
     };
     let p = slack::slack_payload(&m);
     assert_within_limits(&p);
@@ -154,6 +160,8 @@ fn a_truncated_group_is_cut_visibly() {
         new_alerts: 25,
         dashboard_url: None,
         action: None,
+        truncation: None,
+        changes: Default::default(),
     };
     let p = slack::slack_payload(&m);
     assert_within_limits(&p);
