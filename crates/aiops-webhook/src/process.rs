@@ -1291,3 +1291,261 @@ impl Processor {
             .fetch_max(checkpoint, Ordering::AcqRel);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn at() -> DateTime<Utc> {
+        "2026-11-28T12:04:05Z".parse().unwrap()
+    }
+
+    /// (fingerprint, alertname, instance, firing)
+    fn notification(alerts: &[(&str, &str, &str, bool)], truncated: u64) -> Notification {
+        let firing = alerts.iter().any(|a| a.3) || truncated > 0;
+        let v = json!({
+            "version": "4", "receiver": "aiops",
+            "groupKey": "{}:{service=\"aiops-demo-app\"}",
+            "status": if firing { "firing" } else { "resolved" },
+            "truncatedAlerts": truncated,
+            "groupLabels": {"service": "aiops-demo-app"},
+            // What Alertmanager computes over the alerts it sent.
+            "commonLabels": alerts.first().map(|a| json!({"service": "aiops-demo-app", "alertname": a.1, "instance": a.2})).unwrap_or(json!({})),
+            "alerts": alerts.iter().map(|(fp, name, instance, firing)| json!({
+                "status": if *firing { "firing" } else { "resolved" },
+                "labels": {"alertname": name, "instance": instance, "service": "aiops-demo-app"},
+                "annotations": {"summary": format!("{name} on {instance}")},
+                "startsAt": "2026-11-28T12:03:00Z",
+                "endsAt": if *firing { "0001-01-01T00:00:00Z" } else { "2026-11-28T12:10:00Z" },
+                "fingerprint": fp,
+            })).collect::<Vec<_>>(),
+        });
+        Notification::parse(v.to_string().as_bytes()).unwrap()
+    }
+
+    fn api(fp: &str, name: &str, instance: &str) -> ApiAlert {
+        serde_json::from_value(json!({
+            "labels": {"alertname": name, "instance": instance, "service": "aiops-demo-app"},
+            "annotations": {"summary": "from the API"},
+            "startsAt": "2026-11-28T12:03:30Z", "endsAt": "2026-11-28T12:20:00Z",
+            "fingerprint": fp, "status": {"state": "active"},
+        }))
+        .unwrap()
+    }
+
+    fn fps(n: &Notification) -> Vec<&str> {
+        n.alerts.iter().map(|a| a.fingerprint.as_str()).collect()
+    }
+
+    #[test]
+    fn a_truncated_notification_is_completed_from_the_api_without_duplicates() {
+        let n = notification(&[("a", "HighErrorRatio", "host-a:8080", true)], 2);
+        let fetched = GroupAlerts {
+            alerts: vec![
+                api("a", "HighErrorRatio", "host-a:8080"),
+                api("b", "HighLatencyP99", "host-b:8080"),
+                api("c", "HighErrorRatio", "host-c:8080"),
+            ],
+            more: 0,
+        };
+        let (m, tr) = merge_truncated(&n, Ok(fetched));
+        assert_eq!(fps(&m), ["a", "b", "c"]);
+        // The notification's own copy wins over the API's.
+        assert_eq!(
+            m.alerts[0].annotations["summary"],
+            "HighErrorRatio on host-a:8080"
+        );
+        assert!(m.alerts.iter().all(|a| a.status == Status::Firing));
+        assert_eq!(m.alerts[1].ends_at, n.alerts[0].ends_at, "firing: no end");
+        assert_eq!(m.truncated_alerts, 0);
+        assert_eq!(
+            tr,
+            Truncation {
+                truncated: 2,
+                fetched: 2,
+                error: None
+            }
+        );
+        // Common labels are those of all three, not of the one Alertmanager sent.
+        assert_eq!(
+            m.common_labels,
+            KV::from([("service".to_owned(), "aiops-demo-app".to_owned())])
+        );
+        assert!(m.common_annotations.is_empty());
+        // The whole group's dedup key differs from the truncated payload's.
+        assert_ne!(dedup_key(&m), dedup_key(&n));
+    }
+
+    #[test]
+    fn a_failed_fetch_keeps_the_notification_and_the_reason() {
+        let n = notification(&[("a", "HighErrorRatio", "host-a:8080", true)], 2);
+        let (m, tr) = merge_truncated(&n, Err("cannot reach Alertmanager".into()));
+        assert_eq!(m, n);
+        assert_eq!(tr.truncated, 2);
+        assert_eq!(tr.fetched, 0);
+        assert_eq!(tr.error.as_deref(), Some("cannot reach Alertmanager"));
+    }
+
+    #[test]
+    fn alerts_over_the_fetch_bound_stay_counted_as_missing() {
+        let n = notification(&[("a", "HighErrorRatio", "host-a:8080", true)], 300);
+        let fetched = GroupAlerts {
+            alerts: vec![api("b", "HighErrorRatio", "host-b:8080")],
+            more: 99,
+        };
+        let (m, tr) = merge_truncated(&n, Ok(fetched));
+        assert_eq!(fps(&m), ["a", "b"]);
+        assert_eq!(m.truncated_alerts, 99);
+        assert_eq!(tr.fetched, 1);
+    }
+
+    #[test]
+    fn short_names_use_the_instance_then_the_unit_then_the_fingerprint() {
+        let n = notification(
+            &[(
+                "0123456789abcdef",
+                "HighLatencyP99",
+                "aiops-demo-app:8080",
+                true,
+            )],
+            0,
+        );
+        let mut a = n.alerts[0].clone();
+        assert_eq!(short_name(&a), "HighLatencyP99 on aiops-demo-app:8080");
+        a.labels.remove("instance");
+        a.labels
+            .insert("unit".into(), "aiops-demo-app.service".into());
+        assert_eq!(short_name(&a), "HighLatencyP99 on aiops-demo-app.service");
+        a.labels.remove("unit");
+        assert_eq!(short_name(&a), "HighLatencyP99 01234567");
+        a.labels.insert("instance".into(), "x".repeat(500));
+        assert_eq!(short_name(&a).chars().count(), SHORT_NAME_MAX);
+    }
+
+    #[test]
+    fn an_update_says_which_alerts_joined_and_which_left() {
+        let first = notification(
+            &[
+                ("a", "HighErrorRatio", "host-a:8080", true),
+                ("b", "HighErrorRatio", "host-b:8080", true),
+                ("c", "HighErrorRatio", "host-c:8080", true),
+            ],
+            0,
+        );
+        let d1 = decide(None, &first, 1, at(), None);
+        assert_eq!(d1.kind, Some(MessageKind::Firing));
+        assert_eq!(d1.state.announced.len(), 3);
+        // d joins, b and c are gone (c resolved in the notification, b no longer listed).
+        let second = notification(
+            &[
+                ("a", "HighErrorRatio", "host-a:8080", true),
+                ("c", "HighErrorRatio", "host-c:8080", false),
+                ("d", "HighLatencyP99", "aiops-demo-app:8080", true),
+            ],
+            0,
+        );
+        let d2 = decide(Some(&d1.state), &second, 2, at(), None);
+        assert_eq!(d2.kind, Some(MessageKind::Update));
+        assert_eq!(
+            d2.changes,
+            Changes {
+                joined: vec!["HighLatencyP99 on aiops-demo-app:8080".into()],
+                joined_count: 1,
+                left: vec![
+                    "HighErrorRatio on host-b:8080".into(),
+                    "HighErrorRatio on host-c:8080".into()
+                ],
+                left_count: 2,
+            }
+        );
+        assert_eq!(d2.state.announced.keys().collect::<Vec<_>>(), ["a", "d"]);
+        // The message says so, by name, instead of counting listed alerts.
+        let m = Message {
+            id: d2.message_id.clone().unwrap(),
+            kind: MessageKind::Update,
+            created_at: at(),
+            notification: second,
+            advice: None,
+            original: None,
+            new_alerts: d2.new_alerts,
+            dashboard_url: None,
+            action: None,
+            truncation: None,
+            changes: d2.changes.clone(),
+        };
+        let text = crate::slack::plain_text(&m);
+        assert!(
+            text.contains("Joined (1): HighLatencyP99 on aiops-demo-app:8080."),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "Left (2): HighErrorRatio on host-b:8080, HighErrorRatio on host-c:8080."
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("listed alerts still firing"), "{text}");
+    }
+
+    #[test]
+    fn a_notification_still_truncated_only_loses_the_alerts_it_lists_as_resolved() {
+        let first = notification(
+            &[
+                ("a", "HighErrorRatio", "host-a:8080", true),
+                ("b", "HighErrorRatio", "host-b:8080", true),
+            ],
+            0,
+        );
+        let d1 = decide(None, &first, 1, at(), None);
+        // The fetch failed: a resolved is listed, b may be among the 3 left out.
+        let second = notification(
+            &[
+                ("a", "HighErrorRatio", "host-a:8080", false),
+                ("e", "HighErrorRatio", "host-e:8080", true),
+            ],
+            3,
+        );
+        let d2 = decide(Some(&d1.state), &second, 2, at(), None);
+        assert_eq!(d2.changes.joined, ["HighErrorRatio on host-e:8080"]);
+        assert_eq!(d2.changes.left, ["HighErrorRatio on host-a:8080"]);
+        assert_eq!(d2.state.announced.keys().collect::<Vec<_>>(), ["b", "e"]);
+    }
+
+    #[test]
+    fn state_without_announced_alerts_still_names_the_ones_that_joined() {
+        let first = notification(&[("a", "HighErrorRatio", "host-a:8080", true)], 0);
+        let mut old = decide(None, &first, 1, at(), None).state;
+        old.announced.clear();
+        let json = serde_json::to_value(&old).unwrap();
+        assert!(json.get("announced").is_none());
+        let old: GroupState = serde_json::from_value(json).unwrap();
+        let second = notification(
+            &[
+                ("a", "HighErrorRatio", "host-a:8080", true),
+                ("b", "HighErrorRatio", "host-b:8080", true),
+            ],
+            0,
+        );
+        let d = decide(Some(&old), &second, 2, at(), None);
+        assert_eq!(d.changes.joined, ["HighErrorRatio on host-b:8080"]);
+        assert_eq!(d.changes.left_count, 0);
+        assert_eq!(d.state.announced.len(), 2);
+    }
+
+    #[test]
+    fn many_changes_are_listed_up_to_a_bound_and_counted() {
+        let many: Vec<(String, String)> = (0..40)
+            .map(|i| (format!("f{i:02}"), format!("host-{i:02}:8080")))
+            .collect();
+        let alerts: Vec<(&str, &str, &str, bool)> = many
+            .iter()
+            .map(|(fp, inst)| (fp.as_str(), "HighErrorRatio", inst.as_str(), true))
+            .collect();
+        let first = notification(&alerts[..1], 0);
+        let d1 = decide(None, &first, 1, at(), None);
+        let d2 = decide(Some(&d1.state), &notification(&alerts, 0), 2, at(), None);
+        assert_eq!(d2.changes.joined_count, 39);
+        assert_eq!(d2.changes.joined.len(), Changes::LISTED);
+    }
+}

@@ -357,7 +357,8 @@ pub fn compose(m: &Message) -> Composed {
 
 /// `Joined (2): A on x, B on y` (names as listed, then "and N more").
 fn change_line(what: &str, names: &[String], count: usize) -> Line {
-    let mut line = vec![b(format!("{what} ({count}): "))];
+    // Slack closes bold only right after a non-space character.
+    let mut line = vec![b(format!("{what} ({count}):")), t(" ")];
     line.push(t(names.join(", ")));
     let more = count.saturating_sub(names.len());
     if more > 0 {
