@@ -1472,7 +1472,7 @@ mod tests {
             dashboard_url: None,
             action: None,
             truncation: None,
-            changes: d2.changes.clone(),
+            changes: d2.changes,
         };
         let text = crate::slack::plain_text(&m);
         assert!(

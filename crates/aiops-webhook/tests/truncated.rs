@@ -99,9 +99,7 @@ struct Stack {
 /// to a receiver that fetches truncated groups from `fetch_from` (this Alertmanager when `None`).
 /// `None` when Alertmanager is not installed (after saying so).
 fn start(fetch_from: Option<&str>) -> Option<Stack> {
-    if tools::require(&["prometheus-alertmanager", "alertmanager"]).is_none() {
-        return None;
-    }
+    tools::require(&["prometheus-alertmanager", "alertmanager"])?;
     let dir = tempfile::tempdir().unwrap();
     let sink = Sink::start();
     let rdir = dir.path().join("receiver");
