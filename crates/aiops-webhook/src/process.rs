@@ -4,7 +4,10 @@
 //! journal records in order, asks the advisor (on tokio's blocking pool) for each new firing
 //! group, and commits each record as one state-log entry. Records of a group whose advice is
 //! still being computed wait in that group's queue, so a group's messages keep the journal's
-//! order while other groups proceed.
+//! order while other groups proceed. A notification Alertmanager truncated (`truncatedAlerts`)
+//! first has its group's alerts fetched from Alertmanager's API the same way (off the thread,
+//! bounded, the group's later records waiting behind it) and merged in ([`merge_truncated`]),
+//! so the rule book, the advisor and the message see the whole group.
 //!
 //! Idempotency: a group remembers the journal sequence number of the last record processed for
 //! it (`last_seq`), and the dedup key of that notification. After a crash the processor resumes
