@@ -34,7 +34,9 @@ use crate::state::{self, Entry, GroupState};
 
 /// The dedup key: a hash of the group key, the group status and every alert's (fingerprint,
 /// status, startsAt, endsAt), alerts sorted. Alertmanager re-sending the same notification, or
-/// repeating an unchanged group, yields the same key.
+/// repeating an unchanged group, yields the same key. The processor computes it over a
+/// truncated notification once it is completed ([`merge_truncated`]): the key is then the whole
+/// group's, so an alert that joins or leaves among those Alertmanager left out changes it.
 pub fn dedup_key(n: &Notification) -> String {
     let mut alerts: Vec<String> = n
         .alerts
