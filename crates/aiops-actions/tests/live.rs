@@ -364,3 +364,79 @@ fn a_forced_restart_with_prometheus_down_is_unverified_and_spares_the_breaker() 
     );
     assert!(g.audit_verify().ok);
 }
+
+/// `group_alerts` against a real Alertmanager: one group's alerts only, found by label values
+/// that need escaping (quotes, backslashes, commas, braces), restricted to the receiver.
+#[test]
+fn group_alerts_lists_exactly_the_groups_alerts() {
+    let dir = tempdir();
+    let Some(am) = testkit::start_alertmanager(&dir.path().join("am"), testkit::QUIET_ALERTMANAGER)
+    else {
+        tools::missing("alertmanager");
+        return;
+    };
+    let am = am.unwrap();
+    let tricky = r#"pay "ments" \ eu, {west}=1"#;
+    let labels = |name: &str, service: &str, instance: &str| {
+        BTreeMap::from([
+            ("alertname".to_owned(), name.to_owned()),
+            ("service".to_owned(), service.to_owned()),
+            ("instance".to_owned(), instance.to_owned()),
+        ])
+    };
+    let at = chrono::Utc::now() - chrono::Duration::minutes(1);
+    let annotations = BTreeMap::new();
+    for i in 0..3 {
+        testkit::post_alert(
+            &am.url,
+            &labels("GroupedAlert", tricky, &format!("host-{i}:9100")),
+            &annotations,
+            at,
+        )
+        .unwrap();
+    }
+    // Same name, a service that only starts like the group's; and another name.
+    testkit::post_alert(
+        &am.url,
+        &labels("GroupedAlert", r#"pay "ments" \ eu"#, "host-9:9100"),
+        &annotations,
+        at,
+    )
+    .unwrap();
+    testkit::post_alert(
+        &am.url,
+        &labels("OtherAlert", tricky, "host-0:9100"),
+        &annotations,
+        at,
+    )
+    .unwrap();
+
+    let client = aiops_actions::alerts::AlertmanagerClient::new(&am.url, Duration::from_secs(2));
+    let group = BTreeMap::from([
+        ("alertname".to_owned(), "GroupedAlert".to_owned()),
+        ("service".to_owned(), tricky.to_owned()),
+    ]);
+    let found = client.group_alerts(&group, Some("quiet")).unwrap();
+    let mut instances: Vec<&str> = found
+        .alerts
+        .iter()
+        .map(|a| a.labels["instance"].as_str())
+        .collect();
+    instances.sort_unstable();
+    assert_eq!(
+        instances,
+        ["host-0:9100", "host-1:9100", "host-2:9100"],
+        "{found:#?}"
+    );
+    assert_eq!(found.more, 0);
+    assert!(found.alerts.iter().all(|a| a.labels["service"] == tricky));
+    // Another receiver's view of the same labels is empty; a receiver name is no regex.
+    assert!(
+        client
+            .group_alerts(&group, Some("qu.et"))
+            .unwrap()
+            .alerts
+            .is_empty()
+    );
+    assert_eq!(client.group_alerts(&group, None).unwrap().alerts.len(), 3);
+}

@@ -250,6 +250,8 @@ fn action_message(
             actor: event.actor.name.clone(),
             text: event.message.clone(),
         }),
+        truncation: None,
+        changes: Default::default(),
     }
 }
 

@@ -9,7 +9,9 @@
 //!    fdatasync (group commit) on the segmented, checksummed [`log`]; only then is the request
 //!    answered 200. If the disk refuses, 503 + Retry-After.
 //! 3. [`process`]: a processor thread reads durable records in order, applies the rule book
-//!    ([`process::decide`]: dedup, update, reminder, resolved follow-up), asks the [`advisor`]
+//!    ([`process::decide`]: dedup, update, reminder, resolved follow-up; an update names the
+//!    alerts that joined and left), completes a truncated notification from Alertmanager's API
+//!    ([`process::merge_truncated`]), asks the [`advisor`]
 //!    about new firing groups off the async runtime, and commits each record as ONE entry of
 //!    the [`state`] log (group state + checkpoint + outbox message, atomically).
 //! 4. [`delivery`]: one worker sends the outbox FIFO to Slack (rendered by [`slack`], pure) or to
@@ -354,6 +356,10 @@ pub async fn run_with(
             max_inflight: options.max_advice_inflight,
             headroom: headroom.clone(),
             queue_bytes: queue_bytes(&config),
+            alertmanager: Some(aiops_actions::alerts::AlertmanagerClient::new(
+                &config.alertmanager.url,
+                aiops_actions::alerts::GROUP_TIMEOUT,
+            )),
         },
         pstatus.clone(),
         (events_tx.clone(), events_rx),

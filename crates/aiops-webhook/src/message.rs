@@ -68,6 +68,62 @@ pub struct Message {
     /// `notification` carries only the group's identity (group key and labels, no alerts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<ActionNote>,
+    /// Alertmanager truncated the notification (`truncatedAlerts` > 0): what the receiver
+    /// fetched from its API to complete it, or why it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncation: Option<Truncation>,
+    /// For [`MessageKind::Update`]: the alerts that joined or left since the group's last
+    /// message.
+    #[serde(default, skip_serializing_if = "Changes::is_empty")]
+    pub changes: Changes,
+}
+
+/// What became of the alerts Alertmanager left out of a notification (its `max_alerts`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Truncation {
+    /// `truncatedAlerts` of the notification as received.
+    pub truncated: u64,
+    /// Alerts fetched from Alertmanager's API that the notification did not carry (they are
+    /// in the message's notification now).
+    pub fetched: usize,
+    /// Why the group's alerts could not be fetched; the notification then holds only what
+    /// Alertmanager sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Short names ([`crate::process::short_name`]) of the alerts that joined a firing group and
+/// of those that left it, at most [`Changes::LISTED`] of each; the counts are complete.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Changes {
+    pub joined: Vec<String>,
+    pub joined_count: usize,
+    pub left: Vec<String>,
+    pub left_count: usize,
+}
+
+impl Changes {
+    /// Names kept of each list.
+    pub const LISTED: usize = 10;
+
+    /// From every name of each list (sorted, then cut to [`Changes::LISTED`]).
+    pub fn new(mut joined: Vec<String>, mut left: Vec<String>) -> Self {
+        let (joined_count, left_count) = (joined.len(), left.len());
+        for names in [&mut joined, &mut left] {
+            names.sort_unstable();
+            names.truncate(Self::LISTED);
+        }
+        Self {
+            joined,
+            joined_count,
+            left,
+            left_count,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.joined_count == 0 && self.left_count == 0
+    }
 }
 
 /// What happened to a pending action, as the executor reported it.

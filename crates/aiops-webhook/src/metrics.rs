@@ -13,6 +13,7 @@ pub struct Metrics {
     pub deliveries: IntCounterVec,
     pub messages: IntCounterVec,
     pub suppressed: IntCounterVec,
+    pub truncated_fetches: IntCounterVec,
     pub outbox_depth: IntGauge,
     pub outbox_bytes: IntGauge,
     pub outbox_oldest_age: prometheus::Gauge,
@@ -69,6 +70,14 @@ impl Metrics {
                     "Notifications that produced no message, by reason.",
                 ),
                 &["reason"],
+            )
+            .expect("valid metric"),
+            truncated_fetches: IntCounterVec::new(
+                Opts::new(
+                    "aiops_truncated_fetches_total",
+                    "Fetches of a truncated notification's alerts from Alertmanager's API, by result (ok, error).",
+                ),
+                &["result"],
             )
             .expect("valid metric"),
             outbox_depth: IntGauge::new("aiops_outbox_depth", "Messages waiting for delivery.")
@@ -131,6 +140,8 @@ impl Metrics {
         r.register(Box::new(m.deliveries.clone())).expect("unique");
         r.register(Box::new(m.messages.clone())).expect("unique");
         r.register(Box::new(m.suppressed.clone())).expect("unique");
+        r.register(Box::new(m.truncated_fetches.clone()))
+            .expect("unique");
         r.register(Box::new(m.outbox_depth.clone()))
             .expect("unique");
         r.register(Box::new(m.outbox_bytes.clone()))
@@ -157,6 +168,9 @@ impl Metrics {
         }
         for o in ["delivered", "retried", "dropped"] {
             m.deliveries.with_label_values(&[o]);
+        }
+        for r in ["ok", "error"] {
+            m.truncated_fetches.with_label_values(&[r]);
         }
         m
     }

@@ -4,33 +4,39 @@
 //! journal records in order, asks the advisor (on tokio's blocking pool) for each new firing
 //! group, and commits each record as one state-log entry. Records of a group whose advice is
 //! still being computed wait in that group's queue, so a group's messages keep the journal's
-//! order while other groups proceed.
+//! order while other groups proceed. A notification Alertmanager truncated (`truncatedAlerts`)
+//! first has its group's alerts fetched from Alertmanager's API the same way (off the thread,
+//! bounded, the group's later records waiting behind it) and merged in ([`merge_truncated`]),
+//! so the rule book, the advisor and the message see the whole group.
 //!
 //! Idempotency: a group remembers the journal sequence number of the last record processed for
 //! it (`last_seq`), and the dedup key of that notification. After a crash the processor resumes
 //! at the checkpoint (every record at or below it is done), skips records a group has already
 //! seen, and a notification whose dedup key equals the group's last key produces no message.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use aiops_core::alertmanager::{Notification, Status};
+use aiops_actions::alerts::{AlertmanagerClient, GroupAlerts};
+use aiops_core::alertmanager::{Alert, ApiAlert, KV, Notification, Status};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 use crate::advisor::{Advice, Advisor};
 use crate::journal::{self, now_ms};
 use crate::log;
-use crate::message::{Message, MessageKind, MessageRef};
+use crate::message::{Changes, Message, MessageKind, MessageRef, Truncation};
 use crate::metrics::Metrics;
 use crate::state::{self, Entry, GroupState};
 
 /// The dedup key: a hash of the group key, the group status and every alert's (fingerprint,
 /// status, startsAt, endsAt), alerts sorted. Alertmanager re-sending the same notification, or
-/// repeating an unchanged group, yields the same key.
+/// repeating an unchanged group, yields the same key. The processor computes it over a
+/// truncated notification once it is completed ([`merge_truncated`]): the key is then the whole
+/// group's, so an alert that joins or leaves among those Alertmanager left out changes it.
 pub fn dedup_key(n: &Notification) -> String {
     let mut alerts: Vec<String> = n
         .alerts
@@ -89,6 +95,110 @@ fn retry_delay(failures: u32) -> Duration {
     Duration::from_secs(5u64.saturating_mul(1 << failures.min(6)).min(300))
 }
 
+/// Characters kept of one alert's short name.
+const SHORT_NAME_MAX: usize = 100;
+
+/// How an update names an alert: `HighLatencyP99 on aiops-demo-app:8080` (the alert name and
+/// its `instance`, else its `unit`, else the start of its fingerprint), at most 100 characters.
+pub fn short_name(a: &Alert) -> String {
+    let name = a.labels.get("alertname").map_or("alert", String::as_str);
+    let place = a
+        .labels
+        .get("instance")
+        .or_else(|| a.labels.get("unit"))
+        .filter(|v| !v.is_empty());
+    let s = match place {
+        Some(p) => format!("{name} on {p}"),
+        None => format!(
+            "{name} {}",
+            a.fingerprint.chars().take(8).collect::<String>()
+        ),
+    };
+    if s.chars().count() <= SHORT_NAME_MAX {
+        return s;
+    }
+    let mut cut: String = s.chars().take(SHORT_NAME_MAX - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// Whether a notification left alerts out that the receiver should fetch: a firing group
+/// Alertmanager truncated (`truncatedAlerts` > 0, its receiver's `max_alerts`).
+pub fn needs_fetch(n: &Notification) -> bool {
+    n.status == Status::Firing && n.truncated_alerts > 0
+}
+
+/// A notification completed with the group's alerts from Alertmanager's API
+/// ([`AlertmanagerClient::group_alerts`]): the alerts it carried, then each fetched alert it
+/// did not carry (same fingerprint: the notification's copy wins); `truncatedAlerts` becomes
+/// the number still missing (those over the fetch's bound), and the common labels and
+/// annotations are recomputed over all of them (Alertmanager computes them over the alerts it
+/// sent). When the fetch failed, the notification stays as it was and the error is kept.
+pub fn merge_truncated(
+    n: &Notification,
+    fetched: Result<GroupAlerts, String>,
+) -> (Notification, Truncation) {
+    let truncated = n.truncated_alerts;
+    let group = match fetched {
+        Ok(g) => g,
+        Err(e) => {
+            let t = Truncation {
+                truncated,
+                fetched: 0,
+                error: Some(e),
+            };
+            return (n.clone(), t);
+        }
+    };
+    let mut out = n.clone();
+    let mut seen: HashSet<String> = n.alerts.iter().map(|a| a.fingerprint.clone()).collect();
+    let mut added = 0;
+    for a in group.alerts {
+        if a.fingerprint.is_empty() || !seen.insert(a.fingerprint.clone()) {
+            continue;
+        }
+        out.alerts.push(from_api(a));
+        added += 1;
+    }
+    out.truncated_alerts = group.more as u64;
+    if !out.alerts.is_empty() {
+        out.common_labels = common(out.alerts.iter().map(|a| &a.labels));
+        out.common_annotations = common(out.alerts.iter().map(|a| &a.annotations));
+    }
+    let t = Truncation {
+        truncated,
+        fetched: added,
+        error: None,
+    };
+    (out, t)
+}
+
+/// An API alert as a notification carries it: firing, without an end (Alertmanager sends
+/// `0001-01-01T00:00:00Z` for a firing alert's `endsAt`).
+fn from_api(a: ApiAlert) -> Alert {
+    Alert {
+        status: Status::Firing,
+        labels: a.labels,
+        annotations: a.annotations,
+        starts_at: a.starts_at,
+        ends_at: DateTime::<Utc>::from_timestamp(-62_135_596_800, 0).unwrap_or_default(),
+        generator_url: a.generator_url,
+        fingerprint: a.fingerprint,
+    }
+}
+
+/// The pairs every one of `sets` holds.
+fn common<'a>(mut sets: impl Iterator<Item = &'a KV>) -> KV {
+    let Some(first) = sets.next() else {
+        return KV::new();
+    };
+    let mut out = first.clone();
+    for s in sets {
+        out.retain(|k, v| s.get(k) == Some(v));
+    }
+    out
+}
+
 /// What to do with one notification.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
@@ -103,6 +213,8 @@ pub struct Decision {
     pub resolved: bool,
     /// Alerts whose fingerprints the group had not shown before.
     pub new_alerts: usize,
+    /// For an update: the alerts that joined and left since the group's last message.
+    pub changes: Changes,
     /// The group's state after this notification (the firing message's reference is filled in
     /// at commit).
     pub state: GroupState,
@@ -131,6 +243,12 @@ pub fn decide(
         .filter(|a| a.status == Status::Firing)
         .map(|a| a.fingerprint.clone())
         .collect();
+    let announced: BTreeMap<String, String> = n
+        .alerts
+        .iter()
+        .filter(|a| a.status == Status::Firing)
+        .map(|a| (a.fingerprint.clone(), short_name(a)))
+        .collect();
     let fresh = || GroupState {
         group_key: n.group_key.clone(),
         status: n.status,
@@ -142,6 +260,7 @@ pub fn decide(
         original: None,
         last_message_at: Some(received_at),
         retry: None,
+        announced: announced.clone(),
     };
     let quiet = |state: GroupState, why: &'static str| Decision {
         kind: None,
@@ -150,6 +269,7 @@ pub fn decide(
         needs_advice: false,
         resolved: false,
         new_alerts: 0,
+        changes: Changes::default(),
         state,
     };
     let send = |kind: MessageKind, state: GroupState| Decision {
@@ -159,6 +279,7 @@ pub fn decide(
         needs_advice: kind == MessageKind::Firing,
         resolved: kind == MessageKind::Resolved,
         new_alerts: 0,
+        changes: Changes::default(),
         state,
     };
     match prev {
@@ -181,13 +302,16 @@ pub fn decide(
         Some(g) if n.status == Status::Firing && g.status == Status::Firing => {
             let mut state = g.clone();
             let new_alerts = firing.difference(&g.fingerprints).count();
+            let (changes, now_announced) = changes(g, n, announced);
             state.fingerprints.extend(firing.iter().cloned());
+            state.announced = now_announced;
             state.last_key = key.clone();
             state.last_seq = seq;
             state.last_seen = received_at;
             state.last_message_at = Some(received_at);
             let mut d = send(MessageKind::Update, state);
             d.new_alerts = new_alerts;
+            d.changes = changes;
             d
         }
         None | Some(_) if n.status == Status::Firing => {
@@ -199,6 +323,7 @@ pub fn decide(
             let mut state = g.clone();
             state.status = Status::Resolved;
             state.retry = None;
+            state.announced.clear();
             state.last_key = key.clone();
             state.last_seq = seq;
             state.last_seen = received_at;
@@ -214,6 +339,65 @@ pub fn decide(
             quiet(state, "already_resolved")
         }
     }
+}
+
+/// Which alerts joined and which left a firing group since its last message, and what the group
+/// announces after this one. `firing` is this notification's firing alerts (fingerprint to short
+/// name). A complete notification is the whole group: an announced alert it does not list as
+/// firing left. A notification still truncated (the fetch failed or hit its bound) says nothing
+/// about the alerts it left out, so only those it lists as resolved left, and the others stay
+/// announced. State written before the announced alerts were kept has only the episode's
+/// fingerprints: joined is then what those do not hold, and nothing is known to have left.
+fn changes(
+    prev: &GroupState,
+    n: &Notification,
+    firing: BTreeMap<String, String>,
+) -> (Changes, BTreeMap<String, String>) {
+    let complete = n.truncated_alerts == 0;
+    let known = |fp: &String| {
+        if prev.announced.is_empty() {
+            prev.fingerprints.contains(fp)
+        } else {
+            prev.announced.contains_key(fp)
+        }
+    };
+    let joined: Vec<String> = firing
+        .iter()
+        .filter(|(fp, _)| !known(fp))
+        .map(|(_, name)| name.clone())
+        .collect();
+    let resolved: HashSet<&str> = n
+        .alerts
+        .iter()
+        .filter(|a| a.status == Status::Resolved)
+        .map(|a| a.fingerprint.as_str())
+        .collect();
+    let gone = |fp: &String| {
+        if complete {
+            !firing.contains_key(fp)
+        } else {
+            resolved.contains(fp.as_str())
+        }
+    };
+    let left: Vec<String> = prev
+        .announced
+        .iter()
+        .filter(|(fp, _)| gone(fp))
+        .map(|(_, name)| name.clone())
+        .collect();
+    let now = if complete {
+        firing
+    } else {
+        let mut now: BTreeMap<String, String> = prev
+            .announced
+            .iter()
+            .filter(|(fp, _)| !gone(fp))
+            .map(|(fp, name)| (fp.clone(), name.clone()))
+            .collect();
+        now.extend(firing);
+        now
+    };
+    (Changes::new(joined, left), now)
 }
 
 /// Events that wake the processor.
@@ -233,6 +417,12 @@ pub enum Event {
         retry_of: String,
         advice: Option<Box<Advice>>,
     },
+    /// The alerts of a truncated notification's group, fetched from Alertmanager for the
+    /// group's first queued record.
+    Fetched {
+        group: String,
+        result: Result<GroupAlerts, String>,
+    },
     /// Shut down after the current step.
     Stop,
 }
@@ -250,6 +440,9 @@ pub struct Settings {
     /// ([`state::Store::outbox_bytes`]), the records read in one go, and the records waiting
     /// behind advice ([`HELD_FACTOR`] times their bodies). Over it, processing pauses.
     pub queue_bytes: usize,
+    /// Where a truncated notification's missing alerts are fetched from
+    /// ([`AlertmanagerClient::group_alerts`]); `None` leaves them out.
+    pub alertmanager: Option<AlertmanagerClient>,
 }
 
 /// A record waiting in memory to be processed holds its body and its parsed notification, and
@@ -284,6 +477,27 @@ struct Pending {
     entry: journal::Entry,
     n: Notification,
     decision: Option<Decision>,
+    /// Its group's alerts are being fetched (the notification was truncated).
+    fetching: bool,
+    /// Set once the fetch is done: `n` is then the completed notification.
+    truncation: Option<Truncation>,
+}
+
+impl Pending {
+    fn new(entry: journal::Entry, n: Notification) -> Self {
+        Self {
+            entry,
+            n,
+            decision: None,
+            fetching: false,
+            truncation: None,
+        }
+    }
+
+    /// Waits for advice or for a fetch (it heads its group's queue).
+    fn busy(&self) -> bool {
+        self.decision.is_some() || self.fetching
+    }
 }
 
 /// The processing loop's state (runs on its own thread, see [`Processor::run`]).
@@ -526,6 +740,11 @@ impl Processor {
                             return;
                         }
                     }
+                    Event::Fetched { group, result } => {
+                        if self.fetched(&group, result).is_err() {
+                            return;
+                        }
+                    }
                     Event::Readvised {
                         group,
                         retry_of,
@@ -565,27 +784,41 @@ impl Processor {
         };
         self.cursor = seq + 1;
         if let Some(q) = self.pending.get_mut(&n.group_key) {
-            q.push_back(Pending {
-                entry,
-                n,
-                decision: None,
-            });
+            q.push_back(Pending::new(entry, n));
             self.queued += 1;
             return Ok(());
         }
-        self.run_one(Pending {
-            entry,
-            n,
-            decision: None,
-        })
+        self.run_one(Pending::new(entry, n))
     }
 
     /// Decides and either commits at once or starts advice (then the record heads its
-    /// group's queue).
-    fn run_one(&mut self, p: Pending) -> Result<(), Abandon> {
+    /// group's queue). A truncated notification first has its group's alerts fetched (the
+    /// record heads its group's queue meanwhile, and comes back here completed).
+    fn run_one(&mut self, mut p: Pending) -> Result<(), Abandon> {
         let prev = self.state.lock().group(&p.n.group_key).cloned();
         if prev.as_ref().is_some_and(|g| p.entry.seq <= g.last_seq) {
             // Already processed before a restart.
+            return Ok(());
+        }
+        if p.truncation.is_none()
+            && needs_fetch(&p.n)
+            && let Some(client) = self.settings.alertmanager.clone()
+        {
+            let group = p.n.group_key.clone();
+            let labels = p.n.group_labels.clone();
+            let receiver = p.n.receiver.clone();
+            let tx = self.events_tx.clone();
+            p.fetching = true;
+            self.inflight += 1;
+            self.pending.entry(group.clone()).or_default().push_front(p);
+            self.queued += 1;
+            self.runtime.spawn_blocking(move || {
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    client.group_alerts(&labels, Some(&receiver))
+                }))
+                .unwrap_or_else(|_| Err("the Alertmanager client panicked".to_owned()));
+                let _ = tx.send(Event::Fetched { group, result });
+            });
             return Ok(());
         }
         let d = decide(
@@ -596,7 +829,7 @@ impl Processor {
             self.settings.reminder,
         );
         if !d.needs_advice || !self.advisor.gives_advice() {
-            return self.commit(&p.entry, p.n, d, None);
+            return self.commit(&p.entry, p.n, d, None, p.truncation);
         }
         let group = p.n.group_key.clone();
         let advisor = self.advisor.clone();
@@ -609,6 +842,7 @@ impl Processor {
             .or_default()
             .push_front(Pending {
                 decision: Some(d),
+                fetching: false,
                 ..p
             });
         self.queued += 1;
@@ -628,37 +862,73 @@ impl Processor {
         Ok(())
     }
 
+    /// Takes the first queued record of `group` (the one advice or a fetch was for); the rest
+    /// stay queued, so the checkpoint stays below them while it is committed.
+    fn take_first(&mut self, group: &str) -> Option<Pending> {
+        let queue = self.pending.get_mut(group)?;
+        let first = queue.pop_front();
+        if queue.is_empty() {
+            self.pending.remove(group);
+        }
+        if first.is_some() {
+            self.queued -= 1;
+        }
+        first
+    }
+
+    /// Runs the records queued behind a group's first one, in order, until one waits for
+    /// advice or a fetch again (the rest then wait behind it).
+    fn drain(&mut self, group: &str) -> Result<(), Abandon> {
+        while let Some(queue) = self.pending.get(group) {
+            if queue.front().is_none_or(Pending::busy) {
+                if queue.is_empty() {
+                    self.pending.remove(group);
+                }
+                break;
+            }
+            let Some(p) = self.take_first(group) else {
+                break;
+            };
+            self.run_one(p)?;
+        }
+        Ok(())
+    }
+
     /// Advice arrived: commit the group's first record, then run the records queued behind it.
     fn advised(&mut self, group: &str, advice: Option<Advice>) -> Result<(), Abandon> {
         self.inflight = self.inflight.saturating_sub(1);
-        let Some(mut queue) = self.pending.remove(group) else {
+        let Some(first) = self.take_first(group) else {
             return Ok(());
         };
-        let Some(first) = queue.pop_front() else {
-            return Ok(());
-        };
-        self.queued -= 1 + queue.len();
-        // Put the rest back while committing so the checkpoint stays below them.
-        if !queue.is_empty() {
-            self.pending.insert(group.to_owned(), queue);
-        }
         let d = first
             .decision
             .expect("the first queued record carries its decision");
-        self.commit(&first.entry, first.n, d, advice)?;
-        let rest = self.pending.remove(group).unwrap_or_default();
-        let mut rest = rest.into_iter();
-        while let Some(p) = rest.next() {
-            self.run_one(p)?;
-            if let Some(q) = self.pending.get_mut(group) {
-                // Advice started again: the remaining records wait behind it.
-                let remaining: Vec<Pending> = rest.collect();
-                self.queued += remaining.len();
-                q.extend(remaining);
-                break;
-            }
+        self.commit(&first.entry, first.n, d, advice, first.truncation)?;
+        self.drain(group)
+    }
+
+    /// The group's alerts arrived (or the fetch failed): complete the first record's
+    /// notification with them and run it (it may wait for advice next), then the records
+    /// queued behind it.
+    fn fetched(&mut self, group: &str, result: Result<GroupAlerts, String>) -> Result<(), Abandon> {
+        self.inflight = self.inflight.saturating_sub(1);
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        self.metrics
+            .truncated_fetches
+            .with_label_values(&[outcome])
+            .inc();
+        let Some(mut first) = self.take_first(group) else {
+            return Ok(());
+        };
+        if let Err(e) = &result {
+            tracing::warn!(group, truncated = first.n.truncated_alerts, error = %e, "cannot fetch the alerts Alertmanager left out of a notification; going on with those it sent");
         }
-        Ok(())
+        let (n, truncation) = merge_truncated(&first.n, result);
+        first.n = n;
+        first.truncation = Some(truncation);
+        first.fetching = false;
+        self.run_one(first)?;
+        self.drain(group)
     }
 
     /// What the records waiting behind advice hold in memory, about.
@@ -692,6 +962,7 @@ impl Processor {
         n: Notification,
         d: Decision,
         advice: Option<Advice>,
+        truncation: Option<Truncation>,
     ) -> Result<(), Abandon> {
         let mut state = d.state;
         let original = match d.kind {
@@ -726,6 +997,8 @@ impl Processor {
                     new_alerts: d.new_alerts,
                     dashboard_url: self.settings.dashboard_url.clone(),
                     action: None,
+                    truncation,
+                    changes: d.changes,
                 };
                 if kind == MessageKind::Firing {
                     state.original = Some(MessageRef {
@@ -871,6 +1144,8 @@ impl Processor {
             new_alerts: 0,
             dashboard_url: self.settings.dashboard_url.clone(),
             action: None,
+            truncation: None,
+            changes: Default::default(),
         });
         if message.is_some() {
             state.last_message_at = Some(now);
@@ -1019,5 +1294,263 @@ impl Processor {
         self.journal
             .processed_seq
             .fetch_max(checkpoint, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn at() -> DateTime<Utc> {
+        "2026-11-28T12:04:05Z".parse().unwrap()
+    }
+
+    /// (fingerprint, alertname, instance, firing)
+    fn notification(alerts: &[(&str, &str, &str, bool)], truncated: u64) -> Notification {
+        let firing = alerts.iter().any(|a| a.3) || truncated > 0;
+        let v = json!({
+            "version": "4", "receiver": "aiops",
+            "groupKey": "{}:{service=\"aiops-demo-app\"}",
+            "status": if firing { "firing" } else { "resolved" },
+            "truncatedAlerts": truncated,
+            "groupLabels": {"service": "aiops-demo-app"},
+            // What Alertmanager computes over the alerts it sent.
+            "commonLabels": alerts.first().map(|a| json!({"service": "aiops-demo-app", "alertname": a.1, "instance": a.2})).unwrap_or(json!({})),
+            "alerts": alerts.iter().map(|(fp, name, instance, firing)| json!({
+                "status": if *firing { "firing" } else { "resolved" },
+                "labels": {"alertname": name, "instance": instance, "service": "aiops-demo-app"},
+                "annotations": {"summary": format!("{name} on {instance}")},
+                "startsAt": "2026-11-28T12:03:00Z",
+                "endsAt": if *firing { "0001-01-01T00:00:00Z" } else { "2026-11-28T12:10:00Z" },
+                "fingerprint": fp,
+            })).collect::<Vec<_>>(),
+        });
+        Notification::parse(v.to_string().as_bytes()).unwrap()
+    }
+
+    fn api(fp: &str, name: &str, instance: &str) -> ApiAlert {
+        serde_json::from_value(json!({
+            "labels": {"alertname": name, "instance": instance, "service": "aiops-demo-app"},
+            "annotations": {"summary": "from the API"},
+            "startsAt": "2026-11-28T12:03:30Z", "endsAt": "2026-11-28T12:20:00Z",
+            "fingerprint": fp, "status": {"state": "active"},
+        }))
+        .unwrap()
+    }
+
+    fn fps(n: &Notification) -> Vec<&str> {
+        n.alerts.iter().map(|a| a.fingerprint.as_str()).collect()
+    }
+
+    #[test]
+    fn a_truncated_notification_is_completed_from_the_api_without_duplicates() {
+        let n = notification(&[("a", "HighErrorRatio", "host-a:8080", true)], 2);
+        let fetched = GroupAlerts {
+            alerts: vec![
+                api("a", "HighErrorRatio", "host-a:8080"),
+                api("b", "HighLatencyP99", "host-b:8080"),
+                api("c", "HighErrorRatio", "host-c:8080"),
+            ],
+            more: 0,
+        };
+        let (m, tr) = merge_truncated(&n, Ok(fetched));
+        assert_eq!(fps(&m), ["a", "b", "c"]);
+        // The notification's own copy wins over the API's.
+        assert_eq!(
+            m.alerts[0].annotations["summary"],
+            "HighErrorRatio on host-a:8080"
+        );
+        assert!(m.alerts.iter().all(|a| a.status == Status::Firing));
+        assert_eq!(m.alerts[1].ends_at, n.alerts[0].ends_at, "firing: no end");
+        assert_eq!(m.truncated_alerts, 0);
+        assert_eq!(
+            tr,
+            Truncation {
+                truncated: 2,
+                fetched: 2,
+                error: None
+            }
+        );
+        // Common labels are those of all three, not of the one Alertmanager sent.
+        assert_eq!(
+            m.common_labels,
+            KV::from([("service".to_owned(), "aiops-demo-app".to_owned())])
+        );
+        assert!(m.common_annotations.is_empty());
+        // The whole group's dedup key differs from the truncated payload's.
+        assert_ne!(dedup_key(&m), dedup_key(&n));
+    }
+
+    #[test]
+    fn a_failed_fetch_keeps_the_notification_and_the_reason() {
+        let n = notification(&[("a", "HighErrorRatio", "host-a:8080", true)], 2);
+        let (m, tr) = merge_truncated(&n, Err("cannot reach Alertmanager".into()));
+        assert_eq!(m, n);
+        assert_eq!(tr.truncated, 2);
+        assert_eq!(tr.fetched, 0);
+        assert_eq!(tr.error.as_deref(), Some("cannot reach Alertmanager"));
+    }
+
+    #[test]
+    fn alerts_over_the_fetch_bound_stay_counted_as_missing() {
+        let n = notification(&[("a", "HighErrorRatio", "host-a:8080", true)], 300);
+        let fetched = GroupAlerts {
+            alerts: vec![api("b", "HighErrorRatio", "host-b:8080")],
+            more: 99,
+        };
+        let (m, tr) = merge_truncated(&n, Ok(fetched));
+        assert_eq!(fps(&m), ["a", "b"]);
+        assert_eq!(m.truncated_alerts, 99);
+        assert_eq!(tr.fetched, 1);
+    }
+
+    #[test]
+    fn short_names_use_the_instance_then_the_unit_then_the_fingerprint() {
+        let n = notification(
+            &[(
+                "0123456789abcdef",
+                "HighLatencyP99",
+                "aiops-demo-app:8080",
+                true,
+            )],
+            0,
+        );
+        let mut a = n.alerts[0].clone();
+        assert_eq!(short_name(&a), "HighLatencyP99 on aiops-demo-app:8080");
+        a.labels.remove("instance");
+        a.labels
+            .insert("unit".into(), "aiops-demo-app.service".into());
+        assert_eq!(short_name(&a), "HighLatencyP99 on aiops-demo-app.service");
+        a.labels.remove("unit");
+        assert_eq!(short_name(&a), "HighLatencyP99 01234567");
+        a.labels.insert("instance".into(), "x".repeat(500));
+        assert_eq!(short_name(&a).chars().count(), SHORT_NAME_MAX);
+    }
+
+    #[test]
+    fn an_update_says_which_alerts_joined_and_which_left() {
+        let first = notification(
+            &[
+                ("a", "HighErrorRatio", "host-a:8080", true),
+                ("b", "HighErrorRatio", "host-b:8080", true),
+                ("c", "HighErrorRatio", "host-c:8080", true),
+            ],
+            0,
+        );
+        let d1 = decide(None, &first, 1, at(), None);
+        assert_eq!(d1.kind, Some(MessageKind::Firing));
+        assert_eq!(d1.state.announced.len(), 3);
+        // d joins, b and c are gone (c resolved in the notification, b no longer listed).
+        let second = notification(
+            &[
+                ("a", "HighErrorRatio", "host-a:8080", true),
+                ("c", "HighErrorRatio", "host-c:8080", false),
+                ("d", "HighLatencyP99", "aiops-demo-app:8080", true),
+            ],
+            0,
+        );
+        let d2 = decide(Some(&d1.state), &second, 2, at(), None);
+        assert_eq!(d2.kind, Some(MessageKind::Update));
+        assert_eq!(
+            d2.changes,
+            Changes {
+                joined: vec!["HighLatencyP99 on aiops-demo-app:8080".into()],
+                joined_count: 1,
+                left: vec![
+                    "HighErrorRatio on host-b:8080".into(),
+                    "HighErrorRatio on host-c:8080".into()
+                ],
+                left_count: 2,
+            }
+        );
+        assert_eq!(d2.state.announced.keys().collect::<Vec<_>>(), ["a", "d"]);
+        // The message says so, by name, instead of counting listed alerts.
+        let m = Message {
+            id: d2.message_id.clone().unwrap(),
+            kind: MessageKind::Update,
+            created_at: at(),
+            notification: second,
+            advice: None,
+            original: None,
+            new_alerts: d2.new_alerts,
+            dashboard_url: None,
+            action: None,
+            truncation: None,
+            changes: d2.changes,
+        };
+        let text = crate::slack::plain_text(&m);
+        assert!(
+            text.contains("Joined (1): HighLatencyP99 on aiops-demo-app:8080."),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "Left (2): HighErrorRatio on host-b:8080, HighErrorRatio on host-c:8080."
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("listed alerts still firing"), "{text}");
+    }
+
+    #[test]
+    fn a_notification_still_truncated_only_loses_the_alerts_it_lists_as_resolved() {
+        let first = notification(
+            &[
+                ("a", "HighErrorRatio", "host-a:8080", true),
+                ("b", "HighErrorRatio", "host-b:8080", true),
+            ],
+            0,
+        );
+        let d1 = decide(None, &first, 1, at(), None);
+        // The fetch failed: a resolved is listed, b may be among the 3 left out.
+        let second = notification(
+            &[
+                ("a", "HighErrorRatio", "host-a:8080", false),
+                ("e", "HighErrorRatio", "host-e:8080", true),
+            ],
+            3,
+        );
+        let d2 = decide(Some(&d1.state), &second, 2, at(), None);
+        assert_eq!(d2.changes.joined, ["HighErrorRatio on host-e:8080"]);
+        assert_eq!(d2.changes.left, ["HighErrorRatio on host-a:8080"]);
+        assert_eq!(d2.state.announced.keys().collect::<Vec<_>>(), ["b", "e"]);
+    }
+
+    #[test]
+    fn state_without_announced_alerts_still_names_the_ones_that_joined() {
+        let first = notification(&[("a", "HighErrorRatio", "host-a:8080", true)], 0);
+        let mut old = decide(None, &first, 1, at(), None).state;
+        old.announced.clear();
+        let json = serde_json::to_value(&old).unwrap();
+        assert!(json.get("announced").is_none());
+        let old: GroupState = serde_json::from_value(json).unwrap();
+        let second = notification(
+            &[
+                ("a", "HighErrorRatio", "host-a:8080", true),
+                ("b", "HighErrorRatio", "host-b:8080", true),
+            ],
+            0,
+        );
+        let d = decide(Some(&old), &second, 2, at(), None);
+        assert_eq!(d.changes.joined, ["HighErrorRatio on host-b:8080"]);
+        assert_eq!(d.changes.left_count, 0);
+        assert_eq!(d.state.announced.len(), 2);
+    }
+
+    #[test]
+    fn many_changes_are_listed_up_to_a_bound_and_counted() {
+        let many: Vec<(String, String)> = (0..40)
+            .map(|i| (format!("f{i:02}"), format!("host-{i:02}:8080")))
+            .collect();
+        let alerts: Vec<(&str, &str, &str, bool)> = many
+            .iter()
+            .map(|(fp, inst)| (fp.as_str(), "HighErrorRatio", inst.as_str(), true))
+            .collect();
+        let first = notification(&alerts[..1], 0);
+        let d1 = decide(None, &first, 1, at(), None);
+        let d2 = decide(Some(&d1.state), &notification(&alerts, 0), 2, at(), None);
+        assert_eq!(d2.changes.joined_count, 39);
+        assert_eq!(d2.changes.joined.len(), Changes::LISTED);
     }
 }

@@ -209,6 +209,17 @@ pub fn compose(m: &Message) -> Composed {
         what.push(vec![t(d)]);
     }
     match m.kind {
+        MessageKind::Update if !m.changes.is_empty() => {
+            let c = &m.changes;
+            for (what_, names, count) in [
+                ("Joined", &c.joined, c.joined_count),
+                ("Left", &c.left, c.left_count),
+            ] {
+                if count > 0 {
+                    what.push(change_line(what_, names, count));
+                }
+            }
+        }
         MessageKind::Update if m.new_alerts > 0 => what.push(vec![t(format!(
             "{} new alert(s) joined the group.",
             m.new_alerts
@@ -228,6 +239,9 @@ pub fn compose(m: &Message) -> Composed {
             ))]);
         }
         _ => {}
+    }
+    if let Some(tr) = &m.truncation {
+        what.push(truncation_line(tr, n));
     }
     if let Some(orig) = &m.original {
         let verb = match m.kind {
@@ -341,6 +355,55 @@ pub fn compose(m: &Message) -> Composed {
     }
 }
 
+/// `Joined (2): A on x, B on y` (names as listed, then "and N more").
+fn change_line(what: &str, names: &[String], count: usize) -> Line {
+    // Slack closes bold only right after a non-space character.
+    let mut line = vec![b(format!("{what} ({count}):")), t(" ")];
+    line.push(t(names.join(", ")));
+    let more = count.saturating_sub(names.len());
+    if more > 0 {
+        line.push(t(format!(" and {more} more")));
+    }
+    line.push(t("."));
+    line
+}
+
+/// What became of the alerts Alertmanager left out of the notification.
+fn truncation_line(
+    tr: &crate::message::Truncation,
+    n: &aiops_core::alertmanager::Notification,
+) -> Line {
+    let alerts = |k: u64| {
+        if k == 1 {
+            "1 alert".to_owned()
+        } else {
+            format!("{k} alerts")
+        }
+    };
+    match &tr.error {
+        Some(e) => vec![t(format!(
+            "Alertmanager truncated this notification (max_alerts): {} could not be fetched from its API ({e}); this message and the diagnosis see only the {} it carried.",
+            alerts(tr.truncated),
+            alerts(n.alerts.len() as u64)
+        ))],
+        None => {
+            let mut s = format!(
+                "Alertmanager truncated this notification (max_alerts, {} left out); the group's alerts were fetched from its API ({} added).",
+                alerts(tr.truncated),
+                tr.fetched
+            );
+            if n.truncated_alerts > 0 {
+                s.push_str(&format!(
+                    " {} more than the {} fetched are not shown.",
+                    alerts(n.truncated_alerts),
+                    aiops_actions::alerts::GROUP_MAX_ALERTS
+                ));
+            }
+            vec![t(s)]
+        }
+    }
+}
+
 fn is_http(u: &str) -> bool {
     u.starts_with("http://") || u.starts_with("https://")
 }
@@ -354,13 +417,21 @@ fn alert_lines(m: &Message) -> Vec<Line> {
     let omitted = n.alerts.len().saturating_sub(ALERTS_LISTED) as u64;
     if omitted > 0 || n.truncated_alerts > 0 {
         let more = omitted + n.truncated_alerts;
-        let why = if n.truncated_alerts > 0 {
-            format!(
+        let why = match (&m.truncation, n.truncated_alerts > 0) {
+            (_, false) => String::new(),
+            (None, true) => format!(
                 " ({} truncated by Alertmanager: truncatedAlerts = {})",
                 n.truncated_alerts, n.truncated_alerts
-            )
-        } else {
-            String::new()
+            ),
+            (Some(tr), true) if tr.error.is_some() => format!(
+                " ({} truncated by Alertmanager, not fetched)",
+                n.truncated_alerts
+            ),
+            (Some(_), true) => format!(
+                " ({} beyond the {} fetched from Alertmanager)",
+                n.truncated_alerts,
+                aiops_actions::alerts::GROUP_MAX_ALERTS
+            ),
         };
         lines.push(vec![t(format!("… and {more} more{why}"))]);
     }

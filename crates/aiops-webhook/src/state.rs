@@ -10,7 +10,7 @@
 //! Compaction writes a snapshot (atomically, via `write_atomic`) that names the first state-log
 //! record it does not cover, then deletes the segments before it.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -54,6 +54,11 @@ pub struct GroupState {
     /// stored. Cleared when the group resolves, a new episode begins, or the advice is given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<AdviceRetry>,
+    /// The firing alerts the group's last firing or update message showed, fingerprint to
+    /// short name ([`crate::process::short_name`]): what the next update compares with to say
+    /// which alerts joined and which left. Empty in state written before it existed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub announced: BTreeMap<String, String>,
 }
 
 /// A firing group whose proposed action could not be stored, kept until it can be.
@@ -562,6 +567,8 @@ mod tests {
             new_alerts: 1,
             dashboard_url: None,
             action: None,
+            truncation: None,
+            changes: Default::default(),
         }
     }
 
@@ -577,6 +584,7 @@ mod tests {
             original: None,
             last_message_at: None,
             retry: None,
+            announced: Default::default(),
         }
     }
 

@@ -144,7 +144,9 @@ fn a_group_that_gains_alerts_gets_an_update() {
     assert!(
         sink.delivered()[1]
             .to_string()
-            .contains("1 new alert(s) joined the group")
+            .contains("*Joined (1):* HighLatencyP99 on host-b."),
+        "the update names the alert that joined: {:?}",
+        sink.delivered()[1]
     );
     assert!(texts[2].contains("HighLatencyP99 resolved"), "{texts:?}");
 }

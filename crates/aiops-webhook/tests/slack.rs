@@ -152,6 +152,8 @@ impl Evil {
             new_alerts: 2,
             dashboard_url: Some("http://127.0.0.1:3000/d/aiops".into()),
             action: None,
+            truncation: None,
+            changes: Default::default(),
         };
         let original = MessageRef {
             id: base.id.clone(),

@@ -3,7 +3,7 @@
 
 use aiops_core::alertmanager::Notification;
 use aiops_webhook::TestAdvisor;
-use aiops_webhook::message::{Message, MessageKind, MessageRef};
+use aiops_webhook::message::{Changes, Message, MessageKind, MessageRef, Truncation};
 use aiops_webhook::slack;
 use chrono::{TimeZone, Utc};
 use serde_json::Value;
@@ -31,6 +31,8 @@ fn firing() -> Message {
         new_alerts: 1,
         dashboard_url: Some("http://127.0.0.1:3000/d/aiops/aiops-demo".into()),
         action: None,
+        truncation: None,
+        changes: Default::default(),
     }
 }
 
@@ -90,6 +92,8 @@ fn resolved_refers_to_the_original() {
         new_alerts: 0,
         dashboard_url: original.dashboard_url.clone(),
         action: None,
+        truncation: None,
+        changes: Default::default(),
     };
     let p = slack::slack_payload(&m);
     assert_within_limits(&p);
@@ -122,6 +126,8 @@ fn an_action_outcome_follows_up_on_the_alert() {
             actor: "aiops-webhook".into(),
             text: "verified: error ratio back to 0.2% 35 s after the restart".into(),
         }),
+        truncation: None,
+        changes: Default::default(),
     };
     let p = slack::slack_payload(&m);
     assert_within_limits(&p);
@@ -154,6 +160,8 @@ fn a_truncated_group_is_cut_visibly() {
         new_alerts: 25,
         dashboard_url: None,
         action: None,
+        truncation: None,
+        changes: Default::default(),
     };
     let p = slack::slack_payload(&m);
     assert_within_limits(&p);
@@ -192,4 +200,82 @@ fn advice_given_again_after_the_store_refused_the_action() {
     let p = slack::slack_payload(&m);
     assert_within_limits(&p);
     insta::assert_snapshot!("advice_again_plain", slack::plain_text(&m));
+}
+
+/// A notification Alertmanager truncated, completed from its API: the update names the alerts
+/// that joined and left, and says what was fetched.
+#[test]
+fn an_update_of_a_fetched_group_names_who_joined_and_left() {
+    let original = firing();
+    let mut v = payload(
+        "HighLatencyP99",
+        &[
+            alert("0123456789abcdef"),
+            alert("1123456789abcdef"),
+            alert("2123456789abcdef"),
+        ],
+    );
+    v["alerts"][2]["labels"]["instance"] = Value::from("aiops-demo-app:8080");
+    let m = Message {
+        id: "m-5a5a5a5a5a5a".into(),
+        kind: MessageKind::Update,
+        created_at: at() + chrono::Duration::minutes(2),
+        notification: notification(&v),
+        advice: None,
+        original: Some(MessageRef {
+            id: original.id.clone(),
+            title: slack::title(&original),
+            at: original.created_at,
+        }),
+        new_alerts: 1,
+        dashboard_url: None,
+        action: None,
+        truncation: Some(Truncation {
+            truncated: 3,
+            fetched: 2,
+            error: None,
+        }),
+        changes: Changes::new(
+            vec!["HighLatencyP99 on aiops-demo-app:8080".into()],
+            vec![
+                "HighLatencyP99 on host-9:8080".into(),
+                "HighLatencyP99 on <!channel>".into(),
+            ],
+        ),
+    };
+    let p = slack::slack_payload(&m);
+    assert_within_limits(&p);
+    let text = p.to_string();
+    assert!(
+        text.contains("*Joined (1):* HighLatencyP99 on aiops-demo-app:8080."),
+        "{text}"
+    );
+    assert!(!text.contains("<!channel>"), "names are escaped: {text}");
+    insta::assert_json_snapshot!("update_joined_left", p);
+    insta::assert_snapshot!("update_joined_left_plain", slack::plain_text(&m));
+}
+
+/// A truncated notification whose group could not be fetched says how many alerts are missing
+/// and why.
+#[test]
+fn a_truncated_group_that_could_not_be_fetched_says_so() {
+    let mut v = payload("HighErrorRatio", &[alert("0123456789abcdef")]);
+    v["truncatedAlerts"] = Value::from(2);
+    let m = Message {
+        id: "m-6b6b6b6b6b6b".into(),
+        truncation: Some(Truncation {
+            truncated: 2,
+            fetched: 0,
+            error: Some(
+                "cannot reach Alertmanager at http://127.0.0.1:9093: io: Connection refused (os error 111)"
+                    .into(),
+            ),
+        }),
+        notification: notification(&v),
+        advice: None,
+        ..firing()
+    };
+    let p = slack::slack_payload(&m);
+    assert_within_limits(&p);
+    insta::assert_snapshot!("truncated_not_fetched_plain", slack::plain_text(&m));
 }

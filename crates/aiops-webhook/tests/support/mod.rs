@@ -219,6 +219,18 @@ impl Receiver {
     ) -> Self {
         let config_path = write_config_with_backoff(dir, slack_url, "", max_backoff_secs);
         let config = aiops_core::Config::load(&config_path).unwrap();
+        Self::start_config(dir, config, None, advisor, options)
+    }
+
+    /// A receiver with `config` (see [`write_config`]), serving on `listener` when given (so
+    /// that its address can go into another component's configuration first) or on port 0.
+    pub fn start_config(
+        dir: &Path,
+        config: aiops_core::Config,
+        listener: Option<std::net::TcpListener>,
+        advisor: Arc<dyn Advisor>,
+        options: Options,
+    ) -> Self {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -228,7 +240,13 @@ impl Receiver {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let listener = match listener {
+                    Some(l) => {
+                        l.set_nonblocking(true).unwrap();
+                        tokio::net::TcpListener::from_std(l).unwrap()
+                    }
+                    None => tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+                };
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();
                 aiops_webhook::run_with(listener, config, advisor, options, async {
                     let _ = stop_rx.await;
