@@ -508,8 +508,11 @@ pub struct DiagnosisConfig {
     pub catalog_file: Option<PathBuf>,
     /// The window before the alert that serves as the baseline.
     pub baseline_secs: u64,
-    /// The `job` label under which Prometheus scrapes the watched service.
-    pub job: String,
+    /// Extra evidence profiles (same format as `crates/aiops-diagnosis/profiles.toml`); a
+    /// profile named like a built-in one replaces it.
+    pub profiles_file: Option<PathBuf>,
+    /// Whether the built-in profiles are available; `false`: only those of `profiles_file`.
+    pub builtin_profiles: bool,
 }
 
 impl Default for DiagnosisConfig {
@@ -517,7 +520,8 @@ impl Default for DiagnosisConfig {
         Self {
             catalog_file: None,
             baseline_secs: 3600,
-            job: "aiops-demo-app".to_owned(),
+            profiles_file: None,
+            builtin_profiles: true,
         }
     }
 }

@@ -215,7 +215,7 @@ impl Catalog {
 
 /// Best guess at which field a serde message is about: the backquoted name in "missing field
 /// `x`" / "unknown field `x`", else the first field whose value has the wrong type.
-fn field_of(message: &str, value: &toml::Value) -> String {
+pub(crate) fn field_of(message: &str, value: &toml::Value) -> String {
     if let Some(rest) = message
         .strip_prefix("missing field `")
         .or_else(|| message.strip_prefix("unknown field `"))
@@ -276,10 +276,24 @@ fn validate_entry(e: &Entry) -> Result<(), (String, String)> {
     Ok(())
 }
 
-/// Whether a condition may test `key`: an evidence key, or a numeric `unit.*` key of the
-/// unit's own evidence from systemd.
+/// Whether a condition may test `key`: a standard evidence key, a key some built-in evidence
+/// profile provides, or a numeric `unit.*` key of the unit's own evidence from systemd.
 fn known_condition_key(key: &str) -> bool {
-    keys::ALL.contains(&key) || unit_state::CATALOG_KEYS.contains(&key)
+    keys::ALL.contains(&key)
+        || unit_state::CATALOG_KEYS.contains(&key)
+        || builtin_profile_keys().contains(key)
+}
+
+/// The item keys of the built-in profiles.
+fn builtin_profile_keys() -> &'static BTreeSet<String> {
+    static KEYS: std::sync::OnceLock<BTreeSet<String>> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        crate::profile::ProfileSet::builtin()
+            .keys()
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    })
 }
 
 fn validate_condition(c: &Condition) -> Result<(), (String, String)> {

@@ -479,10 +479,10 @@ fn build(
     let items: Vec<EvidenceItem> = evidence::plan("aiops-demo-app", 3600, alert.starts_at)
         .into_iter()
         .map(|p| {
-            let (_, value, baseline) = values.iter().find(|(k, _, _)| *k == p.key).copied().unwrap_or((p.key, None, None));
+            let (_, value, baseline) = values.iter().find(|(k, _, _)| *k == p.key).copied().unwrap_or(("", None, None));
             EvidenceItem {
-                key: p.key.into(),
-                label: p.label.into(),
+                key: p.key,
+                label: p.label,
                 unit: p.unit,
                 query: p.query,
                 at: now,
@@ -512,6 +512,7 @@ fn build(
         target_up,
         items,
         unit: None,
+        scope: None,
     };
     ev.id = evidence::evidence_id(&ev);
     Fixture {
