@@ -318,6 +318,9 @@ pub struct Profile {
     pub detect: Vec<String>,
     /// ... unless one of these is present too.
     pub detect_unless: Vec<String>,
+    /// Profiles that do not apply to a job where this one is detected (an exporter's own
+    /// `process_*` and Go metrics describe the exporter, not the service behind it).
+    pub hides: Vec<String>,
     pub items: Vec<Item>,
     /// `built-in` or the file it came from.
     pub origin: String,
@@ -366,6 +369,8 @@ struct RawProfile {
     detect: Vec<String>,
     #[serde(default)]
     detect_unless: Vec<String>,
+    #[serde(default)]
+    hides: Vec<String>,
     #[serde(default)]
     item: Vec<toml::Value>,
 }
@@ -548,9 +553,21 @@ impl ProfileSet {
             .collect()
     }
 
-    /// The profiles that apply to a job holding the metric `names` (pure): detection.
+    /// The profiles that apply to a job holding the metric `names` (pure): detection. A
+    /// detected profile's `hides` are left out.
     pub fn detect(&self, names: &BTreeSet<String>) -> Vec<&Profile> {
-        self.profiles.iter().filter(|p| p.detected(names)).collect()
+        let found: Vec<&Profile> = self.profiles.iter().filter(|p| p.detected(names)).collect();
+        // Only a job's own profile hides another: a host profile is about the host, not the
+        // job, so it says nothing about whose process_* these are.
+        let hidden: BTreeSet<&str> = found
+            .iter()
+            .filter(|p| p.scope == Scope::Job)
+            .flat_map(|p| p.hides.iter().map(String::as_str))
+            .collect();
+        found
+            .into_iter()
+            .filter(|p| !hidden.contains(p.name.as_str()))
+            .collect()
     }
 
     /// The series selectors whose metric names detection needs, for ONE call of
@@ -753,6 +770,7 @@ fn validate(p: RawProfile, origin: &str) -> Result<Profile, (String, String)> {
         scope: p.scope,
         detect: p.detect,
         detect_unless: p.detect_unless,
+        hides: p.hides,
         items,
         origin: origin.to_owned(),
     })
