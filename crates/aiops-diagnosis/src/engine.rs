@@ -828,6 +828,8 @@ fn explain(
                 let _ = write!(out, " {}.", capitalize(a));
             }
         }
+        // Not watched: the recommendation says why nothing is looked for.
+        None if unwatched => {}
         None => out.push_str(" No known pattern in the catalog matches this evidence."),
     }
     if hypotheses.len() > 1 {

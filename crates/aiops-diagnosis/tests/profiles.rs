@@ -100,7 +100,7 @@ fn a_good_file_parses_and_merges_over_the_builtins() {
     .unwrap();
     assert!(with.get("myapp").is_some() && with.get("aiops-demo").is_some());
     let only = ProfileSet::from_config(&DiagnosisConfig {
-        profiles_file: Some(file.clone()),
+        profiles_file: Some(file),
         builtin_profiles: false,
         ..DiagnosisConfig::default()
     })
@@ -545,7 +545,7 @@ fn start_live() -> Option<Live> {
         instance: "127.0.0.1:3000".into(),
         rps: 5.0,
         error_ratio: 0.4,
-        ..demo.clone()
+        ..demo
     };
     let web2_text: String = {
         // Drop the demo-only families (and web2's own up, which the demo text's family holds).
