@@ -737,6 +737,46 @@ mod tests {
     }
 
     #[test]
+    fn alerts_map_to_a_watched_service_by_service_then_unit_then_job() {
+        let w = |unit: &str, job: &str| WatchConfig {
+            unit: Some(unit.into()),
+            job: Some(job.into()),
+            ..WatchConfig::default()
+        };
+        let watched: BTreeMap<String, WatchConfig> = [
+            ("a".to_owned(), w("a.service", "job-a")),
+            ("b".to_owned(), w("b.service", "job-b")),
+            ("c".to_owned(), w("c.service", "job-c")),
+        ]
+        .into();
+        let ctx = |labels: &[(&str, &str)]| AlertContext {
+            alertname: "X".into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            annotations: BTreeMap::new(),
+            starts_at: t("2026-11-28T12:03:00Z"),
+            fingerprint: "f".into(),
+            group_key: None,
+        };
+        let name = |labels: &[(&str, &str)]| {
+            watched_service(&ctx(labels), &watched).map(|(n, _, by)| (n.to_owned(), by))
+        };
+        let all = [("service", "a"), ("unit", "b.service"), ("job", "job-c")];
+        assert_eq!(name(&all), Some(("a".into(), "service")));
+        assert_eq!(name(&all[1..]), Some(("b".into(), "unit")));
+        assert_eq!(name(&all[2..]), Some(("c".into(), "job")));
+        // A label that names nothing watched does not stop the next one from matching.
+        assert_eq!(
+            name(&[("service", "zzz"), ("job", "job-b")]),
+            Some(("b".into(), "job"))
+        );
+        assert_eq!(name(&[("service", "zzz"), ("unit", "z.service")]), None);
+        assert_eq!(name(&[]), None);
+    }
+
+    #[test]
     fn plans_pin_baselines_to_the_alert_start() {
         let p = plan("aiops-demo-app", 3600, t("2026-11-28T12:03:00Z"));
         let er = p.iter().find(|i| i.key == keys::ERROR_RATIO).unwrap();

@@ -862,3 +862,40 @@ fn every_builtin_template_is_valid_promql_on_this_prometheus() {
     );
     assert!(!names.iter().any(|n| n.starts_with("demo_")), "{names:?}");
 }
+
+/// docs/PROFILES.md names every built-in profile and every key and query it reads, and its
+/// example file is valid.
+#[test]
+fn the_docs_name_every_builtin_profile_and_what_it_reads() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/PROFILES.md");
+    let doc = std::fs::read_to_string(&path).unwrap();
+    for p in ProfileSet::builtin().all() {
+        assert!(
+            doc.contains(&format!("### `{}`", p.name)),
+            "{} undocumented",
+            p.name
+        );
+        for i in &p.items {
+            assert!(
+                doc.contains(&format!("`{}`", i.key)),
+                "{} {} undocumented",
+                p.name,
+                i.key
+            );
+            let q = i.query.source().replace('|', "\\|");
+            assert!(
+                doc.contains(&q),
+                "{} {}: {q} not in the docs",
+                p.name,
+                i.key
+            );
+        }
+    }
+    let example = doc
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .unwrap();
+    let set = ProfileSet::parse(example, "docs/PROFILES.md").unwrap();
+    assert!(set.get("myapp").is_some());
+}
