@@ -782,6 +782,26 @@ mod tests {
     }
 
     #[test]
+    fn diagnosis_reads_profiles_and_no_longer_takes_a_fallback_job() {
+        let c = Config::from_toml(
+            "[diagnosis]\nprofiles_file = \"/etc/aiops/profiles.toml\"\nbuiltin_profiles = false\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.diagnosis.profiles_file.as_deref(),
+            Some(Path::new("/etc/aiops/profiles.toml"))
+        );
+        assert!(!c.diagnosis.builtin_profiles);
+        assert!(Config::default().diagnosis.builtin_profiles);
+        // `diagnosis.job` stood in for any alert without a plain job label: it is gone.
+        let err = Config::from_toml("[diagnosis]\njob = \"x\"\n", Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `job`"), "{err}");
+    }
+
+    #[test]
     fn demo_executor_needs_its_socket() {
         let err = Config::from_toml("[remediation]\nexecutor = \"demo\"\n", Path::new("t.toml"))
             .unwrap_err()
