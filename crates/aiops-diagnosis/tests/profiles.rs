@@ -899,3 +899,84 @@ fn the_docs_name_every_builtin_profile_and_what_it_reads() {
     let set = ProfileSet::parse(example, "docs/PROFILES.md").unwrap();
     assert!(set.get("myapp").is_some());
 }
+
+/// Detection through the one `/api/v1/label/__name__/values` call of a real Prometheus holding
+/// the recorded metric names of each client and exporter, each under a job of its own, next to
+/// a host's node_exporter: every job gets what pure detection says for its names plus the
+/// host's.
+#[test]
+fn detection_through_a_real_prometheus_matches_the_recorded_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    let end = (Utc::now() - Duration::seconds(30))
+        .duration_trunc(Duration::seconds(1))
+        .unwrap();
+    let fixtures = [
+        "prom_client.txt",
+        "go_promhttp_process.txt",
+        "otel_semconv.txt",
+        "nginx_exporter.txt",
+        "postgres_exporter.txt",
+        "node_exporter.txt",
+    ];
+    let job_of = |f: &str| f.trim_end_matches(".txt").replace('_', "-");
+    let texts: Vec<String> = fixtures
+        .iter()
+        .map(|f| {
+            let mut t = String::new();
+            for n in names(f) {
+                t.push_str(&format!("# TYPE {n} unknown\n"));
+                for back in [120, 60, 0] {
+                    let ts = (end - Duration::seconds(back)).timestamp();
+                    t.push_str(&format!(
+                        "{n}{{job=\"{}\",instance=\"127.0.0.1:9\"}} 1 {ts}\n",
+                        job_of(f)
+                    ));
+                }
+            }
+            t
+        })
+        .collect();
+    let spec = testkit::PrometheusSpec {
+        config: "global:\n  evaluation_interval: 1h\n".into(),
+        openmetrics: Some(merge_openmetrics(&texts)),
+        lookback_delta: Some("1h".into()),
+        ..Default::default()
+    };
+    let server = match testkit::start_prometheus(dir.path(), &spec) {
+        None => return aiops_testkit::tools::missing("prometheus"),
+        Some(r) => r.expect("prometheus starts"),
+    };
+    let prom = Prom::new(&aiops_core::config::PrometheusConfig {
+        url: server.url.clone(),
+        timeout_ms: 5000,
+    });
+    let set = ProfileSet::builtin();
+    let host: BTreeSet<String> = names("node_exporter.txt")
+        .into_iter()
+        .filter(|n| n.starts_with("node_"))
+        .collect();
+    let watched: BTreeMap<String, aiops_core::config::WatchConfig> = fixtures
+        .iter()
+        .map(|f| {
+            (
+                job_of(f),
+                aiops_core::config::WatchConfig {
+                    unit: Some(format!("{}.service", job_of(f))),
+                    job: Some(job_of(f)),
+                    ..Default::default()
+                },
+            )
+        })
+        .collect();
+    for f in fixtures {
+        let mut ctx = alert("Anything", end - Duration::minutes(1), None);
+        ctx.labels.insert("service".into(), job_of(f));
+        let plan = evidence::plan_alert(&prom, &ctx, &set, &watched, 3600, end);
+        let mut expected = names(f);
+        expected.extend(host.iter().cloned());
+        assert_eq!(plan.scope.profiles_from, ProfileSource::Detected, "{f}");
+        assert_eq!(plan.scope.profiles, detected(&set, &expected), "{f}");
+        assert!(plan.scope.notes.is_empty(), "{f}: {:?}", plan.scope.notes);
+        assert!(plan.unreachable.is_none());
+    }
+}
