@@ -19,7 +19,8 @@
 //! Architecture invariants: the engine does no I/O (same evidence → same diagnosis); alert text
 //! never enters PromQL unescaped; a unit becomes part of an `Act` recommendation only after
 //! `UnitName::parse` and the allow-list both accept it; when Prometheus cannot see the service
-//! the recommendation is `Blind`, never an action.
+//! the recommendation is `Blind`, never an action; an alert that maps to no watched service
+//! (`[watch.NAME]`) is never diagnosed with another service's evidence and gets no action.
 
 use std::collections::BTreeMap;
 
