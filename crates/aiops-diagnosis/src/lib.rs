@@ -138,9 +138,13 @@ impl Engine {
         let profiles = ProfileSet::from_config(&config.diagnosis)?;
         let watched = config.watched();
         profiles.check_watched(&watched)?;
+        let catalog = Catalog::from_config_with_keys(
+            &config.diagnosis,
+            &profiles.keys().into_iter().map(str::to_owned).collect(),
+        )?;
         Ok(Self {
             prom: Prom::new(&config.prometheus),
-            catalog: Catalog::from_config(&config.diagnosis)?,
+            catalog,
             profiles,
             watched,
             config: config.diagnosis.clone(),

@@ -980,3 +980,38 @@ fn detection_through_a_real_prometheus_matches_the_recorded_sets() {
         assert!(plan.unreachable.is_none());
     }
 }
+
+/// A custom catalog may test the keys of custom profiles, and only when they are configured.
+#[test]
+fn a_custom_catalog_may_test_a_custom_profiles_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = dir.path().join("profiles.toml");
+    std::fs::write(&profiles, GOOD).unwrap();
+    let catalog = dir.path().join("catalog.toml");
+    std::fs::write(
+        &catalog,
+        "version = 1\n[[entry]]\nid = \"queue-backlog\"\ncause = \"the queue backs up\"\naction = \"none\"\nrisk = \"low\"\nconfidence = 0.8\nadvice = \"the queue holds {queue_depth}\"\nwhen = [{ key = \"queue_depth\", above = 1000 }]\n",
+    )
+    .unwrap();
+    let text = |with_profiles: bool| {
+        let mut t = format!(
+            "[diagnosis]\ncatalog_file = {:?}\n",
+            catalog.display().to_string()
+        );
+        if with_profiles {
+            t.push_str(&format!(
+                "profiles_file = {:?}\n",
+                profiles.display().to_string()
+            ));
+        }
+        aiops_core::Config::from_toml(&t, Path::new("t.toml")).unwrap()
+    };
+    let e = Engine::from_config(&text(true)).unwrap();
+    assert!(e.catalog.get("queue-backlog").is_some());
+    assert!(e.profiles.get("myapp").is_some());
+    let err = Engine::from_config(&text(false)).unwrap_err().to_string();
+    assert!(
+        err.contains("queue_depth") && err.contains("queue-backlog"),
+        "{err}"
+    );
+}
