@@ -85,6 +85,7 @@ pub fn diagnosis(unit: &str, kind: ActionKind) -> Diagnosis {
                 error: None,
             }],
             unit: None,
+            scope: None,
         },
         hypotheses: vec![Hypothesis {
             id: "bad-process-state".into(),

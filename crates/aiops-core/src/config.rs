@@ -508,8 +508,11 @@ pub struct DiagnosisConfig {
     pub catalog_file: Option<PathBuf>,
     /// The window before the alert that serves as the baseline.
     pub baseline_secs: u64,
-    /// The `job` label under which Prometheus scrapes the watched service.
-    pub job: String,
+    /// Extra evidence profiles (same format as `crates/aiops-diagnosis/profiles.toml`); a
+    /// profile named like a built-in one replaces it.
+    pub profiles_file: Option<PathBuf>,
+    /// Whether the built-in profiles are available; `false`: only those of `profiles_file`.
+    pub builtin_profiles: bool,
 }
 
 impl Default for DiagnosisConfig {
@@ -517,7 +520,8 @@ impl Default for DiagnosisConfig {
         Self {
             catalog_file: None,
             baseline_secs: 3600,
-            job: "aiops-demo-app".to_owned(),
+            profiles_file: None,
+            builtin_profiles: true,
         }
     }
 }
@@ -775,6 +779,26 @@ mod tests {
             assert!(err.contains(wants), "{text}: {err}");
             assert!(err.contains("t.toml"), "{err}");
         }
+    }
+
+    #[test]
+    fn diagnosis_reads_profiles_and_no_longer_takes_a_fallback_job() {
+        let c = Config::from_toml(
+            "[diagnosis]\nprofiles_file = \"/etc/aiops/profiles.toml\"\nbuiltin_profiles = false\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.diagnosis.profiles_file.as_deref(),
+            Some(Path::new("/etc/aiops/profiles.toml"))
+        );
+        assert!(!c.diagnosis.builtin_profiles);
+        assert!(Config::default().diagnosis.builtin_profiles);
+        // `diagnosis.job` stood in for any alert without a plain job label: it is gone.
+        let err = Config::from_toml("[diagnosis]\njob = \"x\"\n", Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `job`"), "{err}");
     }
 
     #[test]

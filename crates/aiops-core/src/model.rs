@@ -115,6 +115,52 @@ pub struct Evidence {
     /// the id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit: Option<UnitSnapshot>,
+    /// Which watched service and evidence profiles the items come from (absent in evidence
+    /// stored before profiles existed, and then not hashed into the id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<EvidenceScope>,
+}
+
+/// Which watched service (`[watch.NAME]`) an alert maps to and which evidence profiles were
+/// read for it (see docs/PROFILES.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceScope {
+    /// The watched service; `None` when the alert maps to none (then no profile is read and
+    /// nothing is proposed).
+    pub service: Option<String>,
+    /// The alert label that mapped it: `service`, `unit` or `job`.
+    pub matched_by: Option<String>,
+    /// The Prometheus job the profiles were read for.
+    pub job: Option<String>,
+    /// Where the job came from: `the alert's job label` or `watch.NAME.job`.
+    pub job_from: Option<String>,
+    /// The profiles read, in order.
+    pub profiles: Vec<String>,
+    pub profiles_from: ProfileSource,
+    /// What is missing and why, in words (not watched, detection failed, a profile skipped).
+    pub notes: Vec<String>,
+}
+
+/// How the profiles of a diagnosis were chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProfileSource {
+    /// Listed by the watched service's `profiles`.
+    Configured,
+    /// Detected from the metric names Prometheus holds for the job.
+    Detected,
+    /// None applied (not watched, or nothing detected).
+    None,
+}
+
+impl ProfileSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProfileSource::Configured => "configured",
+            ProfileSource::Detected => "detected",
+            ProfileSource::None => "none",
+        }
+    }
 }
 
 impl Evidence {

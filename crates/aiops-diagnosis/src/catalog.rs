@@ -123,23 +123,45 @@ impl Catalog {
 
     /// The catalog the configuration asks for: `diagnosis.catalog_file`, else the built-in one.
     pub fn from_config(config: &DiagnosisConfig) -> Result<Self, CatalogError> {
+        Self::from_config_with_keys(config, &BTreeSet::new())
+    }
+
+    /// [`Catalog::from_config`], its conditions also allowed to test `extra` keys (those of
+    /// the configured evidence profiles, `diagnosis.profiles_file` included).
+    pub fn from_config_with_keys(
+        config: &DiagnosisConfig,
+        extra: &BTreeSet<String>,
+    ) -> Result<Self, CatalogError> {
         match &config.catalog_file {
-            Some(path) => Self::load(path),
+            Some(path) => Self::load_with_keys(path, extra),
             None => Ok(Self::builtin()),
         }
     }
 
     /// Reads and validates the catalog file at `path`.
     pub fn load(path: &Path) -> Result<Self, CatalogError> {
+        Self::load_with_keys(path, &BTreeSet::new())
+    }
+
+    fn load_with_keys(path: &Path, extra: &BTreeSet<String>) -> Result<Self, CatalogError> {
         let text = std::fs::read_to_string(path).map_err(|e| CatalogError::Read {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
-        Self::parse(&text, &path.display().to_string())
+        Self::parse_with_keys(&text, &path.display().to_string(), extra)
     }
 
     /// Parses and validates catalog text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, CatalogError> {
+        Self::parse_with_keys(text, origin, &BTreeSet::new())
+    }
+
+    /// [`Catalog::parse`], conditions also allowed to test the `extra` keys.
+    pub fn parse_with_keys(
+        text: &str,
+        origin: &str,
+        extra: &BTreeSet<String>,
+    ) -> Result<Self, CatalogError> {
         let top: toml::Table = toml::from_str(text).map_err(|e| CatalogError::Syntax {
             origin: origin.to_owned(),
             message: e.to_string(),
@@ -196,7 +218,7 @@ impl Catalog {
                 field: field.to_owned(),
                 message,
             };
-            validate_entry(&entry).map_err(|(f, m)| err(&f, m))?;
+            validate_entry(&entry, extra).map_err(|(f, m)| err(&f, m))?;
             if !ids.insert(entry.id.clone()) {
                 return Err(err("id", "another entry already has this id".into()));
             }
@@ -215,7 +237,7 @@ impl Catalog {
 
 /// Best guess at which field a serde message is about: the backquoted name in "missing field
 /// `x`" / "unknown field `x`", else the first field whose value has the wrong type.
-fn field_of(message: &str, value: &toml::Value) -> String {
+pub(crate) fn field_of(message: &str, value: &toml::Value) -> String {
     if let Some(rest) = message
         .strip_prefix("missing field `")
         .or_else(|| message.strip_prefix("unknown field `"))
@@ -240,7 +262,7 @@ fn field_of(message: &str, value: &toml::Value) -> String {
     "?".into()
 }
 
-fn validate_entry(e: &Entry) -> Result<(), (String, String)> {
+fn validate_entry(e: &Entry, extra: &BTreeSet<String>) -> Result<(), (String, String)> {
     let err = |f: &str, m: String| Err((f.to_owned(), m));
     if e.id.is_empty()
         || !e
@@ -267,23 +289,38 @@ fn validate_entry(e: &Entry) -> Result<(), (String, String)> {
     }
     for (field, list) in [("when", &e.when), ("when_any", &e.when_any)] {
         for (i, c) in list.iter().enumerate() {
-            validate_condition(c).map_err(|(sub, m)| (format!("{field}[{i}].{sub}"), m))?;
+            validate_condition(c, extra).map_err(|(sub, m)| (format!("{field}[{i}].{sub}"), m))?;
         }
     }
     if let Some(advice) = &e.advice {
-        check_placeholders(advice).map_err(|m| ("advice".to_owned(), m))?;
+        check_placeholders(advice, extra).map_err(|m| ("advice".to_owned(), m))?;
     }
     Ok(())
 }
 
-/// Whether a condition may test `key`: an evidence key, or a numeric `unit.*` key of the
-/// unit's own evidence from systemd.
-fn known_condition_key(key: &str) -> bool {
-    keys::ALL.contains(&key) || unit_state::CATALOG_KEYS.contains(&key)
+/// Whether a condition may test `key`: a standard evidence key, a key some built-in evidence
+/// profile provides, or a numeric `unit.*` key of the unit's own evidence from systemd.
+fn known_condition_key(key: &str, extra: &BTreeSet<String>) -> bool {
+    keys::ALL.contains(&key)
+        || unit_state::CATALOG_KEYS.contains(&key)
+        || builtin_profile_keys().contains(key)
+        || extra.contains(key)
 }
 
-fn validate_condition(c: &Condition) -> Result<(), (String, String)> {
-    if !known_condition_key(&c.key) {
+/// The item keys of the built-in profiles.
+fn builtin_profile_keys() -> &'static BTreeSet<String> {
+    static KEYS: std::sync::OnceLock<BTreeSet<String>> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        crate::profile::ProfileSet::builtin()
+            .keys()
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    })
+}
+
+fn validate_condition(c: &Condition, extra: &BTreeSet<String>) -> Result<(), (String, String)> {
+    if !known_condition_key(&c.key, extra) {
         return Err((
             "key".into(),
             format!(
@@ -335,7 +372,7 @@ fn validate_condition(c: &Condition) -> Result<(), (String, String)> {
 }
 
 /// Checks that every `{...}` in `text` is `KEY`, `KEY.baseline` or `KEY.ratio` for a known key.
-pub(crate) fn check_placeholders(text: &str) -> Result<(), String> {
+pub(crate) fn check_placeholders(text: &str, extra: &BTreeSet<String>) -> Result<(), String> {
     let mut rest = text;
     while let Some(start) = rest.find('{') {
         let after = &rest[start + 1..];
@@ -348,7 +385,7 @@ pub(crate) fn check_placeholders(text: &str) -> Result<(), String> {
             .or_else(|| name.strip_suffix(".ratio"))
             .unwrap_or(name);
         let unit_text = unit_state::CATALOG_TEXT_KEYS.contains(&name);
-        if !(known_condition_key(key) || unit_text) {
+        if !(known_condition_key(key, extra) || unit_text) {
             return Err(format!(
                 "unknown placeholder {{{name}}}; use {{KEY}}, {{KEY.baseline}} or {{KEY.ratio}} with KEY one of: {}, {}, or one of {}",
                 keys::ALL.join(", "),

@@ -33,8 +33,8 @@ use std::fmt::Write as _;
 
 use aiops_core::config::ActionKind;
 use aiops_core::model::{
-    Diagnosis, Evidence, Hypothesis, OutcomeStats, PrometheusHealth, Recommendation, UnitFact,
-    UnitFactValue, UnitSnapshot, ValueUnit,
+    Diagnosis, Evidence, EvidenceScope, Hypothesis, OutcomeStats, ProfileSource, PrometheusHealth,
+    Recommendation, UnitFact, UnitFactValue, UnitSnapshot, ValueUnit,
 };
 use aiops_core::unit::UnitName;
 
@@ -56,11 +56,24 @@ pub fn diagnose(
     allowed: &BTreeMap<String, Vec<ActionKind>>,
 ) -> Diagnosis {
     let facts = Facts { ev };
-    let blind = sanity_gate(ctx, ev);
+    // An alert about no watched service: only what its own expression and its unit show, and
+    // never an action (nothing says which evidence would justify one).
+    let unwatched = ev
+        .scope
+        .as_ref()
+        .filter(|s| s.service.is_none())
+        .map(|_| not_watched_reason(ctx));
+    let blind = match unwatched {
+        Some(_) => None,
+        None => sanity_gate(ctx, ev),
+    };
 
     let mut hypotheses: Vec<(usize, Hypothesis)> = Vec::new();
     for (order, entry) in catalog.entries.iter().enumerate() {
-        if blind.is_some() && entry.action != CatalogAction::None {
+        if (blind.is_some() || unwatched.is_some()) && entry.action != CatalogAction::None {
+            continue;
+        }
+        if unwatched.is_some() && !rests_on_unit_evidence(entry) {
             continue;
         }
         let Some(reasons) = matches(entry, &ctx.alertname, &facts) else {
@@ -107,6 +120,16 @@ pub fn diagnose(
             h.action.is_none() && catalog.get(&h.id).is_some_and(rests_on_unit_evidence)
         });
     let recommendation = match (&blind, best) {
+        _ if unwatched.is_some() => Recommendation::NoAction {
+            reason: match (best, &advice) {
+                (Some(_), Some(a)) => format!(
+                    "{}; {}",
+                    a.trim_end_matches('.'),
+                    unwatched.unwrap_or_default()
+                ),
+                _ => unwatched.unwrap_or_default(),
+            },
+        },
         (Some(_), Some(h)) if unit_explains => Recommendation::NoAction {
             reason: advice.clone().unwrap_or_else(|| h.cause.clone()),
         },
@@ -140,6 +163,9 @@ pub fn diagnose(
             reason.trim_end_matches('.')
         );
     }
+    if let Some(s) = ev.scope.as_ref().and_then(scope_sentence) {
+        let _ = write!(explanation, " {s}");
+    }
     Diagnosis {
         alertname: ctx.alertname.clone(),
         labels: ctx.labels.clone(),
@@ -148,6 +174,71 @@ pub fn diagnose(
         recommendation,
         explanation,
     }
+}
+
+/// Why nothing is proposed for an alert that maps to no watched service.
+fn not_watched_reason(ctx: &AlertContext) -> String {
+    let who = ctx
+        .labels
+        .get("service")
+        .or_else(|| ctx.labels.get("unit"))
+        .or_else(|| ctx.labels.get("job"))
+        .map(|v| format!("{v:?}"))
+        .unwrap_or_else(|| "the service this alert is about".to_owned());
+    format!(
+        "{who} is not a watched service: no [watch.NAME] entry has the alert's service label as its name, its unit label as its unit or its job label as its job, so aiops reads no evidence profile for it and proposes nothing (it would have to guess from another service's numbers); add a [watch.NAME] entry for it to have it diagnosed"
+    )
+}
+
+/// Which service and profiles the evidence comes from, in one sentence.
+fn scope_sentence(scope: &EvidenceScope) -> Option<String> {
+    let Some(service) = scope.service.as_deref() else {
+        return (!scope.notes.is_empty()).then(|| {
+            format!(
+                "Evidence: {}.",
+                scope
+                    .notes
+                    .iter()
+                    .map(|n| n.trim_end_matches('.'))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        });
+    };
+    let job = scope
+        .job
+        .as_deref()
+        .map(|j| {
+            format!(
+                ", job {j}{}",
+                scope
+                    .job_from
+                    .as_deref()
+                    .map(|f| format!(" from {f}"))
+                    .unwrap_or_default()
+            )
+        })
+        .unwrap_or_default();
+    let mut s = match (scope.profiles.as_slice(), scope.profiles_from) {
+        ([], _) => {
+            format!("Evidence: no evidence profile applies to watched service {service}{job}")
+        }
+        (p, ProfileSource::Detected) => format!(
+            "Evidence: profile{} {} of watched service {service}{job}, detected from the metric names Prometheus holds",
+            if p.len() > 1 { "s" } else { "" },
+            p.join(", ")
+        ),
+        (p, _) => format!(
+            "Evidence: profile{} {} of watched service {service}{job}, as configured in watch.{service}.profiles",
+            if p.len() > 1 { "s" } else { "" },
+            p.join(", ")
+        ),
+    };
+    for n in &scope.notes {
+        let _ = write!(s, "; {n}");
+    }
+    s.push('.');
+    Some(s)
 }
 
 /// Whether an entry's conditions test the unit's own evidence from systemd (`unit.*`).
@@ -240,6 +331,14 @@ fn sanity_gate(ctx: &AlertContext, ev: &Evidence) -> Option<String> {
     if let PrometheusHealth::Unreachable(detail) = &ev.prometheus {
         return Some(format!(
             "monitoring is blind: {detail}. Nothing is proposed until Prometheus answers"
+        ));
+    }
+    if let Some(scope) = &ev.scope
+        && scope.job.is_none()
+    {
+        return Some(format!(
+            "monitoring is blind: watch.{} has no job and the alert no plain job label, so Prometheus holds nothing known about the service. Nothing is proposed without evidence; set watch.{0}.job",
+            scope.service.as_deref().unwrap_or("?")
         ));
     }
     let up_query = ev.get(keys::UP).map(|i| i.query.as_str()).unwrap_or("up");
@@ -594,74 +693,93 @@ fn explain(
     if let Some(u) = &unit {
         let _ = write!(out, " {}.", capitalize(u));
     }
+    let unwatched = ev.scope.as_ref().is_some_and(|s| s.service.is_none());
+    if let Some(i) = ev.get(keys::ALERT_VALUE) {
+        let _ = match (i.value, &i.error) {
+            (Some(v), _) => write!(out, " Its expression `{}` is {} now.", i.query, trim_num(v)),
+            (None, Some(e)) => write!(
+                out,
+                " Its expression `{}` could not be evaluated: {}.",
+                i.query,
+                e.trim_end_matches('.')
+            ),
+            (None, None) => write!(
+                out,
+                " Its expression `{}` returns nothing now (its condition may have cleared).",
+                i.query
+            ),
+        };
+    }
 
     let mut facts_said: Vec<String> = Vec::new();
-    if let Some(v) = facts.value(keys::ERROR_RATIO) {
-        let vs = facts.fmt(keys::ERROR_RATIO, v);
-        facts_said.push(match facts.baseline(keys::ERROR_RATIO) {
-            Some(b) => format!(
-                "error ratio is {vs} against a baseline of {}",
-                facts.fmt(keys::ERROR_RATIO, b)
-            ),
-            None => format!("error ratio is {vs} (no baseline)"),
-        });
-    }
-    for (key, name) in [
-        (keys::REQUEST_RATE, "request rate"),
-        (keys::LATENCY_P99, "p99 latency"),
-        (keys::LATENCY_P50, "p50 latency"),
-        (keys::CPU, "CPU"),
-        (keys::MEMORY, "resident memory"),
-    ] {
-        if let Some(s) = compare(facts, key, name) {
-            facts_said.push(s);
-        }
-    }
-    if let Some(g) = facts.value(keys::MEMORY_GROWTH) {
-        if g.abs() >= 64.0 * 1024.0 {
-            facts_said.push(format!(
-                "memory {} at {}",
-                if g > 0.0 { "grows" } else { "shrinks" },
-                facts.fmt(keys::MEMORY_GROWTH, g.abs())
-            ));
-        }
-    }
-    if let (Some(fill), Some(hit)) = (
-        facts.value(keys::CACHE_FILL),
-        facts.value(keys::CACHE_HIT_RATIO),
-    ) {
-        if fill >= 0.9 {
-            facts_said.push(format!(
-                "the cache is {} full with a hit ratio of {}{}",
-                facts.fmt(keys::CACHE_FILL, fill),
-                facts.fmt(keys::CACHE_HIT_RATIO, hit),
-                facts
-                    .baseline(keys::CACHE_HIT_RATIO)
-                    .map(|b| format!(" (baseline {})", facts.fmt(keys::CACHE_HIT_RATIO, b)))
-                    .unwrap_or_default()
-            ));
-        }
-    }
-    match (facts.value(keys::UPTIME), facts.value(keys::RESTARTS)) {
-        (Some(up), restarts) => {
-            let r = match restarts {
-                Some(n) if n >= 1.0 => format!(
-                    "{} restart{} in the last hour",
-                    n as u64,
-                    if n >= 2.0 { "s" } else { "" }
+    if !unwatched {
+        if let Some(v) = facts.value(keys::ERROR_RATIO) {
+            let vs = facts.fmt(keys::ERROR_RATIO, v);
+            facts_said.push(match facts.baseline(keys::ERROR_RATIO) {
+                Some(b) => format!(
+                    "error ratio is {vs} against a baseline of {}",
+                    facts.fmt(keys::ERROR_RATIO, b)
                 ),
-                Some(_) => "no restart in the last hour".to_owned(),
-                None => "restarts unknown".to_owned(),
-            };
-            facts_said.push(format!(
-                "the process has been up {} with {r}",
-                facts.fmt(keys::UPTIME, up)
-            ));
+                None => format!("error ratio is {vs} (no baseline)"),
+            });
         }
-        (None, _) => facts_said.push("the process' uptime is unknown".into()),
-    }
-    if ev.target_up == Some(false) {
-        facts_said.push("Prometheus' last scrape of the target failed".into());
+        for (key, name) in [
+            (keys::REQUEST_RATE, "request rate"),
+            (keys::LATENCY_P99, "p99 latency"),
+            (keys::LATENCY_P50, "p50 latency"),
+            (keys::CPU, "CPU"),
+            (keys::MEMORY, "resident memory"),
+        ] {
+            if let Some(s) = compare(facts, key, name) {
+                facts_said.push(s);
+            }
+        }
+        if let Some(g) = facts.value(keys::MEMORY_GROWTH) {
+            if g.abs() >= 64.0 * 1024.0 {
+                facts_said.push(format!(
+                    "memory {} at {}",
+                    if g > 0.0 { "grows" } else { "shrinks" },
+                    facts.fmt(keys::MEMORY_GROWTH, g.abs())
+                ));
+            }
+        }
+        if let (Some(fill), Some(hit)) = (
+            facts.value(keys::CACHE_FILL),
+            facts.value(keys::CACHE_HIT_RATIO),
+        ) {
+            if fill >= 0.9 {
+                facts_said.push(format!(
+                    "the cache is {} full with a hit ratio of {}{}",
+                    facts.fmt(keys::CACHE_FILL, fill),
+                    facts.fmt(keys::CACHE_HIT_RATIO, hit),
+                    facts
+                        .baseline(keys::CACHE_HIT_RATIO)
+                        .map(|b| format!(" (baseline {})", facts.fmt(keys::CACHE_HIT_RATIO, b)))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+        match (facts.value(keys::UPTIME), facts.value(keys::RESTARTS)) {
+            (Some(up), restarts) => {
+                let r = match restarts {
+                    Some(n) if n >= 1.0 => format!(
+                        "{} restart{} in the last hour",
+                        n as u64,
+                        if n >= 2.0 { "s" } else { "" }
+                    ),
+                    Some(_) => "no restart in the last hour".to_owned(),
+                    None => "restarts unknown".to_owned(),
+                };
+                facts_said.push(format!(
+                    "the process has been up {} with {r}",
+                    facts.fmt(keys::UPTIME, up)
+                ));
+            }
+            (None, _) => facts_said.push("the process' uptime is unknown".into()),
+        }
+        if ev.target_up == Some(false) {
+            facts_said.push("Prometheus' last scrape of the target failed".into());
+        }
     }
     if !facts_said.is_empty() {
         let mut s = facts_said.join("; ");
@@ -710,6 +828,8 @@ fn explain(
                 let _ = write!(out, " {}.", capitalize(a));
             }
         }
+        // Not watched: the recommendation says why nothing is looked for.
+        None if unwatched => {}
         None => out.push_str(" No known pattern in the catalog matches this evidence."),
     }
     if hypotheses.len() > 1 {

@@ -17,20 +17,32 @@
 //! moment with PromQL's `@` modifier, so a baseline query gives the same answer whenever it is
 //! replayed.
 //!
-//! Safety: the job selector is the alert's `job` label only if it is a plain identifier
-//! ([`crate::prom::is_plain_identifier`]), else `diagnosis.job`; either way it enters PromQL only
-//! through [`crate::prom::label_value`]. No other alert text is ever part of a query.
+//! What to ask comes from evidence profiles ([`crate::profile`]): [`gather`] maps the alert to
+//! a watched service ([`watched_service`]: its `service` label, else its `unit` label, else its
+//! `job` label, against `[watch.NAME]`), takes that service's configured profiles or detects
+//! them from the metric names Prometheus holds for the job (ONE bounded call,
+//! [`Prom::metric_names`]), and plans their items ([`plan_profiles`]). An alert that maps to no
+//! watched service gets no profile at all, never another service's: only its own expression and
+//! value (from Prometheus' rules API) and, in the engine, its unit's systemd evidence.
+//!
+//! Safety: the job is the alert's `job` label only if it is a plain identifier
+//! ([`crate::prom::is_plain_identifier`]), else the watched service's configured job; it, like
+//! every other placeholder value, enters PromQL only through [`crate::prom::label_value`]. No
+//! other alert text is ever part of a query.
 
 use std::collections::BTreeMap;
 
 use aiops_core::alertmanager::{Alert, ApiAlert};
-use aiops_core::config::DiagnosisConfig;
-use aiops_core::model::{Evidence, EvidenceItem, PrometheusHealth, ValueUnit};
+use aiops_core::config::WatchConfig;
+use aiops_core::model::{
+    Evidence, EvidenceItem, EvidenceScope, ProfileSource, PrometheusHealth, ValueUnit,
+};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::prom::{Prom, PromError, is_plain_identifier, label_value};
+use crate::profile::{self, Profile, ProfileSet, Vars};
+use crate::prom::{Prom, PromError, is_plain_identifier};
 
 /// The alert a diagnosis is about, whichever way it arrived (webhook or API v2).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,13 +88,13 @@ impl AlertContext {
         self.labels.get("unit").map(String::as_str)
     }
 
-    /// The Prometheus job to look at: the alert's `job` label if it is a plain identifier,
-    /// else `fallback` (`diagnosis.job`).
-    pub fn job<'a>(&'a self, fallback: &'a str) -> &'a str {
-        match self.labels.get("job") {
-            Some(j) if is_plain_identifier(j) => j,
-            _ => fallback,
-        }
+    /// The alert's `job` label if it is a plain identifier; `None` otherwise (a hostile or
+    /// missing label is never used).
+    pub fn plain_job(&self) -> Option<&str> {
+        self.labels
+            .get("job")
+            .map(String::as_str)
+            .filter(|j| is_plain_identifier(j))
     }
 }
 
@@ -104,6 +116,8 @@ pub mod keys {
     pub const FAULT_LATENCY: &str = "fault_latency";
     pub const FAULT_LEAK: &str = "fault_leak";
     pub const UP: &str = "up";
+    /// The alert's own expression, for an alert that maps to no watched service.
+    pub const ALERT_VALUE: &str = "alert_value";
     /// Not an item: 1 when Prometheus answered, 0 when it could not be reached.
     pub const PROMETHEUS_REACHABLE: &str = "prometheus_reachable";
 
@@ -132,147 +146,351 @@ pub mod keys {
 /// One item to ask for: what [`gather`] will query.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedItem {
-    pub key: &'static str,
-    pub label: &'static str,
+    pub key: String,
+    pub label: String,
     pub unit: ValueUnit,
     pub query: String,
     pub baseline_query: Option<String>,
 }
 
-/// What to ask about `job` (the exact queries; pure).
-///
 /// The longest window a recording rule of `prometheus/rules.yml` reads: the memory slope's
 /// `deriv(...[1m])` (rates and quantiles use 30 s). The baseline ends this long before the alert
 /// started (see [`gather`]).
 pub const RULE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// How far before the alert's start detection looks for metric names.
+pub const DETECTION_LOOKBACK: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+
+/// What to ask about the demo app's `job`: the built-in `aiops-demo` profile and `up` (the
+/// exact queries; pure).
+///
 /// `baseline_end` is when the incident's signal began (see [`gather`]); `baseline_secs` the
 /// window before it.
 pub fn plan(job: &str, baseline_secs: u64, baseline_end: DateTime<Utc>) -> Vec<PlannedItem> {
-    let j = label_value(job);
-    let sel = format!("{{job={j}}}");
-    let w = duration(baseline_secs.max(60));
-    let at = at_modifier(baseline_end);
-    // Baseline of a recorded series: its average over the window ending at the alert's start.
-    let avg = |metric: &str| format!("avg_over_time({metric}{sel}[{w}] {at})");
-    let rec = |key, label, unit, metric: &str| PlannedItem {
-        key,
-        label,
-        unit,
-        query: format!("{metric}{sel}"),
-        baseline_query: Some(avg(metric)),
+    let set = ProfileSet::builtin();
+    let demo = set
+        .get(profile::DEMO_PROFILE)
+        .expect("the built-in profiles hold the demo app's");
+    let vars = Vars {
+        job: Some(job.to_owned()),
+        ..Vars::default()
     };
-    let fault = |key, label, kind: &str| PlannedItem {
-        key,
-        label,
-        unit: ValueUnit::Bool,
-        query: format!("max(demo_fault_active{{job={j},kind=\"{kind}\"}})"),
-        baseline_query: None,
-    };
-    vec![
-        rec(
-            keys::ERROR_RATIO,
-            "error ratio",
-            ValueUnit::Ratio,
-            "job:http_request_error_ratio:rate30s",
-        ),
-        rec(
-            keys::REQUEST_RATE,
-            "request rate",
-            ValueUnit::PerSecond,
-            "job:http_requests:rate30s",
-        ),
-        rec(
-            keys::LATENCY_P50,
-            "p50 latency",
-            ValueUnit::Seconds,
-            "job:http_request_duration_seconds:p50_30s",
-        ),
-        rec(
-            keys::LATENCY_P99,
-            "p99 latency",
-            ValueUnit::Seconds,
-            "job:http_request_duration_seconds:p99_30s",
-        ),
-        rec(
-            keys::CPU,
-            "CPU",
-            ValueUnit::Cores,
-            "job:process_cpu_seconds:rate30s",
-        ),
-        PlannedItem {
-            key: keys::MEMORY,
-            label: "resident memory",
-            unit: ValueUnit::Bytes,
-            query: format!("sum(process_resident_memory_bytes{sel})"),
-            baseline_query: Some(format!(
-                "sum(avg_over_time(process_resident_memory_bytes{sel}[{w}] {at}))"
-            )),
-        },
-        rec(
-            keys::MEMORY_GROWTH,
-            "memory growth",
-            ValueUnit::BytesPerSecond,
-            "job:process_resident_memory_bytes:deriv1m",
-        ),
-        PlannedItem {
-            key: keys::UPTIME,
-            label: "uptime",
-            unit: ValueUnit::Seconds,
-            query: format!("time() - max(process_start_time_seconds{sel})"),
-            baseline_query: None,
-        },
-        PlannedItem {
-            key: keys::RESTARTS,
-            label: "restarts in the last hour",
-            unit: ValueUnit::Count,
-            query: format!("sum(changes(process_start_time_seconds{sel}[1h]))"),
-            baseline_query: None,
-        },
-        PlannedItem {
-            key: keys::CACHE_FILL,
-            label: "cache fill",
-            unit: ValueUnit::Ratio,
-            query: format!("sum(demo_cache_entries{sel}) / sum(demo_cache_capacity{sel})"),
-            baseline_query: None,
-        },
-        rec(
-            keys::CACHE_HIT_RATIO,
-            "cache hit ratio",
-            ValueUnit::Ratio,
-            "job:demo_cache_hit_ratio:rate30s",
-        ),
-        fault(keys::FAULT_ERRORS, "errors fault active", "errors"),
-        fault(keys::FAULT_CPU, "CPU fault active", "cpu"),
-        fault(keys::FAULT_LATENCY, "latency fault active", "latency"),
-        fault(keys::FAULT_LEAK, "leak fault active", "leak"),
-        PlannedItem {
-            key: keys::UP,
-            label: "target up",
-            unit: ValueUnit::Bool,
-            query: format!("min(up{sel})"),
-            baseline_query: None,
-        },
-    ]
+    plan_profiles(&[demo], &vars, baseline_secs, baseline_end).0
 }
 
-/// Gathers every planned item for `ctx` at `now` and derives the evidence id.
+/// The items of `profiles` for `vars` (pure), followed by `up` when there is a job: the first
+/// profile providing a key wins. An item whose template needs a value `vars` lacks is left out;
+/// the notes say which and why.
+pub fn plan_profiles(
+    profiles: &[&Profile],
+    vars: &Vars,
+    baseline_secs: u64,
+    baseline_end: DateTime<Utc>,
+) -> (Vec<PlannedItem>, Vec<String>) {
+    let w = duration(baseline_secs.max(60));
+    let at = at_modifier(baseline_end);
+    let mut items: Vec<PlannedItem> = Vec::new();
+    let mut notes = Vec::new();
+    for p in profiles {
+        let mut skipped: BTreeMap<&'static str, Vec<&str>> = BTreeMap::new();
+        for i in &p.items {
+            if items.iter().any(|x| x.key == i.key) {
+                continue;
+            }
+            let query = match i.query.render(vars, &w, &at) {
+                Ok(q) => q,
+                Err(missing) => {
+                    skipped.entry(missing.name()).or_default().push(&i.key);
+                    continue;
+                }
+            };
+            let baseline_query = i
+                .baseline
+                .as_ref()
+                .and_then(|b| b.render(vars, &w, &at).ok());
+            items.push(PlannedItem {
+                key: i.key.clone(),
+                label: i.label.clone(),
+                unit: i.unit,
+                query,
+                baseline_query,
+            });
+        }
+        for (placeholder, keys) in skipped {
+            notes.push(format!(
+                "profile {} left out {} (it needs ${placeholder}, which this alert's service has none of)",
+                p.name,
+                keys.join(", ")
+            ));
+        }
+    }
+    if let Some(job) = &vars.job {
+        items.push(PlannedItem {
+            key: keys::UP.to_owned(),
+            label: "target up".to_owned(),
+            unit: ValueUnit::Bool,
+            query: format!("min(up{{job={}}})", crate::prom::label_value(job)),
+            baseline_query: None,
+        });
+    }
+    (items, notes)
+}
+
+/// The watched service an alert is about: the entry named by its `service` label, else the one
+/// whose unit is its `unit` label, else the one whose job is its `job` label; with the label
+/// that matched. Pure.
+pub fn watched_service<'w>(
+    ctx: &AlertContext,
+    watched: &'w BTreeMap<String, WatchConfig>,
+) -> Option<(&'w str, &'w WatchConfig, &'static str)> {
+    let label = |k: &str| ctx.labels.get(k).map(String::as_str);
+    if let Some(s) = label("service") {
+        if let Some((name, w)) = watched.get_key_value(s) {
+            return Some((name, w, "service"));
+        }
+    }
+    if let Some(u) = label("unit") {
+        if let Some((name, w)) = watched.iter().find(|(_, w)| w.unit.as_deref() == Some(u)) {
+            return Some((name, w, "unit"));
+        }
+    }
+    if let Some(j) = label("job") {
+        if let Some((name, w)) = watched.iter().find(|(_, w)| w.job.as_deref() == Some(j)) {
+            return Some((name, w, "job"));
+        }
+    }
+    None
+}
+
+/// What a diagnosis reads for one alert, before any item is asked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub items: Vec<PlannedItem>,
+    pub scope: EvidenceScope,
+    /// Set when Prometheus could not be reached while choosing the profiles.
+    pub unreachable: Option<String>,
+}
+
+/// Maps `ctx` to a watched service, chooses its profiles (configured, else detected with ONE
+/// bounded call of [`Prom::metric_names`]) and plans their items.
+pub fn plan_alert(
+    prom: &Prom,
+    ctx: &AlertContext,
+    profiles: &ProfileSet,
+    watched: &BTreeMap<String, WatchConfig>,
+    baseline_secs: u64,
+    now: DateTime<Utc>,
+) -> Plan {
+    let baseline_at = baseline_end(ctx, now);
+    let Some((name, w, matched_by)) = watched_service(ctx, watched) else {
+        return Plan {
+            items: Vec::new(),
+            scope: EvidenceScope {
+                service: None,
+                matched_by: None,
+                job: None,
+                job_from: None,
+                profiles: Vec::new(),
+                profiles_from: ProfileSource::None,
+                notes: vec![not_watched(ctx, watched)],
+            },
+            unreachable: None,
+        };
+    };
+    let (job, job_from) = match (ctx.plain_job(), &w.job) {
+        (Some(j), _) => (Some(j.to_owned()), Some("the alert's job label".to_owned())),
+        (None, Some(j)) => (Some(j.clone()), Some(format!("watch.{name}.job"))),
+        (None, None) => (None, None),
+    };
+    let vars = Vars {
+        job: job.clone(),
+        instance: ctx.labels.get("instance").cloned(),
+        unit: w.unit.clone(),
+        service: Some(name.to_owned()),
+    };
+    let mut notes = Vec::new();
+    let mut unreachable = None;
+    let (chosen, from): (Vec<&Profile>, ProfileSource) = if !w.profiles.is_empty() {
+        let mut chosen = Vec::new();
+        for p in &w.profiles {
+            match profiles.get(p) {
+                Some(p) => chosen.push(p),
+                None => notes.push(format!(
+                    "watch.{name}.profiles names {p:?}, which is no evidence profile (known: {})",
+                    profiles.names()
+                )),
+            }
+        }
+        (chosen, ProfileSource::Configured)
+    } else if let Some(job) = &job {
+        let start = (ctx.starts_at.min(now)) - DETECTION_LOOKBACK;
+        match prom.metric_names(&profiles.detection_matchers(job), start, now) {
+            Ok(names) => {
+                let names: std::collections::BTreeSet<String> = names.into_iter().collect();
+                let found = profiles.detect(&names);
+                if found.is_empty() {
+                    notes.push(format!(
+                        "no evidence profile matches the {} metric names Prometheus holds for job {job}; list profiles in watch.{name}.profiles or add one (docs/PROFILES.md)",
+                        names.len()
+                    ));
+                }
+                (found, ProfileSource::Detected)
+            }
+            Err(e) => {
+                if e.is_unreachable() {
+                    unreachable = Some(e.to_string());
+                }
+                notes.push(format!(
+                    "the evidence profiles of job {job} could not be detected: {e}"
+                ));
+                (Vec::new(), ProfileSource::None)
+            }
+        }
+    } else {
+        notes.push(format!(
+            "watch.{name} has neither a job nor profiles, so Prometheus holds nothing known about it"
+        ));
+        (Vec::new(), ProfileSource::None)
+    };
+    let from = if chosen.is_empty() {
+        ProfileSource::None
+    } else {
+        from
+    };
+    let (items, skipped) = plan_profiles(&chosen, &vars, baseline_secs, baseline_at);
+    notes.extend(skipped);
+    Plan {
+        items,
+        scope: EvidenceScope {
+            service: Some(name.to_owned()),
+            matched_by: Some(matched_by.to_owned()),
+            job,
+            job_from,
+            profiles: chosen.iter().map(|p| p.name.clone()).collect(),
+            profiles_from: from,
+            notes,
+        },
+        unreachable,
+    }
+}
+
+/// Why an alert maps to no watched service, in words.
+fn not_watched(ctx: &AlertContext, watched: &BTreeMap<String, WatchConfig>) -> String {
+    let shown: Vec<String> = ["service", "unit", "job"]
+        .into_iter()
+        .map(|k| match ctx.labels.get(k) {
+            Some(v) => format!("{k}={v:?}"),
+            None => format!("no {k} label"),
+        })
+        .collect();
+    format!(
+        "the alert maps to no watched service ({}; watched: {}), so no evidence profile is read for it and no other service's numbers stand in",
+        shown.join(", "),
+        watched.keys().cloned().collect::<Vec<_>>().join(", ")
+    )
+}
+
+/// When the baseline ends: the alert's condition held from `starts_at` on, but the series it
+/// reads carried the incident for up to their window before that, so one (longest) window
+/// earlier, so the incident's own ramp does not count as "normal".
+pub fn baseline_end(ctx: &AlertContext, now: DateTime<Utc>) -> DateTime<Utc> {
+    (ctx.starts_at - chrono::Duration::from_std(RULE_WINDOW).expect("small")).min(now)
+}
+
+/// Gathers the evidence of `ctx` at `now`: plans it ([`plan_alert`]), asks every item, and for
+/// an alert that maps to no watched service its own expression and value.
 ///
 /// Never fails: an unreachable Prometheus gives [`PrometheusHealth::Unreachable`] and items
 /// carrying the error, which the engine's sanity gate turns into "monitoring is blind".
 pub fn gather(
     prom: &Prom,
     ctx: &AlertContext,
-    config: &DiagnosisConfig,
+    profiles: &ProfileSet,
+    watched: &BTreeMap<String, WatchConfig>,
+    baseline_secs: u64,
     now: DateTime<Utc>,
 ) -> Evidence {
-    // The alert's condition held from `starts_at` on, but the recorded series it reads carried
-    // the incident for up to their window before that: end the baseline one (longest) window
-    // earlier, so the incident's own ramp does not count as "normal".
-    let baseline_at =
-        (ctx.starts_at - chrono::Duration::from_std(RULE_WINDOW).expect("small")).min(now);
-    let planned = plan(ctx.job(&config.job), config.baseline_secs, baseline_at);
-    gather_planned(prom, planned, now, baseline_at)
+    let plan = plan_alert(prom, ctx, profiles, watched, baseline_secs, now);
+    let baseline_at = baseline_end(ctx, now);
+    let mut scope = plan.scope;
+    let mut ev = if scope.service.is_none() {
+        alert_own_evidence(prom, ctx, now, &mut scope.notes)
+    } else {
+        gather_planned(prom, plan.items, now, baseline_at)
+    };
+    if let (Some(e), PrometheusHealth::Reachable) = (plan.unreachable, &ev.prometheus) {
+        if ev.items.is_empty() {
+            ev.prometheus = PrometheusHealth::Unreachable(e);
+        }
+    }
+    ev.scope = Some(scope);
+    ev.id = evidence_id(&ev);
+    ev
+}
+
+/// The alert's own expression (from Prometheus' rules API) and its value for the alert's
+/// series: all there is to ask about an alert that maps to no watched service.
+fn alert_own_evidence(
+    prom: &Prom,
+    ctx: &AlertContext,
+    now: DateTime<Utc>,
+    notes: &mut Vec<String>,
+) -> Evidence {
+    let mut health = PrometheusHealth::Reachable;
+    let mut items = Vec::new();
+    match prom.alert_rule(&ctx.alertname) {
+        Ok(Some(rule)) => {
+            let (value, error) = match prom.instant(&rule.query, Some(now)) {
+                Ok(samples) => {
+                    // The alert's series: the one whose labels the alert carries.
+                    let own = samples.iter().find(|s| {
+                        s.labels
+                            .iter()
+                            .filter(|(k, _)| k.as_str() != "__name__")
+                            .all(|(k, v)| ctx.labels.get(k) == Some(v))
+                    });
+                    (own.or(samples.first()).map(|s| s.value), None)
+                }
+                Err(e) => {
+                    if e.is_unreachable() {
+                        health = PrometheusHealth::Unreachable(e.to_string());
+                    }
+                    (None, Some(e.to_string()))
+                }
+            };
+            items.push(EvidenceItem {
+                key: keys::ALERT_VALUE.to_owned(),
+                label: "the alert's expression".to_owned(),
+                unit: ValueUnit::Count,
+                query: rule.query,
+                at: now,
+                value: value.filter(|v| v.is_finite()),
+                baseline_query: None,
+                baseline: None,
+                error,
+            });
+        }
+        Ok(None) => notes.push(format!(
+            "Prometheus has no alerting rule named {:?} loaded, so the alert's expression cannot be shown",
+            ctx.alertname
+        )),
+        Err(e) => {
+            if e.is_unreachable() {
+                health = PrometheusHealth::Unreachable(e.to_string());
+            }
+            notes.push(format!("cannot read the alert's rule from Prometheus: {e}"));
+        }
+    }
+    Evidence {
+        id: String::new(),
+        gathered_at: now,
+        prometheus_url: prom.url().to_owned(),
+        prometheus: health,
+        target_up: None,
+        items,
+        unit: None,
+        scope: None,
+    }
 }
 
 /// [`gather`] for items already planned: "now" queries evaluated at `now`, baselines at
@@ -332,8 +550,8 @@ pub fn gather_planned(
             },
         };
         items.push(EvidenceItem {
-            key: p.key.to_owned(),
-            label: p.label.to_owned(),
+            key: p.key,
+            label: p.label,
             unit: p.unit,
             query: p.query,
             at: now,
@@ -362,6 +580,7 @@ pub fn gather_planned(
         target_up,
         items,
         unit: None,
+        scope: None,
     };
     ev.id = evidence_id(&ev);
     ev
@@ -500,7 +719,7 @@ mod tests {
     }
 
     #[test]
-    fn the_job_comes_from_a_plain_label_or_the_config() {
+    fn the_job_label_is_taken_only_when_plain() {
         let mut ctx = AlertContext {
             alertname: "HighErrorRatio".into(),
             labels: [("job".to_owned(), "web-1".to_owned())].into(),
@@ -509,12 +728,52 @@ mod tests {
             fingerprint: "f".into(),
             group_key: None,
         };
-        assert_eq!(ctx.job("cfg"), "web-1");
+        assert_eq!(ctx.plain_job(), Some("web-1"));
         ctx.labels
             .insert("job".into(), "x\"} or vector(1) or {a=\"".into());
-        assert_eq!(ctx.job("cfg"), "cfg");
+        assert_eq!(ctx.plain_job(), None);
         ctx.labels.remove("job");
-        assert_eq!(ctx.job("cfg"), "cfg");
+        assert_eq!(ctx.plain_job(), None);
+    }
+
+    #[test]
+    fn alerts_map_to_a_watched_service_by_service_then_unit_then_job() {
+        let w = |unit: &str, job: &str| WatchConfig {
+            unit: Some(unit.into()),
+            job: Some(job.into()),
+            ..WatchConfig::default()
+        };
+        let watched: BTreeMap<String, WatchConfig> = [
+            ("a".to_owned(), w("a.service", "job-a")),
+            ("b".to_owned(), w("b.service", "job-b")),
+            ("c".to_owned(), w("c.service", "job-c")),
+        ]
+        .into();
+        let ctx = |labels: &[(&str, &str)]| AlertContext {
+            alertname: "X".into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            annotations: BTreeMap::new(),
+            starts_at: t("2026-11-28T12:03:00Z"),
+            fingerprint: "f".into(),
+            group_key: None,
+        };
+        let name = |labels: &[(&str, &str)]| {
+            watched_service(&ctx(labels), &watched).map(|(n, _, by)| (n.to_owned(), by))
+        };
+        let all = [("service", "a"), ("unit", "b.service"), ("job", "job-c")];
+        assert_eq!(name(&all), Some(("a".into(), "service")));
+        assert_eq!(name(&all[1..]), Some(("b".into(), "unit")));
+        assert_eq!(name(&all[2..]), Some(("c".into(), "job")));
+        // A label that names nothing watched does not stop the next one from matching.
+        assert_eq!(
+            name(&[("service", "zzz"), ("job", "job-b")]),
+            Some(("b".into(), "job"))
+        );
+        assert_eq!(name(&[("service", "zzz"), ("unit", "z.service")]), None);
+        assert_eq!(name(&[]), None);
     }
 
     #[test]
@@ -533,7 +792,7 @@ mod tests {
         );
         // Every key the plan produces is one the catalog may name.
         for i in &p {
-            assert!(keys::ALL.contains(&i.key), "{}", i.key);
+            assert!(keys::ALL.contains(&i.key.as_str()), "{}", i.key);
         }
         // A hostile job name stays inside one string literal.
         let p = plan("a\"}[5m]) or vector(1", 90, t("2026-11-28T12:03:00Z"));
@@ -555,6 +814,7 @@ mod tests {
             target_up: Some(true),
             items: vec![],
             unit: None,
+            scope: None,
         };
         let a = evidence_id(&ev);
         assert!(a.starts_with("ev-") && a.len() == 15, "{a}");

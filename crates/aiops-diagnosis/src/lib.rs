@@ -7,6 +7,8 @@
 //! - [`evidence`]: [`AlertContext`] (the alert, from a webhook or the API) and the evidence of
 //!   one alert, gathered concurrently: each item keeps its exact PromQL, time and value, and a
 //!   baseline over the window before the alert started.
+//! - [`profile`]: evidence profiles, what to ask Prometheus about a service, as data
+//!   (`profiles.toml`, embedded; extended by `diagnosis.profiles_file`), validated at load.
 //! - [`catalog`]: symptom patterns → likely cause, action, risk (`catalog.toml`, embedded;
 //!   replaceable by `diagnosis.catalog_file`), validated at load.
 //! - [`engine`]: the pure diagnosis: sanity gate, matching, confidence, ranking, the
@@ -17,17 +19,19 @@
 //! Architecture invariants: the engine does no I/O (same evidence → same diagnosis); alert text
 //! never enters PromQL unescaped; a unit becomes part of an `Act` recommendation only after
 //! `UnitName::parse` and the allow-list both accept it; when Prometheus cannot see the service
-//! the recommendation is `Blind`, never an action.
+//! the recommendation is `Blind`, never an action; an alert that maps to no watched service
+//! (`[watch.NAME]`) is never diagnosed with another service's evidence and gets no action.
 
 use std::collections::BTreeMap;
 
-use aiops_core::config::{ActionKind, DiagnosisConfig};
+use aiops_core::config::{ActionKind, DiagnosisConfig, WatchConfig};
 use aiops_core::model::{Diagnosis, OutcomeStats};
 use chrono::{DateTime, Utc};
 
 pub mod catalog;
 pub mod engine;
 pub mod evidence;
+pub mod profile;
 pub mod prom;
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -36,13 +40,28 @@ pub mod unit_state;
 pub use catalog::{Catalog, CatalogError};
 pub use engine::diagnose;
 pub use evidence::AlertContext;
+pub use profile::{HttpMeasures, ProfileError, ProfileSet};
 pub use prom::{Prom, PromError};
 
-/// Gathers evidence from Prometheus and diagnoses, with one catalog and configuration.
+/// Why an engine cannot be built from the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Profiles(#[from] ProfileError),
+}
+
+/// Gathers evidence from Prometheus and diagnoses, with one catalog, one set of evidence
+/// profiles and one configuration.
 #[derive(Debug, Clone)]
 pub struct Engine {
     pub prom: Prom,
     pub catalog: Catalog,
+    /// The evidence profiles (built-in and `diagnosis.profiles_file`).
+    pub profiles: ProfileSet,
+    /// The watched services (`Config::watched`): what an alert is mapped to.
+    pub watched: BTreeMap<String, WatchConfig>,
     pub config: DiagnosisConfig,
     /// Reads the alert's unit from systemd (`None`: not on this host, e.g. under `aiops demo`).
     pub units: Option<unit_state::UnitStateReader>,
@@ -113,11 +132,21 @@ fn finish_unit_read(
 
 impl Engine {
     /// The engine the configuration describes: its Prometheus, its catalog (built-in unless
-    /// `diagnosis.catalog_file` names one), its baseline window and job.
-    pub fn from_config(config: &aiops_core::Config) -> Result<Self, CatalogError> {
+    /// `diagnosis.catalog_file` names one), its evidence profiles, its watched services and
+    /// its baseline window. Fails when a watched service names a profile nobody defines.
+    pub fn from_config(config: &aiops_core::Config) -> Result<Self, EngineError> {
+        let profiles = ProfileSet::from_config(&config.diagnosis)?;
+        let watched = config.watched();
+        profiles.check_watched(&watched)?;
+        let catalog = Catalog::from_config_with_keys(
+            &config.diagnosis,
+            &profiles.keys().into_iter().map(str::to_owned).collect(),
+        )?;
         Ok(Self {
             prom: Prom::new(&config.prometheus),
-            catalog: Catalog::from_config(&config.diagnosis)?,
+            catalog,
+            profiles,
+            watched,
             config: config.diagnosis.clone(),
             units: (config.remediation.executor == aiops_core::config::ExecutorKind::Systemd).then(
                 || unit_state::UnitStateReader {
@@ -154,7 +183,14 @@ impl Engine {
             .units
             .as_ref()
             .and_then(|r| start_unit_read(r, ctx, now));
-        let mut ev = evidence::gather(&self.prom, ctx, &self.config, now);
+        let mut ev = evidence::gather(
+            &self.prom,
+            ctx,
+            &self.profiles,
+            &self.watched,
+            self.config.baseline_secs,
+            now,
+        );
         if let Some(pending) = unit {
             ev.unit = Some(finish_unit_read(pending, started, now));
             ev.id = evidence::evidence_id(&ev);

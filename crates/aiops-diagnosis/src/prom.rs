@@ -10,6 +10,8 @@
 //!   would give for it alone.
 //! - [`Prom::rules`] / [`Prom::alert_rule`]: `/api/v1/rules`, to find an alert's expression.
 //! - [`Prom::targets_up`]: the `up` series of one job.
+//! - [`Prom::metric_names`]: `/api/v1/label/__name__/values` for a union of selectors over a
+//!   time range, what evidence profiles are detected from.
 //! - [`label_value`]: the PromQL string-literal escaper. Any text that did not come from our own
 //!   code (an alert label, a config value) goes through it before it is part of a query.
 //!
@@ -26,6 +28,9 @@ use serde::{Deserialize, Serialize};
 
 /// Largest response body we read (a rules listing of a big server fits easily).
 const MAX_BODY_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Largest answer to a metric-names call (about 20,000 names of typical length).
+const MAX_NAMES_BODY_BYTES: u64 = 1024 * 1024;
 
 /// ureq's input and output buffer per connection. The output buffer must hold a request's
 /// head, so a GET's URL (with its query) must fit: [`Prom::instant`] sends longer queries as a
@@ -292,18 +297,50 @@ impl Prom {
         self.instant(&format!("up{{job={}}}", label_value(job)), at)
     }
 
+    /// The metric names of the series any of `selectors` matches between `start` and `end`,
+    /// sorted, in ONE call of `/api/v1/label/__name__/values` (`match[]` once per selector;
+    /// Prometheus 2.24 and later). Bounded by `prometheus.timeout_ms` and a 1 MiB answer.
+    /// Selectors are PromQL: build them with [`label_value`] for any value.
+    pub fn metric_names(
+        &self,
+        selectors: &[String],
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Vec<String>, PromError> {
+        let url = format!("{}/api/v1/label/__name__/values", self.base);
+        let mut req = self
+            .agent
+            .get(&url)
+            .query("start", prom_time(start))
+            .query("end", prom_time(end));
+        for s in selectors {
+            req = req.query("match[]", s);
+        }
+        self.decode_limited(&url, req.call(), MAX_NAMES_BODY_BYTES)
+    }
+
     /// Reads and decodes the answer to a request sent (GET or POST) to `url`.
     fn decode<T: serde::de::DeserializeOwned>(
         &self,
         url: &str,
         sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> Result<T, PromError> {
+        self.decode_limited(url, sent, MAX_BODY_BYTES)
+    }
+
+    /// [`Prom::decode`] reading at most `limit` bytes of the answer.
+    fn decode_limited<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        limit: u64,
+    ) -> Result<T, PromError> {
         let mut resp = sent.map_err(|e| self.transport_error(url, &e))?;
         let status = resp.status().as_u16();
         let body = resp
             .body_mut()
             .with_config()
-            .limit(MAX_BODY_BYTES)
+            .limit(limit)
             .read_to_string()
             .map_err(|e| match e {
                 ureq::Error::Timeout(_) | ureq::Error::Io(_) => self.transport_error(url, &e),

@@ -491,8 +491,8 @@ fn a_bad_item_falls_back_to_per_item_queries_and_blinds_nothing_else() {
     planned.insert(
         3,
         evidence::PlannedItem {
-            key: "broken",
-            label: "broken",
+            key: "broken".into(),
+            label: "broken".into(),
             unit: ValueUnit::Count,
             query: "sum(".into(),
             baseline_query: None,
@@ -501,8 +501,8 @@ fn a_bad_item_falls_back_to_per_item_queries_and_blinds_nothing_else() {
     // A scalar (fine alone, refused inside the batch) with a range-vector baseline (refused
     // either way): the scalar must still get its value, the baseline its error.
     planned.push(evidence::PlannedItem {
-        key: "scalar",
-        label: "scalar",
+        key: "scalar".into(),
+        label: "scalar".into(),
         unit: ValueUnit::Count,
         query: "scalar(vector(3))".into(),
         baseline_query: Some("up[5m]".into()),

@@ -3,6 +3,7 @@
 mod catalog;
 mod engine;
 mod evidence;
+mod profiles;
 mod prom;
 mod unit_engine;
 mod unit_state;

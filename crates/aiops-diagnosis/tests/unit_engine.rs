@@ -325,3 +325,70 @@ fn every_entry_on_unit_evidence_has_a_case_here() {
         .collect();
     assert_eq!(on_unit, tested);
 }
+
+/// An alert that maps to no watched service: its unit's systemd evidence still explains it,
+/// but nothing is ever proposed, not even what the unit evidence alone would justify.
+#[test]
+fn an_unwatched_unit_is_explained_by_systemd_but_never_acted_on() {
+    use aiops_core::model::{EvidenceScope, ProfileSource};
+    let unwatched = |ev: &mut Evidence| {
+        ev.items.clear();
+        ev.target_up = None;
+        ev.scope = Some(EvidenceScope {
+            service: None,
+            matched_by: None,
+            job: None,
+            job_from: None,
+            profiles: Vec::new(),
+            profiles_from: ProfileSource::None,
+            notes: vec!["the alert maps to no watched service".into()],
+        });
+        ev.id = evidence::evidence_id(ev);
+    };
+    // Near MemoryMax, allow-listed: a watched service would get a restart proposed.
+    let now = t("2026-12-02T03:00:30Z");
+    let snap = recorded("myapp.service", "show-myapp-running.txt", None, None, now);
+    let (mut alert, mut ev) = case("memory_leak", "myapp.service", snap);
+    alert.labels.insert("service".into(), "myapp".into());
+    alert.labels.remove("job");
+    assert!(run(&alert, &ev).recommendation.is_actionable());
+    unwatched(&mut ev);
+    let d = run(&alert, &ev);
+    let reason = no_action(&d);
+    assert!(
+        reason.contains("\"myapp\" is not a watched service"),
+        "{reason}"
+    );
+    assert!(
+        d.hypotheses.iter().all(|h| h.action.is_none()),
+        "{:#?}",
+        d.hypotheses
+    );
+    assert!(
+        d.explanation.contains("myapp.service is active"),
+        "{}",
+        d.explanation
+    );
+
+    // A crash loop: systemd's explanation and the not-watched reason, both.
+    let now = t("2026-12-02T03:00:05Z");
+    let snap = recorded(
+        "nginx.service",
+        "show-nginx-auto-restart.txt",
+        Some("journal-nginx-crash-loop.json"),
+        None,
+        now,
+    );
+    let (mut alert, mut ev) = case("target_down", "nginx.service", snap);
+    alert.labels.insert("service".into(), "nginx".into());
+    unwatched(&mut ev);
+    let d = run(&alert, &ev);
+    assert_eq!(top(&d), "unit-crash-loop", "{:#?}", d.hypotheses);
+    let reason = no_action(&d);
+    assert!(reason.contains(NGINX_EMERG), "{reason}");
+    assert!(
+        reason.contains("\"nginx\" is not a watched service"),
+        "{reason}"
+    );
+    assert!(!d.recommendation.is_actionable());
+}

@@ -133,6 +133,7 @@ impl TestAdvisor {
                 error: None,
             }],
             unit: None,
+            scope: None,
         };
         let (recommendation, proposal) = match unit {
             Some(unit) => {

@@ -63,6 +63,7 @@ fn diagnosis() -> Diagnosis {
                 item("cpu", "CPU", ValueUnit::Cores, "job:process_cpu_seconds:rate30s{job=\"aiops-demo-app\"}", 0.05, 0.04),
             ],
             unit: None,
+            scope: None,
         },
         hypotheses: vec![
             Hypothesis {
