@@ -449,6 +449,7 @@ fn detection_picks_the_right_profiles_for_recorded_metric_sets() {
         // The exporters' own process_* and promhttp metrics are not nginx's or PostgreSQL's.
         ("nginx_exporter.txt", &["nginx-exporter"][..]),
         ("postgres_exporter.txt", &["postgres-exporter"][..]),
+        ("redis_exporter.txt", &["redis-exporter"][..]),
         (
             "node_exporter.txt",
             &[
@@ -916,6 +917,7 @@ fn detection_through_a_real_prometheus_matches_the_recorded_sets() {
         "otel_semconv.txt",
         "nginx_exporter.txt",
         "postgres_exporter.txt",
+        "redis_exporter.txt",
         "node_exporter.txt",
     ];
     let job_of = |f: &str| f.trim_end_matches(".txt").replace('_', "-");
