@@ -14,3 +14,4 @@ mod retry;
 mod slack;
 mod snapshots;
 mod systemd;
+mod units;
