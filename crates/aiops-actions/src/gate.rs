@@ -324,6 +324,7 @@ impl Gate {
                 evidence_id: Some(a.evidence_id().to_owned()),
                 forced: a.forced,
                 detail,
+                ..Record::default()
             },
         )?;
         Ok(())
@@ -348,6 +349,7 @@ impl Gate {
             evidence_id: a.map(|a| a.evidence_id().to_owned()),
             forced: false,
             detail: Some(format!("{}: {message}", reason.as_str())),
+            ..Record::default()
         };
         if let Err(e) = self.audit.append(actor, record) {
             tracing::error!(error = %e, "cannot audit a refusal");
@@ -989,7 +991,41 @@ impl Gate {
         } else {
             None
         };
-        let (approved, unit) = self.decide_approval(&id, actor, force, &stale, before.as_ref())?;
+        // The unit's forensic state, read right before the locked decision and the restart
+        // (bounded: at most three commands of 3 s each), goes into the `executing` entry. A read
+        // that fails is recorded as such; it never stops the restart (the status read above
+        // already proved the unit is there).
+        let forensic = if snapshot.kind == ActionKind::Restart {
+            progress(&format!(
+                "recording the state of {} before the restart",
+                snapshot.unit
+            ));
+            Some(match self.executor.unit_snapshot(&snapshot.unit) {
+                Some(snap) => {
+                    let (state, mut note) =
+                        crate::audit::bounded_unit_state(&snap, crate::audit::MAX_UNIT_STATE_BYTES);
+                    if !snap.errors.is_empty() {
+                        let read = format!("partly unreadable: {}", snap.errors.join("; "));
+                        note = Some(match note {
+                            Some(n) => format!("{read}; {n}"),
+                            None => read,
+                        });
+                    }
+                    (state, note)
+                }
+                None => (
+                    None,
+                    Some(format!(
+                        "{} keeps no unit state to record",
+                        self.executor.describe()
+                    )),
+                ),
+            })
+        } else {
+            None
+        };
+        let (approved, unit) =
+            self.decide_approval(&id, actor, force, &stale, before.as_ref(), forensic)?;
         progress(&format!(
             "approved by {actor}{}",
             if approved.forced {
@@ -1013,6 +1049,7 @@ impl Gate {
         force: bool,
         staleness: &Staleness,
         before: Option<&UnitStatus>,
+        forensic: Option<(Option<String>, Option<String>)>,
     ) -> Result<(Action, UnitName), GateError> {
         let stale = &staleness.reasons;
         let refused = |a: &Action, reason: Refusal, message: String| {
@@ -1143,16 +1180,25 @@ impl Gate {
         // limits err on the side of caution.
         locked.save_limits(&limits)?;
         locked.update(&a)?;
-        self.audit_action(
+        let (unit_state, unit_state_note) = forensic.unwrap_or_default();
+        self.audit.append(
             &system,
-            "executing",
-            &a,
-            Some(format!(
-                "{} {} via {}",
-                a.kind,
-                a.unit,
-                self.executor.describe()
-            )),
+            Record {
+                event: "executing".to_owned(),
+                action_id: Some(a.id.clone()),
+                unit: Some(a.unit.to_string()),
+                action: Some(a.kind),
+                evidence_id: Some(a.evidence_id().to_owned()),
+                forced: a.forced,
+                detail: Some(format!(
+                    "{} {} via {}",
+                    a.kind,
+                    a.unit,
+                    self.executor.describe()
+                )),
+                unit_state,
+                unit_state_note,
+            },
         )?;
         drop(locked);
         drop(_d);
