@@ -161,6 +161,21 @@ pub struct ShowData {
     pub evidence_now: Vec<EvidenceNow>,
     pub evidence_now_at: DateTime<Utc>,
     pub outcome_stats: OutcomeStats,
+    /// What the audit log recorded about the unit just before it was restarted (the action's
+    /// `executing` entry); `None` for an action that never ran a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_restart: Option<BeforeRestart>,
+}
+
+/// The unit's forensic state from the audit log's `executing` entry of a restart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BeforeRestart {
+    /// The entry's sequence number and time.
+    pub audit_seq: u64,
+    pub at: DateTime<Utc>,
+    pub snapshot: Option<aiops_core::model::UnitSnapshot>,
+    /// Why the snapshot is missing or shortened.
+    pub note: Option<String>,
 }
 
 /// Knobs tests turn; production uses the defaults.
@@ -737,11 +752,27 @@ impl Gate {
             })
             .collect();
         let outcome_stats = self.outcome_stats(&action.alert.alertname, action.kind);
+        let before_restart = if action.kind == ActionKind::Restart {
+            self.audit
+                .tail(usize::MAX)?
+                .into_iter()
+                .rev()
+                .find(|e| e.event == "executing" && e.action_id.as_ref() == Some(&action.id))
+                .map(|e| BeforeRestart {
+                    audit_seq: e.seq,
+                    at: e.at,
+                    snapshot: e.unit_snapshot(),
+                    note: e.unit_state_note,
+                })
+        } else {
+            None
+        };
         Ok(ShowData {
             action,
             evidence_now,
             evidence_now_at: now,
             outcome_stats,
+            before_restart,
         })
     }
 
@@ -996,12 +1027,12 @@ impl Gate {
         // that fails is recorded as such; it never stops the restart (the status read above
         // already proved the unit is there).
         let forensic = if snapshot.kind == ActionKind::Restart {
-            progress(&format!(
-                "recording the state of {} before the restart",
-                snapshot.unit
-            ));
             Some(match self.executor.unit_snapshot(&snapshot.unit) {
                 Some(snap) => {
+                    progress(&format!(
+                        "recorded the state of {} and its journal for the audit log",
+                        snapshot.unit
+                    ));
                     let (state, mut note) =
                         crate::audit::bounded_unit_state(&snap, crate::audit::MAX_UNIT_STATE_BYTES);
                     if !snap.errors.is_empty() {

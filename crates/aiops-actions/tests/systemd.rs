@@ -229,7 +229,7 @@ fn restart_with_recorded_systemd(
             .lock()
             .unwrap()
             .iter()
-            .any(|l| l.contains("recording the state of aiops-demo-app.service")),
+            .any(|l| l.contains("recorded the state of aiops-demo-app.service")),
         "{lines:?}"
     );
     let entries = g.audit_log().tail(100).unwrap();
@@ -239,6 +239,11 @@ fn restart_with_recorded_systemd(
         .expect("an executing entry");
     let report = g.audit_verify();
     assert!(report.ok, "{report:?}");
+    // `aiops show` gets it from the same entry.
+    let before = g.show(&id).unwrap().before_restart.expect("before_restart");
+    assert_eq!(before.audit_seq, executing.seq);
+    assert_eq!(before.snapshot, executing.unit_snapshot());
+    assert_eq!(before.note, executing.unit_state_note);
     (dir, g, executing)
 }
 
