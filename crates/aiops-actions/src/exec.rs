@@ -103,7 +103,7 @@ impl SystemdExecutor {
     /// The argv of a status query (without the program): `aiops-diagnosis`' `systemctl show`,
     /// parsed by its parser.
     pub fn show_argv(unit: &UnitName) -> Vec<String> {
-        unit_state::show_command(&self_program(), unit).args
+        unit_state::show_command(std::path::Path::new("systemctl"), unit).args
     }
 
     /// The unit-state reader on this executor's programs, each command bounded to `timeout`.
@@ -151,11 +151,6 @@ impl Executor for SystemdExecutor {
             .read(unit, since, now);
         Some(evidence.snapshot())
     }
-}
-
-/// The program name `show_argv` is built for (only the argv is returned).
-fn self_program() -> PathBuf {
-    PathBuf::from("systemctl")
 }
 
 /// A failed `systemctl show` as an executor error.
