@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use aiops_core::config::ActionKind;
 use aiops_core::fsutil::{self, FsError};
+use aiops_core::model::UnitSnapshot;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -57,9 +58,75 @@ pub struct AuditEntry {
     /// Approval overrode a stale check.
     pub forced: bool,
     pub detail: Option<String>,
+    /// On the `executing` entry of a restart: the unit's forensic state just before it was
+    /// restarted, a `UnitSnapshot` (aiops_core::model) serialized as JSON, at most
+    /// [`MAX_UNIT_STATE_BYTES`]. Kept as a string so that the line's canonical form never
+    /// depends on how floats parse back. Absent on older entries and every other event, which
+    /// therefore serialize, and verify, exactly as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_state: Option<String>,
+    /// Why `unit_state` is missing or shortened (the read failed, the excerpt was cut to fit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_state_note: Option<String>,
     pub prev: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub hash: String,
+}
+
+/// The bound of an entry's `unit_state`, serialized.
+pub const MAX_UNIT_STATE_BYTES: usize = 32 * 1024;
+
+impl AuditEntry {
+    /// The recorded forensic state, parsed (`None` when absent or unreadable).
+    pub fn unit_snapshot(&self) -> Option<UnitSnapshot> {
+        serde_json::from_str(self.unit_state.as_deref()?).ok()
+    }
+}
+
+/// A snapshot as [`AuditEntry::unit_state`] holds it: serialized, within `max` bytes. When it
+/// is larger, the journal's error lines are dropped oldest first, then the commands of each
+/// fact, until it fits; the note says what was left out. If even that does not fit, nothing is
+/// kept but the note.
+pub fn bounded_unit_state(snapshot: &UnitSnapshot, max: usize) -> (Option<String>, Option<String>) {
+    let mut s = snapshot.clone();
+    let mut notes: Vec<String> = Vec::new();
+    let fits = |s: &UnitSnapshot| {
+        let text = serde_json::to_string(s).expect("a snapshot always serializes");
+        (text.len() <= max).then_some(text)
+    };
+    if let Some(t) = fits(&s) {
+        return (Some(t), None);
+    }
+    let full = serde_json::to_string(snapshot).map_or(0, |t| t.len());
+    let mut dropped = 0;
+    while let Some(j) = s.journal.as_mut().filter(|j| !j.last_errors.is_empty()) {
+        j.last_errors.remove(0);
+        dropped += 1;
+        if let Some(t) = fits(&s) {
+            notes.push(format!(
+                "{dropped} of the journal's oldest error lines left out to stay within {max} bytes (the whole snapshot had {full})"
+            ));
+            return (Some(t), Some(notes.join("; ")));
+        }
+    }
+    if dropped > 0 {
+        notes.push(format!("{dropped} journal error lines left out"));
+    }
+    for f in &mut s.facts {
+        f.commands.clear();
+    }
+    notes.push(format!(
+        "the facts' commands left out to stay within {max} bytes (the whole snapshot had {full})"
+    ));
+    match fits(&s) {
+        Some(t) => (Some(t), Some(notes.join("; "))),
+        None => (
+            None,
+            Some(format!(
+                "the unit's state ({full} bytes serialized) does not fit in {max} bytes even without its journal lines; not recorded"
+            )),
+        ),
+    }
 }
 
 /// The fields of an entry a caller supplies; seq, prev and hash are the log's business.
@@ -72,6 +139,9 @@ pub struct Record {
     pub evidence_id: Option<String>,
     pub forced: bool,
     pub detail: Option<String>,
+    /// See [`AuditEntry::unit_state`].
+    pub unit_state: Option<String>,
+    pub unit_state_note: Option<String>,
 }
 
 impl Record {
@@ -202,6 +272,8 @@ impl AuditLog {
             evidence_id: record.evidence_id,
             forced: record.forced,
             detail: record.detail,
+            unit_state: record.unit_state,
+            unit_state_note: record.unit_state_note,
             prev: head.hash,
             hash: String::new(),
         };

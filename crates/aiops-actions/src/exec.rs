@@ -11,10 +11,12 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use aiops_core::model::UnitSnapshot;
 use aiops_core::unit::UnitName;
+use aiops_diagnosis::unit_state::{self, Limit, UnitStateError, UnitStateReader};
 use serde::{Deserialize, Serialize};
 
-use crate::limits::{StartLimit, parse_timespan};
+use crate::limits::StartLimit;
 use crate::supervisor_protocol as sp;
 
 /// Why an executor could not do its job.
@@ -51,6 +53,13 @@ pub trait Executor: Send + Sync + std::fmt::Debug {
     fn restart(&self, unit: &UnitName) -> Result<(), ExecError>;
     /// Words for messages: "systemd", "the demo supervisor".
     fn describe(&self) -> &'static str;
+    /// The unit's own evidence (its `systemctl show` state and its systemd journal), read just
+    /// before a restart and written into the audit log as the unit's forensic state. `None`:
+    /// this executor has no such state (the demo supervisor). What could not be read is in the
+    /// snapshot's `errors`; it never stops the restart.
+    fn unit_snapshot(&self, _unit: &UnitName) -> Option<UnitSnapshot> {
+        None
+    }
 }
 
 /// `systemctl`, with a fixed argv and a time bound.
@@ -58,6 +67,8 @@ pub trait Executor: Send + Sync + std::fmt::Debug {
 pub struct SystemdExecutor {
     /// The systemctl binary; `systemctl` from `$PATH` by default.
     pub program: PathBuf,
+    /// The journalctl binary, for the unit's journal before a restart; from `$PATH` by default.
+    pub journalctl: PathBuf,
     pub timeout: Duration,
 }
 
@@ -65,14 +76,18 @@ impl Default for SystemdExecutor {
     fn default() -> Self {
         Self {
             program: PathBuf::from("systemctl"),
+            journalctl: PathBuf::from("journalctl"),
             timeout: Duration::from_secs(90),
         }
     }
 }
 
-/// The properties `status` asks for, in the order systemctl prints them.
-pub const SHOW_PROPERTIES: &str =
-    "ActiveState,SubState,InvocationID,NRestarts,MainPID,StartLimitBurst,StartLimitIntervalUSec";
+/// Each command of the forensic read before a restart is bounded to this (or to the
+/// executor's own timeout, when shorter): it delays the approved restart by at most three.
+pub const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How far back the forensic read looks in the unit's journal.
+pub const SNAPSHOT_JOURNAL_SINCE: Duration = Duration::from_secs(15 * 60);
 
 impl SystemdExecutor {
     /// The argv of a restart (without the program).
@@ -85,14 +100,19 @@ impl SystemdExecutor {
         ]
     }
 
-    /// The argv of a status query (without the program).
+    /// The argv of a status query (without the program): `aiops-diagnosis`' `systemctl show`,
+    /// parsed by its parser.
     pub fn show_argv(unit: &UnitName) -> Vec<String> {
-        vec![
-            "show".into(),
-            format!("--property={SHOW_PROPERTIES}"),
-            "--".into(),
-            unit.as_str().into(),
-        ]
+        unit_state::show_command(std::path::Path::new("systemctl"), unit).args
+    }
+
+    /// The unit-state reader on this executor's programs, each command bounded to `timeout`.
+    fn reader(&self, timeout: Duration) -> UnitStateReader {
+        let mut r = UnitStateReader::default();
+        r.programs.systemctl = self.program.clone();
+        r.programs.journalctl = self.journalctl.clone();
+        r.limits.timeout = timeout;
+        r
     }
 
     fn run(&self, argv: &[String], what: &str) -> Result<String, ExecError> {
@@ -103,8 +123,11 @@ impl SystemdExecutor {
 impl Executor for SystemdExecutor {
     fn status(&self, unit: &UnitName) -> Result<UnitStatus, ExecError> {
         let what = format!("systemctl show {unit}");
-        let out = self.run(&Self::show_argv(unit), &what)?;
-        parse_show(&out).map_err(|message| ExecError::Parse { what, message })
+        let reading = self
+            .reader(self.timeout)
+            .read_show(unit)
+            .map_err(|e| show_error(&what, self.timeout, e))?;
+        status_from(&reading.state).map_err(|message| ExecError::Parse { what, message })
     }
 
     fn restart(&self, unit: &UnitName) -> Result<(), ExecError> {
@@ -118,6 +141,63 @@ impl Executor for SystemdExecutor {
     fn describe(&self) -> &'static str {
         "systemd"
     }
+
+    fn unit_snapshot(&self, unit: &UnitName) -> Option<UnitSnapshot> {
+        let now = chrono::Utc::now();
+        let since = now
+            - chrono::TimeDelta::from_std(SNAPSHOT_JOURNAL_SINCE).unwrap_or(chrono::TimeDelta::MAX);
+        let evidence = self
+            .reader(self.timeout.min(SNAPSHOT_TIMEOUT))
+            .read(unit, since, now);
+        Some(evidence.snapshot())
+    }
+}
+
+/// A failed `systemctl show` as an executor error.
+fn show_error(what: &str, timeout: Duration, e: UnitStateError) -> ExecError {
+    match e {
+        UnitStateError::TimedOut { .. } => ExecError::Timeout {
+            what: what.to_owned(),
+            secs: timeout.as_secs(),
+        },
+        UnitStateError::Unparsable { message, .. } => ExecError::Parse {
+            what: what.to_owned(),
+            message,
+        },
+        e => ExecError::Failed {
+            what: what.to_owned(),
+            message: e.to_string(),
+        },
+    }
+}
+
+/// What the executor needs from a unit's `systemctl show` state (parsed by
+/// `aiops_diagnosis::unit_state::parse_show`): its state, invocation, restarts, main process
+/// and start limit. A state without `ActiveState=` is refused.
+pub fn status_from(s: &unit_state::UnitState) -> Result<UnitStatus, String> {
+    let active_state = match &s.active_state {
+        None => return Err("property ActiveState is missing".into()),
+        Some(unit_state::ActiveState::Other(o)) => o.clone(),
+        Some(a) => match serde_json::to_value(a) {
+            Ok(serde_json::Value::String(v)) => v,
+            _ => return Err(format!("ActiveState {a:?} is not a state")),
+        },
+    };
+    let start_limit = s.start_limit_burst.map(|burst| StartLimit {
+        burst,
+        interval: match s.start_limit_interval {
+            Some(Limit::Max(i)) if !i.is_zero() => Some(i),
+            _ => None,
+        },
+    });
+    Ok(UnitStatus {
+        active_state,
+        sub_state: s.sub_state.clone().filter(|v| !v.is_empty()),
+        invocation_id: s.invocation_id.clone().filter(|v| !v.is_empty()),
+        n_restarts: s.restarts,
+        main_pid: s.main_pid.filter(|p| *p != 0),
+        start_limit,
+    })
 }
 
 /// Runs `program argv` without a shell, with a closed stdin, killing it after `timeout`.
@@ -183,60 +263,6 @@ fn run_bounded(
             message: format!("{status}: {}", stderr.trim()),
         })
     }
-}
-
-/// Parses `systemctl show --property=...` output strictly: every asked property exactly once,
-/// nothing else.
-pub fn parse_show(out: &str) -> Result<UnitStatus, String> {
-    let wanted: Vec<&str> = SHOW_PROPERTIES.split(',').collect();
-    let mut values: std::collections::BTreeMap<&str, &str> = Default::default();
-    for line in out.lines().filter(|l| !l.is_empty()) {
-        let (k, v) = line
-            .split_once('=')
-            .ok_or_else(|| format!("line {line:?} is not KEY=VALUE"))?;
-        if !wanted.contains(&k) {
-            return Err(format!("unexpected property {k:?}"));
-        }
-        if values.insert(k, v).is_some() {
-            return Err(format!("property {k} appears twice"));
-        }
-    }
-    let get = |k: &str| {
-        values
-            .get(k)
-            .copied()
-            .ok_or_else(|| format!("property {k} is missing"))
-    };
-    let num = |k: &str| -> Result<u32, String> {
-        let v = get(k)?;
-        v.parse()
-            .map_err(|_| format!("property {k}={v:?} is not a number"))
-    };
-    let active_state = get("ActiveState")?;
-    if active_state.is_empty()
-        || !active_state
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b == b'-')
-    {
-        return Err(format!("ActiveState={active_state:?} is not a state"));
-    }
-    let invocation = get("InvocationID")?;
-    if !invocation.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!("InvocationID={invocation:?} is not hex"));
-    }
-    let main_pid = num("MainPID")?;
-    let interval = parse_timespan(get("StartLimitIntervalUSec")?)?;
-    Ok(UnitStatus {
-        active_state: active_state.to_owned(),
-        sub_state: Some(get("SubState")?.to_owned()).filter(|s| !s.is_empty()),
-        invocation_id: Some(invocation.to_owned()).filter(|s| !s.is_empty()),
-        n_restarts: Some(num("NRestarts")?),
-        main_pid: (main_pid != 0).then_some(main_pid),
-        start_limit: Some(StartLimit {
-            burst: num("StartLimitBurst")?,
-            interval,
-        }),
-    })
 }
 
 /// The `aiops demo` supervisor, over its unix socket.
@@ -358,13 +384,24 @@ pub fn clear_cache(base_url: &str, timeout: Duration) -> Result<String, ExecErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aiops_diagnosis::unit_state::parse_show;
 
     const SHOW: &str = "ActiveState=active\nSubState=running\nInvocationID=8c1a33b0a3f84c1f9d3e2a1b0c9d8e7f\nNRestarts=2\nMainPID=4242\nStartLimitBurst=5\nStartLimitIntervalUSec=10s\n";
 
+    fn status(text: &str) -> Result<UnitStatus, String> {
+        let state = parse_show(text).map_err(|e| e.message)?;
+        status_from(&state)
+    }
+
     #[test]
-    fn parses_systemctl_show() {
-        let s = parse_show(SHOW).unwrap();
+    fn the_status_comes_from_unit_states_parser() {
+        let s = status(SHOW).unwrap();
         assert_eq!(s.active_state, "active");
+        assert_eq!(s.sub_state.as_deref(), Some("running"));
+        assert_eq!(
+            s.invocation_id.as_deref(),
+            Some("8c1a33b0a3f84c1f9d3e2a1b0c9d8e7f")
+        );
         assert_eq!(s.n_restarts, Some(2));
         assert_eq!(s.main_pid, Some(4242));
         assert_eq!(
@@ -378,11 +415,12 @@ mod tests {
 
     #[test]
     fn refuses_odd_show_output() {
-        assert!(parse_show(&SHOW.replace("NRestarts=2", "NRestarts=two")).is_err());
-        assert!(parse_show(&format!("{SHOW}Foo=bar\n")).is_err());
-        assert!(parse_show(&format!("{SHOW}MainPID=1\n")).is_err());
-        assert!(parse_show(&SHOW.replace("MainPID=4242\n", "")).is_err());
-        assert!(parse_show(&SHOW.replace("8c1a", "zz; ")).is_err());
+        assert!(status(&SHOW.replace("NRestarts=2", "NRestarts=two")).is_err());
+        assert!(status(&SHOW.replace("ActiveState=active\n", "")).is_err());
+        assert!(status("not a property line\n").is_err());
+        // No main process, no limit: none rather than 0.
+        let s = status(&SHOW.replace("MainPID=4242", "MainPID=0")).unwrap();
+        assert_eq!(s.main_pid, None);
     }
 
     #[test]
@@ -397,16 +435,8 @@ mod tests {
                 "aiops-demo-app.service"
             ]
         );
-        assert_eq!(
-            SystemdExecutor::show_argv(&u)[2..],
-            ["--", "aiops-demo-app.service"]
-        );
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn show_parser_never_panics(s in "\\PC{0,200}") {
-            let _ = parse_show(&s);
-        }
+        let show = SystemdExecutor::show_argv(&u);
+        assert_eq!(show[0], "show");
+        assert_eq!(show[show.len() - 2..], ["--", "aiops-demo-app.service"]);
     }
 }

@@ -161,6 +161,21 @@ pub struct ShowData {
     pub evidence_now: Vec<EvidenceNow>,
     pub evidence_now_at: DateTime<Utc>,
     pub outcome_stats: OutcomeStats,
+    /// What the audit log recorded about the unit just before it was restarted (the action's
+    /// `executing` entry); `None` for an action that never ran a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_restart: Option<BeforeRestart>,
+}
+
+/// The unit's forensic state from the audit log's `executing` entry of a restart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BeforeRestart {
+    /// The entry's sequence number and time.
+    pub audit_seq: u64,
+    pub at: DateTime<Utc>,
+    pub snapshot: Option<aiops_core::model::UnitSnapshot>,
+    /// Why the snapshot is missing or shortened.
+    pub note: Option<String>,
 }
 
 /// Knobs tests turn; production uses the defaults.
@@ -324,6 +339,7 @@ impl Gate {
                 evidence_id: Some(a.evidence_id().to_owned()),
                 forced: a.forced,
                 detail,
+                ..Record::default()
             },
         )?;
         Ok(())
@@ -348,6 +364,7 @@ impl Gate {
             evidence_id: a.map(|a| a.evidence_id().to_owned()),
             forced: false,
             detail: Some(format!("{}: {message}", reason.as_str())),
+            ..Record::default()
         };
         if let Err(e) = self.audit.append(actor, record) {
             tracing::error!(error = %e, "cannot audit a refusal");
@@ -735,11 +752,27 @@ impl Gate {
             })
             .collect();
         let outcome_stats = self.outcome_stats(&action.alert.alertname, action.kind);
+        let before_restart = if action.kind == ActionKind::Restart {
+            self.audit
+                .tail(usize::MAX)?
+                .into_iter()
+                .rev()
+                .find(|e| e.event == "executing" && e.action_id.as_ref() == Some(&action.id))
+                .map(|e| BeforeRestart {
+                    audit_seq: e.seq,
+                    at: e.at,
+                    snapshot: e.unit_snapshot(),
+                    note: e.unit_state_note,
+                })
+        } else {
+            None
+        };
         Ok(ShowData {
             action,
             evidence_now,
             evidence_now_at: now,
             outcome_stats,
+            before_restart,
         })
     }
 
@@ -989,7 +1022,41 @@ impl Gate {
         } else {
             None
         };
-        let (approved, unit) = self.decide_approval(&id, actor, force, &stale, before.as_ref())?;
+        // The unit's forensic state, read right before the locked decision and the restart
+        // (bounded: at most three commands of 3 s each), goes into the `executing` entry. A read
+        // that fails is recorded as such; it never stops the restart (the status read above
+        // already proved the unit is there).
+        let forensic = if snapshot.kind == ActionKind::Restart {
+            Some(match self.executor.unit_snapshot(&snapshot.unit) {
+                Some(snap) => {
+                    progress(&format!(
+                        "recorded the state of {} and its journal for the audit log",
+                        snapshot.unit
+                    ));
+                    let (state, mut note) =
+                        crate::audit::bounded_unit_state(&snap, crate::audit::MAX_UNIT_STATE_BYTES);
+                    if !snap.errors.is_empty() {
+                        let read = format!("partly unreadable: {}", snap.errors.join("; "));
+                        note = Some(match note {
+                            Some(n) => format!("{read}; {n}"),
+                            None => read,
+                        });
+                    }
+                    (state, note)
+                }
+                None => (
+                    None,
+                    Some(format!(
+                        "{} keeps no unit state to record",
+                        self.executor.describe()
+                    )),
+                ),
+            })
+        } else {
+            None
+        };
+        let (approved, unit) =
+            self.decide_approval(&id, actor, force, &stale, before.as_ref(), forensic)?;
         progress(&format!(
             "approved by {actor}{}",
             if approved.forced {
@@ -1013,6 +1080,7 @@ impl Gate {
         force: bool,
         staleness: &Staleness,
         before: Option<&UnitStatus>,
+        forensic: Option<(Option<String>, Option<String>)>,
     ) -> Result<(Action, UnitName), GateError> {
         let stale = &staleness.reasons;
         let refused = |a: &Action, reason: Refusal, message: String| {
@@ -1143,16 +1211,25 @@ impl Gate {
         // limits err on the side of caution.
         locked.save_limits(&limits)?;
         locked.update(&a)?;
-        self.audit_action(
+        let (unit_state, unit_state_note) = forensic.unwrap_or_default();
+        self.audit.append(
             &system,
-            "executing",
-            &a,
-            Some(format!(
-                "{} {} via {}",
-                a.kind,
-                a.unit,
-                self.executor.describe()
-            )),
+            Record {
+                event: "executing".to_owned(),
+                action_id: Some(a.id.clone()),
+                unit: Some(a.unit.to_string()),
+                action: Some(a.kind),
+                evidence_id: Some(a.evidence_id().to_owned()),
+                forced: a.forced,
+                detail: Some(format!(
+                    "{} {} via {}",
+                    a.kind,
+                    a.unit,
+                    self.executor.describe()
+                )),
+                unit_state,
+                unit_state_note,
+            },
         )?;
         drop(locked);
         drop(_d);

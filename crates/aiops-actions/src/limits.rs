@@ -231,99 +231,12 @@ pub fn format_duration(d: Duration) -> String {
     out.join(" ")
 }
 
-/// Parses a systemd time span as `systemctl show` prints it (`10s`, `1min 30s`, `2h`, `500ms`,
-/// `infinity`). `Ok(None)` for `infinity`. Anything else unexpected is an error: the value
-/// decides whether we may restart, so we do not guess.
-pub fn parse_timespan(s: &str) -> Result<Option<Duration>, String> {
-    let t = s.trim();
-    if t == "infinity" {
-        return Ok(None);
-    }
-    if t.is_empty() {
-        return Err("empty time span".into());
-    }
-    let mut total: u128 = 0;
-    let mut rest = t;
-    while !rest.is_empty() {
-        rest = rest.trim_start();
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if num_end == 0 {
-            return Err(format!("{s:?} is not a systemd time span"));
-        }
-        let num: f64 = rest[..num_end]
-            .parse()
-            .map_err(|_| format!("{s:?} is not a systemd time span"))?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| !c.is_alphabetic())
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_end];
-        rest = &rest[unit_end..];
-        let usec: f64 = match unit {
-            "us" | "usec" | "µs" => 1.0,
-            "ms" | "msec" => 1e3,
-            "" | "s" | "sec" | "second" | "seconds" => 1e6,
-            "m" | "min" | "minute" | "minutes" => 60e6,
-            "h" | "hr" | "hour" | "hours" => 3600e6,
-            "d" | "day" | "days" => 86_400e6,
-            "w" | "week" | "weeks" => 604_800e6,
-            "M" | "month" | "months" => 2_629_800e6,
-            "y" | "year" | "years" => 31_557_600e6,
-            other => return Err(format!("{s:?}: unknown time unit {other:?}")),
-        };
-        total += (num * usec).round() as u128;
-    }
-    let total = u64::try_from(total).map_err(|_| format!("{s:?} is too long"))?;
-    Ok((total > 0).then(|| Duration::from_micros(total)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn t(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()
-    }
-
-    #[test]
-    fn timespans_as_systemctl_prints_them() {
-        assert_eq!(
-            parse_timespan("10s").unwrap(),
-            Some(Duration::from_secs(10))
-        );
-        assert_eq!(
-            parse_timespan("1min 30s").unwrap(),
-            Some(Duration::from_secs(90))
-        );
-        assert_eq!(
-            parse_timespan("2h").unwrap(),
-            Some(Duration::from_secs(7200))
-        );
-        assert_eq!(
-            parse_timespan("500ms").unwrap(),
-            Some(Duration::from_millis(500))
-        );
-        assert_eq!(parse_timespan("infinity").unwrap(), None);
-        assert_eq!(parse_timespan("0").unwrap(), None);
-        assert!(parse_timespan("10 parsecs").is_err());
-        assert!(parse_timespan("").is_err());
-        assert!(parse_timespan("s").is_err());
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn formatted_whole_seconds_parse_back(secs in 0u64..1_000_000) {
-            let d = Duration::from_secs(secs);
-            let back = parse_timespan(&format_duration(d)).unwrap();
-            proptest::prop_assert_eq!(back.unwrap_or_default(), d);
-        }
-
-        #[test]
-        fn timespan_parser_never_panics(s in "\\PC{0,30}") {
-            let _ = parse_timespan(&s);
-        }
     }
 
     #[test]

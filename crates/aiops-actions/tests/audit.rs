@@ -171,3 +171,77 @@ fn rewriting_the_whole_tail_without_the_head_is_detected() {
     assert_eq!(r.bad_line, Some(3), "{}", r.message);
     drop(d);
 }
+
+/// The forensic `unit_state` field is absent from every entry that has none, so lines written
+/// before it existed are byte-for-byte what the code writes now and still verify; an entry with
+/// one is chained like any other, and editing the recorded state breaks the chain there.
+#[test]
+fn unit_state_is_optional_in_the_chain_and_covered_by_it() {
+    let (dir, path) = log_with(2);
+    assert!(lines(&path).iter().all(|l| !l.contains("unit_state")));
+    let log = AuditLog::open(dir.path()).unwrap();
+    log.append(
+        &aiops_actions::Actor::system(),
+        Record {
+            unit: Some(UNIT.into()),
+            unit_state: Some(r#"{"unit":"aiops-demo-app.service"}"#.into()),
+            unit_state_note: Some("partly unreadable: journalctl failed".into()),
+            ..Record::new("executing")
+        },
+    )
+    .unwrap();
+    let report = verify_file(&path, Some(&head_path_for(&path)));
+    assert!(report.ok, "{report:?}");
+    let mut ls = lines(&path);
+    assert!(ls[2].contains("\"unit_state\":"), "{}", ls[2]);
+    ls[2] = ls[2].replace("partly unreadable", "all fine");
+    write_lines(&path, &ls);
+    let report = verify_file(&path, Some(&head_path_for(&path)));
+    assert!(!report.ok);
+    assert_eq!(report.bad_line, Some(3), "{report:?}");
+}
+
+/// A snapshot over the bound loses its oldest journal lines first, and says so.
+#[test]
+fn an_oversized_unit_state_is_cut_to_the_bound_keeping_the_newest_lines() {
+    use aiops_actions::audit::{MAX_UNIT_STATE_BYTES, bounded_unit_state};
+    use aiops_core::model::{JournalDigest, JournalLine, UnitSnapshot};
+    let line = |i: usize| JournalLine {
+        at: None,
+        priority: Some(3),
+        source: Some("myapp".into()),
+        text: format!("error {i}: {}", "x".repeat(300)),
+        truncated: false,
+        from_systemd: false,
+    };
+    let snap = UnitSnapshot {
+        unit: aiops_core::unit::UnitName::parse(UNIT).unwrap(),
+        collected_at: chrono::Utc::now(),
+        facts: Vec::new(),
+        journal: Some(JournalDigest {
+            since: chrono::Utc::now(),
+            command: "journalctl --unit=aiops-demo-app.service".into(),
+            entries: 200,
+            by_priority: [0, 0, 0, 200, 0, 0, 0, 0],
+            oom_kills: 0,
+            core_dumps: 0,
+            last_oom_kill: None,
+            last_core_dump: None,
+            last_errors: (0..200).map(line).collect(),
+            truncated: None,
+            access_limited: None,
+        }),
+        dependencies: Vec::new(),
+        errors: Vec::new(),
+    };
+    assert!(serde_json::to_string(&snap).unwrap().len() > MAX_UNIT_STATE_BYTES);
+    let (state, note) = bounded_unit_state(&snap, MAX_UNIT_STATE_BYTES);
+    let state = state.expect("a cut snapshot");
+    assert!(state.len() <= MAX_UNIT_STATE_BYTES, "{}", state.len());
+    let back: UnitSnapshot = serde_json::from_str(&state).unwrap();
+    let kept = &back.journal.as_ref().unwrap().last_errors;
+    assert!(!kept.is_empty() && kept.len() < 200);
+    assert!(kept.last().unwrap().text.starts_with("error 199:"));
+    let note = note.expect("a note");
+    assert!(note.contains("oldest error lines left out"), "{note}");
+}

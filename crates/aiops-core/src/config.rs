@@ -353,6 +353,10 @@ pub struct SlackConfig {
     /// message can wait once Slack is back: keep `timeout_secs + max_backoff_secs` well under
     /// the 120 s of the `AiopsOutboxStuck` alert. A 429 waits as long as Slack's `Retry-After`.
     pub max_backoff_secs: u64,
+    /// Whether messages quote the watched unit's last journal error lines (at most 3; `aiops
+    /// show` prints them all). `false` keeps log lines, which may hold data, out of Slack;
+    /// the unit's state and the journal's counts are posted either way.
+    pub journal_excerpt: bool,
 }
 
 impl Default for SlackConfig {
@@ -361,6 +365,7 @@ impl Default for SlackConfig {
             webhook_url_file: None,
             timeout_secs: 10,
             max_backoff_secs: 30,
+            journal_excerpt: true,
         }
     }
 }

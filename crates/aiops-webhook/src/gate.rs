@@ -70,6 +70,9 @@ impl Advisor for GateAdvisor {
                 .unwrap_or(alert.starts_at),
         };
         let proposal = propose(&self.gate, &alert_ref, &diagnosis, message_id);
+        // The gate stored the whole diagnosis (`aiops show` prints it); the message carries
+        // what Slack may see.
+        let diagnosis = for_messages(diagnosis, self.gate.config().slack.journal_excerpt);
         Some(Advice {
             diagnosis,
             proposal,
@@ -87,6 +90,34 @@ impl Advisor for GateAdvisor {
             tracing::info!(group = %n.group_key, actions = ?ids, "pending actions are obsolete: the alert resolved");
         }
     }
+}
+
+/// The diagnosis as messages carry it: with `journal_excerpt` off (`slack.journal_excerpt =
+/// false`), without any of the unit's journal lines (its counts stay); with it on, with the
+/// newest [`crate::slack::JOURNAL_LINES`] error lines only, which is all Slack shows.
+pub fn for_messages(
+    mut diagnosis: aiops_core::model::Diagnosis,
+    journal_excerpt: bool,
+) -> aiops_core::model::Diagnosis {
+    if let Some(j) = diagnosis
+        .evidence
+        .unit
+        .as_mut()
+        .and_then(|u| u.journal.as_mut())
+    {
+        if journal_excerpt {
+            let extra = j
+                .last_errors
+                .len()
+                .saturating_sub(crate::slack::JOURNAL_LINES);
+            j.last_errors.drain(..extra);
+        } else {
+            j.last_errors.clear();
+            j.last_oom_kill = None;
+            j.last_core_dump = None;
+        }
+    }
+    diagnosis
 }
 
 /// Hands `diagnosis` to the gate and says what came of it. A failure to store the action is a

@@ -91,6 +91,55 @@ pub struct Options {
     /// The human gate this process hosts: its control socket is served (at
     /// `webhook.control_socket`) and its transitions are posted as messages.
     pub gate: Option<Arc<aiops_actions::Gate>>,
+    /// How the watched units' `aiops_unit_*` gauges are read ([`units`]).
+    pub units: UnitPolling,
+}
+
+/// How often, and with which programs, the watched units' state is read for `/metrics`.
+#[derive(Debug, Clone)]
+pub struct UnitPolling {
+    /// Time between two reads of every watched unit.
+    pub interval: Duration,
+    /// `systemctl` (from `$PATH` by default; tests point it at recorded output), and the bound
+    /// of each read (`limits.timeout`, `limits.max_show_bytes`).
+    pub reader: aiops_diagnosis::unit_state::UnitStateReader,
+}
+
+impl Default for UnitPolling {
+    fn default() -> Self {
+        let mut reader = aiops_diagnosis::unit_state::UnitStateReader::default();
+        // A read that hangs must not hold up the others for long: each is bounded to 2 s,
+        // well under the 5 s between two rounds and the rules' 15 s scrape interval.
+        reader.limits.timeout = Duration::from_secs(2);
+        Self {
+            interval: Duration::from_secs(5),
+            reader,
+        }
+    }
+}
+
+/// The units whose state the receiver exports: every watched service's unit
+/// ([`Config::watched`]), when restarts go through systemd (`remediation.executor =
+/// "systemd"`); none for the demo supervisor, which is not systemd.
+pub fn polled_units(config: &Config) -> Vec<aiops_core::unit::UnitName> {
+    if config.remediation.executor != aiops_core::config::ExecutorKind::Systemd {
+        return Vec::new();
+    }
+    let mut units: Vec<aiops_core::unit::UnitName> = config
+        .watched()
+        .values()
+        .filter_map(|w| w.unit.as_deref())
+        .filter_map(|u| match aiops_core::unit::UnitName::parse(u) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                tracing::warn!(unit = u, error = %e, "not polling an invalid watched unit");
+                None
+            }
+        })
+        .collect();
+    units.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    units.dedup_by(|a, b| a.as_str() == b.as_str());
+    units
 }
 
 impl Default for Options {
@@ -101,6 +150,7 @@ impl Default for Options {
             initial_backoff: Duration::from_secs(1),
             max_advice_inflight: 4,
             gate: None,
+            units: UnitPolling::default(),
         }
     }
 }
@@ -405,6 +455,24 @@ pub async fn run_with(
         None => None,
     };
 
+    // The watched units' own state, as the `aiops_unit_*` series the generated rules read.
+    let units_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let units_thread = {
+        let units = polled_units(&config);
+        if !units.is_empty() {
+            tracing::info!(units = ?units.iter().map(|u| u.as_str()).collect::<Vec<_>>(), interval = ?options.units.interval, "exporting the watched units' state as aiops_unit_*");
+        }
+        let unit_metrics = units::UnitMetrics::register(&options.registry);
+        units::spawn_poller(
+            unit_metrics,
+            options.units.reader.clone(),
+            units,
+            options.units.interval,
+            units_stop.clone(),
+        )
+        .map_err(Error::Thread)?
+    };
+
     let health = Arc::new(Health {
         journal: journal.shared.clone(),
         processor: pstatus.clone(),
@@ -469,6 +537,7 @@ pub async fn run_with(
         .unwrap_or_else(|e| e.into_inner())
         .unwrap_or_else(Instant::now);
     let deadline = started + grace.saturating_sub(Duration::from_millis(200));
+    units_stop.store(true, Ordering::Release);
 
     // The control socket stops taking approvals; one already running finishes its step.
     let _ = gate_stop_tx.send(true);
@@ -506,6 +575,18 @@ pub async fn run_with(
     }
     if let Err(e) = state.lock().sync() {
         tracing::error!(error = %e, "final state sync failed");
+    }
+    // The units poller stops within its step (100 ms) plus one bounded read.
+    if let Some(t) = units_thread {
+        let joined = tokio::task::spawn_blocking(move || {
+            let _ = t.join();
+        });
+        if tokio::time::timeout_at(deadline.into(), joined)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the units poller did not stop within the grace period");
+        }
     }
     status_task.abort();
     if let Some(w) = watchdog {

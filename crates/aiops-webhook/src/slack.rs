@@ -28,6 +28,10 @@ pub const BLOCKS_MAX: usize = 50;
 pub const ALERTS_LISTED: usize = 10;
 /// Evidence lines listed; the rest are counted.
 const EVIDENCE_LISTED: usize = 12;
+/// The unit's journal error lines quoted (the newest); `aiops show` prints them all.
+pub const JOURNAL_LINES: usize = 3;
+/// A quoted journal line is cut to this many characters.
+const JOURNAL_LINE_CHARS: usize = 200;
 
 /// A piece of a line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -485,6 +489,9 @@ fn advice_blocks(advice: &Advice, blocks: &mut Vec<Block>) {
         }
         blocks.push(Block::Section(lines));
     }
+    if let Some(u) = &d.evidence.unit {
+        blocks.push(Block::Section(unit_lines(u, &advice.proposal)));
+    }
     let mut rec: Vec<Line> = Vec::new();
     match (&d.recommendation, &advice.proposal) {
         (
@@ -532,6 +539,85 @@ fn advice_blocks(advice: &Advice, blocks: &mut Vec<Block>) {
         }
     }
     blocks.push(Block::Section(rec));
+}
+
+/// The watched unit's own evidence from systemd: its state and restarts, memory against its
+/// limit, the journal's counts, and at most [`JOURNAL_LINES`] of its newest error lines (none
+/// when `slack.journal_excerpt = false` removed them before the message was made).
+fn unit_lines(u: &aiops_core::model::UnitSnapshot, proposal: &Proposal) -> Vec<Line> {
+    // Facts systemd did not give are left out rather than posted as "unknown".
+    let fact = |key: &str| {
+        u.fact(key)
+            .filter(|f| f.value != aiops_core::model::UnitFactValue::Unknown)
+            .map(|f| f.value.describe())
+    };
+    let mut lines = vec![vec![
+        b("Unit"),
+        t(" "),
+        code(u.unit.to_string()),
+        t(format!(" (systemd, read {})", time(u.collected_at))),
+    ]];
+    let mut state = Vec::new();
+    if let Some(a) = fact("unit.active_state") {
+        state.push(match fact("unit.sub_state") {
+            Some(sub) => format!("{a} ({sub})"),
+            None => a,
+        });
+    }
+    if let Some(r) = fact("unit.result") {
+        state.push(format!("last run: {r}"));
+    }
+    if let Some(n) = fact("unit.restarts") {
+        state.push(format!("{n} automatic restarts"));
+    }
+    match (fact("unit.memory"), fact("unit.memory_max")) {
+        (Some(m), Some(max)) => state.push(format!("memory {m} of {max}")),
+        (Some(m), None) => state.push(format!("memory {m}")),
+        _ => {}
+    }
+    if !state.is_empty() {
+        lines.push(vec![t(format!("• {}", state.join(", ")))]);
+    }
+    if let Some(j) = &u.journal {
+        lines.push(vec![t(format!(
+            "• journal since {}: {} errors, {} warnings, {} OOM kills, {} core dumps ({} entries)",
+            time(j.since),
+            j.errors(),
+            j.warnings(),
+            j.oom_kills,
+            j.core_dumps,
+            j.entries
+        ))]);
+        if let Some(l) = &j.access_limited {
+            lines.push(vec![t(format!("• journal access limited: {l}"))]);
+        }
+        let shown = &j.last_errors[j.last_errors.len().saturating_sub(JOURNAL_LINES)..];
+        if !shown.is_empty() {
+            lines.push(vec![t("Last error lines:")]);
+            for l in shown {
+                let text: String = l.text.chars().take(JOURNAL_LINE_CHARS).collect();
+                let cut = l.truncated || l.text.chars().count() > JOURNAL_LINE_CHARS;
+                lines.push(vec![
+                    t(format!(
+                        "    {} ",
+                        l.at.map_or_else(|| "?".to_owned(), |at| at.format("%H:%M:%S").to_string())
+                    )),
+                    code(format!("{text}{}", if cut { "…" } else { "" })),
+                ]);
+            }
+        }
+    }
+    for e in u.errors.iter().take(2) {
+        let e: String = e.chars().take(300).collect();
+        lines.push(vec![t(format!("• not read: {e}"))]);
+    }
+    if let Proposal::Action(p) = proposal {
+        lines.push(vec![
+            t("The whole excerpt and every fact: "),
+            code(format!("aiops show {}", p.id)),
+        ]);
+    }
+    lines
 }
 
 // ---- Rendering -------------------------------------------------------------------------------

@@ -279,3 +279,124 @@ fn a_truncated_group_that_could_not_be_fetched_says_so() {
     assert_within_limits(&p);
     insta::assert_snapshot!("truncated_not_fetched_plain", slack::plain_text(&m));
 }
+
+/// A unit snapshot from output recorded on a real host (myapp OOM-killed, then dumping core),
+/// with one journal line of hostile text as its newest error.
+fn recorded_unit() -> aiops_core::model::UnitSnapshot {
+    use aiops_diagnosis::unit_state::{
+        JournalReading, Limits, ShowReading, StartLimitCheck, UnitEvidence, journal_command,
+        parse_show, show_command, summarize_journal,
+    };
+    use std::path::Path;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../aiops-diagnosis/tests/systemd");
+    let unit = aiops_core::unit::UnitName::parse("myapp.service").unwrap();
+    let show = std::fs::read_to_string(dir.join("show-myapp-oom-killed.txt")).unwrap();
+    let journal = std::fs::read_to_string(dir.join("journal-myapp-oom-coredump.json")).unwrap();
+    let since = Utc.with_ymd_and_hms(2026, 12, 2, 3, 0, 0).unwrap();
+    let now = Utc.with_ymd_and_hms(2026, 12, 2, 3, 5, 0).unwrap();
+    let state = parse_show(&show).unwrap();
+    let summary = summarize_journal(journal.lines(), since, &Limits::default());
+    let start_limit = StartLimitCheck::assess(Some(&state), Some(&summary), now);
+    let mut snap = UnitEvidence {
+        unit: unit.clone(),
+        collected_at: now,
+        show: Ok(ShowReading {
+            command: show_command(Path::new("systemctl"), &unit),
+            state,
+        }),
+        journal: Ok(JournalReading {
+            command: journal_command(Path::new("journalctl"), &unit, since, 1000),
+            summary,
+        }),
+        start_limit,
+        dependencies: None,
+    }
+    .snapshot();
+    let j = snap.journal.as_mut().unwrap();
+    j.last_errors.push(aiops_core::model::JournalLine {
+        at: Some(now),
+        priority: Some(3),
+        source: Some("myapp".into()),
+        text: "panic: <!channel> see <https://evil.example|the fix> & `rm -rf`".into(),
+        truncated: false,
+        from_systemd: false,
+    });
+    snap
+}
+
+fn firing_with_unit(journal_excerpt: bool) -> Message {
+    let mut m = firing();
+    let advice = m.advice.as_mut().unwrap();
+    advice.diagnosis.evidence.unit = Some(recorded_unit());
+    advice.diagnosis = aiops_webhook::gate::for_messages(advice.diagnosis.clone(), journal_excerpt);
+    m
+}
+
+/// Slack gets the unit's state, the journal's counts and its 3 newest error lines, every one
+/// through the one escape; `aiops show` is named for the rest.
+#[test]
+fn firing_with_the_units_systemd_evidence() {
+    let whole = recorded_unit();
+    assert!(whole.journal.as_ref().unwrap().last_errors.len() > 3);
+    let m = firing_with_unit(true);
+    let j = m
+        .advice
+        .as_ref()
+        .unwrap()
+        .diagnosis
+        .evidence
+        .unit
+        .as_ref()
+        .unwrap();
+    assert_eq!(j.journal.as_ref().unwrap().last_errors.len(), 3);
+    let p = slack::slack_payload(&m);
+    assert_within_limits(&p);
+    let text = p.to_string();
+    assert!(
+        !text.contains("<!channel>") && !text.contains("<https://evil"),
+        "{text}"
+    );
+    assert!(text.contains("&lt;!channel&gt;"), "{text}");
+    assert!(text.contains("assertion failed: index &lt; len"), "{text}");
+    // The fourth newest line is not posted.
+    assert!(!text.contains("E xxxx"), "{text}");
+    insta::assert_json_snapshot!("firing_unit", p);
+    insta::assert_snapshot!("firing_unit_plain", slack::plain_text(&m));
+}
+
+/// `slack.journal_excerpt = false`: the counts stay, no journal line reaches Slack.
+#[test]
+fn firing_with_the_units_evidence_but_no_journal_lines() {
+    let m = firing_with_unit(false);
+    let p = slack::slack_payload(&m);
+    let text = p.to_string();
+    assert!(
+        text.contains("4 errors, 4 warnings, 2 OOM kills, 3 core dumps"),
+        "{text}"
+    );
+    for line in &recorded_unit().journal.as_ref().unwrap().last_errors {
+        let start: String = line.text.chars().take(20).collect();
+        assert!(
+            !text.contains(&slack::escape(&start)),
+            "{start:?} in {text}"
+        );
+    }
+    assert!(!text.contains("Last error lines"), "{text}");
+    insta::assert_snapshot!("firing_unit_no_excerpt_plain", slack::plain_text(&m));
+}
+
+#[test]
+fn slack_journal_excerpt_is_on_unless_set_off() {
+    let p = std::path::Path::new("t.toml");
+    assert!(
+        aiops_core::Config::from_toml("", p)
+            .unwrap()
+            .slack
+            .journal_excerpt
+    );
+    let off = aiops_core::Config::from_toml("[slack]\njournal_excerpt = false\n", p).unwrap();
+    assert!(!off.slack.journal_excerpt);
+    // It survives the rendered configuration (what `aiops config show` prints).
+    let back = aiops_core::Config::from_toml(&off.to_toml(), p).unwrap();
+    assert!(!back.slack.journal_excerpt);
+}

@@ -15,3 +15,4 @@ mod slack;
 mod snapshots;
 mod systemd;
 mod truncated;
+mod units;

@@ -464,6 +464,30 @@ pub fn render_show(s: &ShowData) -> String {
         let _ = writeln!(out, "{line}");
         let _ = writeln!(out, "      PromQL: {}", e.query);
     }
+    if let Some(u) = &a.diagnosis.evidence.unit {
+        let _ = writeln!(
+            out,
+            "\nunit {} (systemd, read {}):",
+            u.unit,
+            hms(u.collected_at)
+        );
+        render_unit(&mut out, u);
+    }
+    if let Some(b) = &s.before_restart {
+        let _ = writeln!(
+            out,
+            "\nbefore the restart (audit entry {}, {}):",
+            b.audit_seq,
+            hms(b.at)
+        );
+        if let Some(n) = &b.note {
+            out.push_str(&wrap(&format!("note: {n}"), 92, "  "));
+        }
+        match &b.snapshot {
+            Some(u) => render_unit(&mut out, u),
+            None => out.push_str("  no unit state was recorded\n"),
+        }
+    }
     out.push_str("\nhistory:\n");
     for t in &a.history {
         let _ = writeln!(
@@ -489,6 +513,114 @@ pub fn render_show(s: &ShowData) -> String {
         );
     }
     out
+}
+
+/// `PRIORITY` as journalctl names it.
+fn priority_name(p: Option<u8>) -> &'static str {
+    match p {
+        Some(0) => "emerg",
+        Some(1) => "alert",
+        Some(2) => "crit",
+        Some(3) => "err",
+        Some(4) => "warning",
+        Some(5) => "notice",
+        Some(6) => "info",
+        Some(7) => "debug",
+        _ => "-",
+    }
+}
+
+fn journal_line(out: &mut String, l: &aiops_core::model::JournalLine) {
+    let _ = writeln!(
+        out,
+        "    {} {:<7} {}{}{}",
+        l.at.map_or_else(|| "(no time)".to_owned(), hms),
+        priority_name(l.priority),
+        l.source
+            .as_deref()
+            .map(|s| format!("{s}: "))
+            .unwrap_or_default(),
+        l.text,
+        if l.truncated { " [cut]" } else { "" }
+    );
+}
+
+/// A unit's systemd snapshot in full: every fact with where it came from, the journal's
+/// counts and its whole excerpt, the dependencies, what could not be read, and the commands
+/// to see the same.
+pub fn render_unit(out: &mut String, u: &aiops_core::model::UnitSnapshot) {
+    let rows: Vec<Vec<String>> = u
+        .facts
+        .iter()
+        .map(|f| vec![format!("  {}", f.label), f.value.describe(), f.from.clone()])
+        .collect();
+    if !rows.is_empty() {
+        out.push_str(&table(&["  FACT", "VALUE", "FROM"], &rows));
+    }
+    if let Some(j) = &u.journal {
+        let _ = writeln!(
+            out,
+            "  journal since {}: {} entries, {} errors, {} warnings, {} OOM kills, {} core dumps",
+            hms(j.since),
+            j.entries,
+            j.errors(),
+            j.warnings(),
+            j.oom_kills,
+            j.core_dumps
+        );
+        if let Some(t) = &j.truncated {
+            let _ = writeln!(out, "  ({t})");
+        }
+        if let Some(l) = &j.access_limited {
+            out.push_str(&wrap(&format!("limited access: {l}"), 92, "  "));
+        }
+        if let Some(l) = &j.last_oom_kill {
+            out.push_str("  last OOM kill:\n");
+            journal_line(out, l);
+        }
+        if let Some(l) = &j.last_core_dump {
+            out.push_str("  last core dump:\n");
+            journal_line(out, l);
+        }
+        if !j.last_errors.is_empty() {
+            let _ = writeln!(out, "  last error lines ({}):", j.last_errors.len());
+            for l in &j.last_errors {
+                journal_line(out, l);
+            }
+        }
+    }
+    if !u.dependencies.is_empty() {
+        out.push_str("  dependencies:\n");
+        for d in &u.dependencies {
+            let _ = writeln!(
+                out,
+                "    {} ({}): {}/{}{}{}",
+                d.unit,
+                d.relation,
+                d.active_state.as_deref().unwrap_or("?"),
+                d.sub_state.as_deref().unwrap_or("?"),
+                d.result
+                    .as_deref()
+                    .map(|r| format!(", result {r}"))
+                    .unwrap_or_default(),
+                if d.down { "  DOWN" } else { "" }
+            );
+        }
+    }
+    for e in &u.errors {
+        out.push_str(&wrap(&format!("not read: {e}"), 92, "  "));
+    }
+    let mut commands: Vec<&str> = u
+        .facts
+        .iter()
+        .flat_map(|f| f.commands.iter().map(String::as_str))
+        .chain(u.journal.as_ref().map(|j| j.command.as_str()))
+        .collect();
+    commands.sort_unstable();
+    commands.dedup();
+    for c in commands {
+        let _ = writeln!(out, "    $ {c}");
+    }
 }
 
 fn first_words(s: &str, n: usize) -> String {

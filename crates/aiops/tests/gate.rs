@@ -578,3 +578,91 @@ fn human_output_snapshots() {
         .unwrap();
     insta::assert_snapshot!("history", aiops::gate::render_history(&[done, rejected]));
 }
+
+/// A unit snapshot from output recorded on a real host: myapp OOM-killed, then dumping core.
+fn recorded_unit_snapshot(at: DateTime<Utc>) -> aiops_core::model::UnitSnapshot {
+    use aiops_diagnosis::unit_state::{
+        JournalReading, Limits, ShowReading, StartLimitCheck, UnitEvidence, journal_command,
+        parse_show, show_command, summarize_journal,
+    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../aiops-diagnosis/tests/systemd");
+    let unit = UnitName::parse("myapp.service").unwrap();
+    let show = std::fs::read_to_string(dir.join("show-myapp-oom-killed.txt")).unwrap();
+    let journal = std::fs::read_to_string(dir.join("journal-myapp-oom-coredump.json")).unwrap();
+    let since: DateTime<Utc> = "2026-12-02T03:00:00Z".parse().unwrap();
+    let state = parse_show(&show).unwrap();
+    let summary = summarize_journal(journal.lines(), since, &Limits::default());
+    let start_limit = StartLimitCheck::assess(Some(&state), Some(&summary), at);
+    UnitEvidence {
+        unit: unit.clone(),
+        collected_at: at,
+        show: Ok(ShowReading {
+            command: show_command(Path::new("systemctl"), &unit),
+            state,
+        }),
+        journal: Ok(JournalReading {
+            command: journal_command(Path::new("journalctl"), &unit, since, 1000),
+            summary,
+        }),
+        start_limit,
+        dependencies: None,
+    }
+    .snapshot()
+}
+
+/// `aiops show` prints the unit's systemd evidence in full (every fact, the journal's counts and
+/// whole excerpt, the commands) and the state the audit log recorded before the restart.
+#[test]
+fn show_prints_the_units_evidence_and_its_state_before_the_restart() {
+    let stack = Stack::start();
+    stack.propose("unit");
+    let t0: DateTime<Utc> = "2026-12-02T03:05:00Z".parse().unwrap();
+    let real = stack.gate.list(false).unwrap().remove(0);
+    let mut show = stack.gate.show(real.id.as_str()).unwrap();
+    assert_eq!(show.before_restart, None, "a pending action never ran");
+    let mut a = fixed(real, t0);
+    let snap = recorded_unit_snapshot(t0);
+    a.diagnosis.evidence.unit = Some(snap.clone());
+    show.action = a;
+    show.evidence_now_at = t0 + TimeDelta::seconds(400);
+    for e in &mut show.evidence_now {
+        e.now = Some(0.003);
+        e.error = None;
+    }
+    show.before_restart = Some(aiops_actions::gate::BeforeRestart {
+        audit_seq: 7,
+        at: t0 + TimeDelta::seconds(80),
+        snapshot: Some(recorded_unit_snapshot(t0 + TimeDelta::seconds(80))),
+        note: None,
+    });
+    let text = aiops::gate::render_show(&show);
+    // The whole excerpt, not the three lines Slack gets.
+    let journal = snap.journal.as_ref().unwrap();
+    assert!(journal.last_errors.len() > 3, "{journal:?}");
+    for l in &journal.last_errors {
+        let start: String = l.text.chars().take(40).collect();
+        assert!(text.contains(&start), "{start:?} missing from:\n{text}");
+    }
+    insta::assert_snapshot!("show_unit", text);
+}
+
+/// After an approved restart, `aiops show` prints what the audit's `executing` entry recorded
+/// (the demo supervisor keeps no unit state, and says so).
+#[test]
+fn show_after_a_restart_reports_the_audited_state_before_it() {
+    let stack = Stack::start();
+    let id = stack.propose("forensic");
+    let _ = stack.aiops(&["approve", "--force", &id]);
+    let o = stack.aiops(&["show", &id]);
+    let text = stdout(&o);
+    assert!(
+        text.contains("before the restart (audit entry")
+            && text.contains("note: the demo supervisor keeps no unit state to record")
+            && text.contains("no unit state was recorded"),
+        "{text}{}",
+        stderr(&o)
+    );
+    let show = stack.gate.show(&id).unwrap();
+    let b = show.before_restart.expect("the executing entry");
+    assert_eq!(b.snapshot, None);
+}

@@ -217,7 +217,20 @@ impl Receiver {
         options: Options,
         max_backoff_secs: Option<u64>,
     ) -> Self {
-        let config_path = write_config_with_backoff(dir, slack_url, "", max_backoff_secs);
+        Self::start_configured(dir, slack_url, advisor, options, max_backoff_secs, "")
+    }
+
+    /// [`Receiver::start_with_backoff`] with `extra` TOML added to the configuration (after
+    /// the `[webhook]` keys, so it may open tables of its own).
+    pub fn start_configured(
+        dir: &Path,
+        slack_url: Option<&str>,
+        advisor: Arc<dyn Advisor>,
+        options: Options,
+        max_backoff_secs: Option<u64>,
+        extra: &str,
+    ) -> Self {
+        let config_path = write_config_with_backoff(dir, slack_url, extra, max_backoff_secs);
         let config = aiops_core::Config::load(&config_path).unwrap();
         Self::start_config(dir, config, None, advisor, options)
     }
