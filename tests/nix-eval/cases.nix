@@ -278,11 +278,16 @@ let
       # one grant and nothing else
       && lib.length (lib.splitString "polkit.Result." cfg.security.polkit.extraConfig) == 2
     ) cfg.security.polkit.extraConfig)
-    (check "only units allowed \"restart\" enter the polkit rule, sorted" (
-      lib.hasInfix ''["alpha.service","zeta.service"].indexOf('' custom.config.security.polkit.extraConfig
+    (check "only units allowed \"restart\" enter the polkit rule (the demo app's from its watch entry), sorted" (
+      lib.hasInfix ''["aiops-demo-app.service","alpha.service","zeta.service"].indexOf('' custom.config.security.polkit.extraConfig
     ) custom.config.security.polkit.extraConfig)
     (expectEqual "custom allowedActions pass the assertions" custom.failedAssertions [ ])
-    (expectEqual "custom allowedActions reach remediation.allowed unchanged" custom.config.services.aiops.settings.remediation.allowed custom.config.services.aiops.allowedActions)
+    (expectEqual "custom allowedActions reach remediation.allowed unchanged, joined by the demo app's watch entry" custom.config.services.aiops.settings.remediation.allowed (custom.config.services.aiops.allowedActions // {
+      "aiops-demo-app.service" = [
+        "restart"
+        "clear-cache"
+      ];
+    }))
 
     # Prometheus.
     (check "a Prometheus of ours is enabled on loopback and evaluates every 5 s, its global scrape interval left alone" (
