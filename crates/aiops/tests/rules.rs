@@ -96,13 +96,17 @@ alert_rules = false
 "#;
 
 fn aiops_rules(config: &str) -> std::process::Output {
+    aiops_with(config, &["rules"])
+}
+
+fn aiops_with(config: &str, args: &[&str]) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
     std::fs::write(&path, config).unwrap();
     Command::new(env!("CARGO_BIN_EXE_aiops"))
         .arg("--config")
         .arg(&path)
-        .arg("rules")
+        .args(args)
         .env_remove("AIOPS_CONFIG")
         .output()
         .expect("aiops runs")
@@ -186,7 +190,7 @@ fn aiops_rules_without_watched_services_has_no_generated_rules() {
 }
 
 #[test]
-fn aiops_rules_refuses_a_bad_watch_entry_naming_the_entry_and_field() {
+fn a_bad_watch_entry_is_refused_by_rules_and_config_naming_the_entry_and_field() {
     for (config, needle) in [
         (
             "[watch.web]\njob = \"web\"\ntargets = [\"nohost\"]\n",
@@ -202,13 +206,18 @@ fn aiops_rules_refuses_a_bad_watch_entry_naming_the_entry_and_field() {
         ),
         ("[watch.web]\nunitt = \"web.service\"\n", "unitt"),
     ] {
-        let out = aiops_rules(config);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{config:?} was accepted");
-        assert!(out.stdout.is_empty(), "{config:?} printed rules");
-        assert!(
-            stderr.contains("is not valid") && stderr.contains(needle),
-            "{config:?}: the error does not name {needle}:\n{stderr}"
-        );
+        for args in [&["rules"][..], &["config", "check"], &["config", "show"]] {
+            let out = aiops_with(config, args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "aiops {args:?} accepted {config:?}");
+            assert!(
+                out.stdout.is_empty(),
+                "aiops {args:?} printed something for {config:?}"
+            );
+            assert!(
+                stderr.contains("is not valid") && stderr.contains(needle),
+                "aiops {args:?} on {config:?}: the error does not name {needle}:\n{stderr}"
+            );
+        }
     }
 }
