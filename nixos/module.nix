@@ -563,8 +563,9 @@ in
       default = true;
       description = ''
         Enable {option}`services.prometheus` and add to it our scrape jobs (`aiops-demo-app`,
-        `aiops-webhook`, `aiops-prometheus`, `aiops-alertmanager`, each with a 5 s interval), our
-        alert rules and our Alertmanager. A Prometheus the host enables itself keeps its listen
+        `aiops-webhook`, `aiops-prometheus`, `aiops-alertmanager`, each with a 5 s interval, and
+        one per {option}`services.aiops.watch` entry with targets), our alert rules (and the
+        watched services' generated ones) and our Alertmanager. A Prometheus the host enables itself keeps its listen
         address and global intervals; one this module enables listens on 127.0.0.1.
       '';
     };
