@@ -276,6 +276,16 @@ let
         message = "services.aiops.watch.${name}.allowedActions is set but services.aiops.watch.${name}.unit is not: actions are carried out on that unit.";
       }
       {
+        # The ranges aiops_core::config::WatchConfig accepts (the programs refuse the others).
+        assertion =
+          let
+            t = w.thresholds;
+            share = v: v > 0 && v <= 1;
+          in
+          share t.errorRatio && share t.memoryNearMax && t.latencyP99Seconds > 0 && t.forSecs <= 86400;
+        message = "services.aiops.watch.${name}.thresholds: errorRatio and memoryNearMax must be above 0 and at most 1, latencyP99Seconds above 0, forSecs at most 86400; got ${builtins.toJSON w.thresholds}.";
+      }
+      {
         assertion = w.targets == [ ] || w.job != null;
         message = "services.aiops.watch.${name}.targets lists targets but services.aiops.watch.${name}.job is not set: the targets are scraped as that job.";
       }

@@ -683,6 +683,10 @@ let
     (expectAssertion "watch: a name that cannot be a service label is refused" (withHost {
       services.aiops.watch."my app".unit = "myapp.service";
     }) "a watched service's name must be 1 to 64 letters")
+    (expectAssertion "watch: a threshold out of its range is refused" (watchOne {
+      unit = "web.service";
+      thresholds.errorRatio = 5;
+    }) "services.aiops.watch.web.thresholds: errorRatio and memoryNearMax must be above 0 and at most 1")
     (expectEvalError "watch: an unknown action is a type error" (watchOne {
       unit = "web.service";
       allowedActions = [ "reboot" ];
