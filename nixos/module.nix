@@ -295,7 +295,7 @@ let
       }
       {
         assertion = w.targets == [ ] || w.job == null || !(lib.elem w.job ownJobNames || lib.hasPrefix "aiops-" w.job);
-        message = "services.aiops.watch.${name}.job = ${builtins.toJSON w.job}: job names starting with aiops- are the module's own scrape jobs; choose another job name.";
+        message = "services.aiops.watch.${name}.job = ${builtins.toJSON w.job}: job names starting with aiops- (and the demo app's job) are the module's own scrape jobs; choose another job name.";
       }
       {
         assertion = w.targets == [ ] || w.job == null || !cfg.prometheus.enable || !lib.elem w.job hostJobNames;
