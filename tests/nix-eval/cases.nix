@@ -663,7 +663,16 @@ let
     (expectAssertion "watch: a job name of ours (aiops-*) is refused" (watchOne {
       job = "aiops-webhook";
       targets = [ "127.0.0.1:9095" ];
-    }) "job names starting with aiops- are the module's own scrape jobs")
+    }) "services.aiops.watch.web.job = \"aiops-webhook\": job names starting with aiops- (and the demo app's job) are the module's own scrape jobs")
+    (expectAssertion "watch: the demo app's job, renamed, is ours too" (withBase {
+      services.aiops.watch = {
+        aiops-demo-app.job = "demo";
+        web = {
+          job = "demo";
+          targets = [ "127.0.0.1:8000" ];
+        };
+      };
+    }) "services.aiops.watch.web.job = \"demo\": job names starting with aiops- (and the demo app's job)")
     (expectAssertion "watch: two entries with targets under one job are refused" (withHost {
       services.aiops.watch = {
         a = { job = "web"; targets = [ "127.0.0.1:1" ]; };
