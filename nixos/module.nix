@@ -6,6 +6,10 @@
 #   (deny_unknown_fields: a key the programs do not know fails them at start).
 # - Secrets are paths to files outside the store, handed over with LoadCredential.
 # - Approvals are confined by polkit: the service user may only restart the allow-listed units.
+# - `watch.<name>` declares the services the loop watches, in one place: it renders into
+#   settings.watch (the config file's [watch.NAME]), and from it come their scrape jobs, their
+#   alert rules (built by `aiops rules` from the rendered file), their allowed actions (into the
+#   allow-list and the polkit rule) and the Alertmanager route's matchers.
 # - Prometheus, Alertmanager and Grafana are wired each behind its own `enable`, as a good citizen
 #   of a host that may already run them: our scrape jobs are named `aiops-*` and carry their own
 #   intervals, our Alertmanager receiver and route are merged into the host's configuration, and
@@ -181,7 +185,128 @@ let
   # The host's own provisioned datasources (read without ours, like the Alertmanager configuration).
   otherDefaultDatasource = lib.any (d: d.isDefault or false) (datasourcesOf withoutOurs.config.services.grafana);
 
-  restartableUnits = lib.attrNames (lib.filterAttrs (_: lib.elem "restart") cfg.allowedActions);
+  # The watched services (services.aiops.watch) in the configuration file's schema
+  # (aiops_core::config::WatchConfig, snake_case), nulls left out.
+  renderWatch =
+    _: w:
+    lib.filterAttrs (_: v: v != null) {
+      inherit (w)
+        unit
+        job
+        targets
+        profiles
+        ;
+      allowed_actions = w.allowedActions;
+      alert_rules = w.alertRules;
+      thresholds = {
+        error_ratio = w.thresholds.errorRatio;
+        latency_p99_seconds = w.thresholds.latencyP99Seconds;
+        crash_loop_restarts = w.thresholds.crashLoopRestarts;
+        memory_near_max = w.thresholds.memoryNearMax;
+        for_secs = w.thresholds.forSecs;
+      };
+    };
+  watched = lib.attrValues cfg.watch;
+  watchedNames = lib.attrNames cfg.watch;
+
+  # The effective allow-list, as the Rust side makes it (Config::merge_watched_actions):
+  # allowedActions, joined by each watched unit's allowedActions; a list a watched unit joins is
+  # in the actions' order (restart, clear-cache), the others stay as given.
+  watchedActions = lib.zipAttrsWith (_: lib.concatLists) (
+    map (w: { ${w.unit} = w.allowedActions; }) (lib.filter (w: w.unit != null && w.allowedActions != [ ]) watched)
+  );
+  allowedMerged =
+    cfg.allowedActions
+    // lib.mapAttrs (
+      unit: extra:
+      let
+        all = (cfg.allowedActions.${unit} or [ ]) ++ extra;
+      in
+      lib.filter (a: lib.elem a all) actions
+    ) watchedActions;
+
+  restartableUnits = lib.attrNames (lib.filterAttrs (_: lib.elem "restart") allowedMerged);
+
+  # The scrape jobs of the watched services that list targets (the others: the host scrapes the
+  # job itself). Each keeps its own interval; its timeout is Prometheus' global one, capped by
+  # Prometheus at the interval.
+  watchScrapeJobs = map (w: {
+    job_name = w.job;
+    scrape_interval = w.scrapeInterval;
+    static_configs = [ { targets = w.targets; } ];
+  }) (lib.filter (w: w.targets != [ ] && w.job != null) watched);
+  # The jobs the module itself names (aiops-*); a watched service's job cannot take one of them.
+  ownJobNames = [
+    "aiops-webhook"
+    "aiops-prometheus"
+    "aiops-alertmanager"
+  ]
+  ++ lib.optional (demoJob != null) demoJob;
+  demoJob = if cfg.demoApp.enable then cfg.watch."aiops-demo-app".job or null else null;
+  # The host's own scrape jobs (read without ours, like the Alertmanager configuration).
+  hostJobNames = map (j: j.job_name) withoutOurs.config.services.prometheus.scrapeConfigs;
+
+  # The alert rules of the watched services with alertRules = true, generated at build time by the
+  # program itself from the rendered configuration file (`aiops rules`, crates/aiops/src/rules.rs).
+  watchRules = lib.any (w: w.alertRules) watched;
+  watchRulesFile = pkgs.runCommand "aiops-watch-rules.yml" { } ''
+    ${cfg.package}/bin/aiops rules --config ${configFile} > $out
+  '';
+
+  # "host:port" as aiops_core::config::WatchConfig accepts it (and Prometheus scrapes it).
+  targetOk =
+    t:
+    let
+      m = builtins.match "([^[:space:]/]+):([1-9][0-9]{0,4})" t;
+    in
+    m != null && lib.toInt (lib.elemAt m 1) <= 65535;
+  watchNameOk = name: builtins.match "[A-Za-z0-9][A-Za-z0-9_-]{0,63}" name != null;
+  watchAssertions = lib.concatLists (
+    lib.mapAttrsToList (name: w: [
+      {
+        assertion = watchNameOk name;
+        message = "services.aiops.watch.${builtins.toJSON name}: a watched service's name must be 1 to 64 letters, digits, - or _, starting with a letter or digit (it becomes the alerts' service label).";
+      }
+      {
+        assertion = w.unit == null || unitNameOk w.unit;
+        message = "services.aiops.watch.${name}.unit must be a systemd service name like \"nginx.service\"; got ${builtins.toJSON w.unit}.";
+      }
+      {
+        assertion = w.allowedActions == [ ] || w.unit != null;
+        message = "services.aiops.watch.${name}.allowedActions is set but services.aiops.watch.${name}.unit is not: actions are carried out on that unit.";
+      }
+      {
+        # The ranges aiops_core::config::WatchConfig accepts (the programs refuse the others).
+        assertion =
+          let
+            t = w.thresholds;
+            share = v: v > 0 && v <= 1;
+          in
+          share t.errorRatio && share t.memoryNearMax && t.latencyP99Seconds > 0 && t.forSecs <= 86400;
+        message = "services.aiops.watch.${name}.thresholds: errorRatio and memoryNearMax must be above 0 and at most 1, latencyP99Seconds above 0, forSecs at most 86400; got ${builtins.toJSON w.thresholds}.";
+      }
+      {
+        assertion = w.targets == [ ] || w.job != null;
+        message = "services.aiops.watch.${name}.targets lists targets but services.aiops.watch.${name}.job is not set: the targets are scraped as that job.";
+      }
+      {
+        assertion = lib.all targetOk w.targets;
+        message = "services.aiops.watch.${name}.targets has ${lib.concatMapStringsSep ", " builtins.toJSON (lib.filter (t: !targetOk t) w.targets)}, which is not host:port (e.g. \"127.0.0.1:9113\").";
+      }
+      {
+        assertion = w.targets == [ ] || w.job == null || !(lib.elem w.job ownJobNames || lib.hasPrefix "aiops-" w.job);
+        message = "services.aiops.watch.${name}.job = ${builtins.toJSON w.job}: job names starting with aiops- (and the demo app's job) are the module's own scrape jobs; choose another job name.";
+      }
+      {
+        assertion = w.targets == [ ] || w.job == null || !cfg.prometheus.enable || !lib.elem w.job hostJobNames;
+        message = "services.aiops.watch.${name}.job = ${builtins.toJSON w.job}: the host already has a scrape job of that name (Prometheus refuses two); leave services.aiops.watch.${name}.targets empty to use the host's job, or choose another job name.";
+      }
+      {
+        assertion = w.targets == [ ] || w.job == null || lib.count (v: v.targets != [ ] && v.job == w.job) watched == 1;
+        message = "services.aiops.watch.${name}.job = ${builtins.toJSON w.job}: another watched service with targets has the same job; each scrape job needs its own name.";
+      }
+    ]) cfg.watch
+  );
 
   polkitRule = import ./polkit-rule.nix {
     user = serviceUser;
@@ -285,9 +410,9 @@ in
             };
             allowed = mkOption {
               type = types.attrsOf (types.listOf (types.enum actions));
-              default = cfg.allowedActions;
-              defaultText = literalExpression "config.services.aiops.allowedActions";
-              description = "Set {option}`services.aiops.allowedActions` instead: the polkit rule is generated from it.";
+              default = allowedMerged;
+              defaultText = literalExpression "config.services.aiops.allowedActions, joined by each services.aiops.watch.<name>.allowedActions";
+              description = "Set {option}`services.aiops.allowedActions` or {option}`services.aiops.watch.<name>.allowedActions` instead: the polkit rule is generated from them.";
             };
             demo_app_url = mkOption {
               type = types.str;
@@ -295,11 +420,6 @@ in
               defaultText = literalExpression ''"http://''${config.services.aiops.settings.demo_app.listen}"'';
               description = "Base URL of the demo app, for the `clear-cache` action.";
             };
-          };
-          diagnosis.job = mkOption {
-            type = types.str;
-            default = "aiops-demo-app";
-            description = "The Prometheus job of the watched service (the module scrapes the demo app under this name).";
           };
         };
       };
@@ -313,25 +433,124 @@ in
 
     allowedActions = mkOption {
       type = types.attrsOf (types.listOf (types.enum actions));
-      default = lib.optionalAttrs cfg.demoApp.enable {
-        "aiops-demo-app.service" = [
-          "restart"
-          "clear-cache"
-        ];
-      };
-      defaultText = literalExpression ''
-        lib.optionalAttrs config.services.aiops.demoApp.enable {
-          "aiops-demo-app.service" = [ "restart" "clear-cache" ];
-        }
-      '';
+      default = { };
       example = {
         "myapp.service" = [ "restart" ];
       };
       description = ''
-        Unit → actions an approval may carry out on it. Nothing else can ever run: this is
-        rendered into `remediation.allowed` and into a polkit rule that lets the `aiops` user
-        restart exactly the units allowed `restart`, and no other systemd action.
+        Unit → actions an approval may carry out on it, besides those of the watched services
+        ({option}`services.aiops.watch.<name>.allowedActions`, the demo app's included). Nothing
+        else can ever run: both are rendered into `remediation.allowed` and into a polkit rule that
+        lets the `aiops` user restart exactly the units allowed `restart`, and no other systemd
+        action.
       '';
+    };
+
+    watch = mkOption {
+      default = { };
+      description = ''
+        The services this host watches, by name (the name becomes the `service` label of their
+        alerts). Rendered into `settings.watch` ({file}`/etc/aiops/config.toml`'s
+        `[watch.NAME]`, see docs/CONFIGURATION.md). From each entry the module generates a scrape
+        job (when it lists `targets`), its alert rules (`aiops rules`, when `alertRules`), its
+        allowed actions (into the allow-list and the polkit rule) and the Alertmanager route's
+        matchers. With {option}`services.aiops.demoApp.enable` the demo app is the entry
+        `aiops-demo-app`; its values can be overridden.
+      '';
+      example = literalExpression ''
+        {
+          nginx = {
+            unit = "nginx.service";
+            job = "nginx";
+            targets = [ "127.0.0.1:9113" ]; # services.prometheus.exporters.nginx
+            profiles = [ "nginx-exporter" ];
+            allowedActions = [ "restart" ];
+          };
+          postgresql = {
+            unit = "postgresql.service";
+            job = "postgres"; # a job the host already scrapes: no targets
+            thresholds.memoryNearMax = 0.95;
+          };
+        }
+      '';
+      type = types.attrsOf (
+        types.submodule {
+          options = {
+            unit = mkOption {
+              type = types.nullOr types.str;
+              default = null;
+              example = "nginx.service";
+              description = "The systemd service that runs it; without one, its own state is not read and no action can be taken on it.";
+            };
+            job = mkOption {
+              type = types.nullOr types.str;
+              default = null;
+              example = "nginx";
+              description = "The `job` label under which Prometheus scrapes it (or its exporter); without one, no Prometheus evidence and no TargetDown alert.";
+            };
+            targets = mkOption {
+              type = types.listOf types.str;
+              default = [ ];
+              example = [ "127.0.0.1:9113" ];
+              description = ''
+                `host:port` targets scraped as a job named {option}`job`, which the module adds to
+                {option}`services.prometheus.scrapeConfigs`. Empty: the host already scrapes the
+                job (or the service has none). The job name must not be one of the host's own jobs
+                or one of ours (`aiops-*`).
+              '';
+            };
+            scrapeInterval = mkOption {
+              type = types.str;
+              default = "5s";
+              description = "The scrape interval of the job the module adds for {option}`targets`.";
+            };
+            profiles = mkOption {
+              type = types.listOf types.str;
+              default = [ ];
+              example = [ "nginx-exporter" ];
+              description = "Evidence profiles that apply to it; empty: detected from the metric names Prometheus holds for the job.";
+            };
+            allowedActions = mkOption {
+              type = types.listOf (types.enum actions);
+              default = [ ];
+              example = [ "restart" ];
+              description = "Actions an approval may carry out on {option}`unit`; they join the allow-list and the polkit rule.";
+            };
+            alertRules = mkOption {
+              type = types.bool;
+              default = true;
+              description = "Generate its alert rules (target down, unit failed, crash looping, memory near MemoryMax) with `aiops rules` and load them into Prometheus.";
+            };
+            thresholds = {
+              errorRatio = mkOption {
+                type = types.number;
+                default = 0.05;
+                description = "HighErrorRatio fires above this share of 5xx answers (0 to 1).";
+              };
+              latencyP99Seconds = mkOption {
+                type = types.number;
+                default = 1.0;
+                description = "HighLatencyP99 fires above this 99th-percentile latency, in seconds.";
+              };
+              crashLoopRestarts = mkOption {
+                type = types.ints.positive;
+                default = 3;
+                description = "UnitCrashLooping fires at this many restarts by systemd within 5 minutes.";
+              };
+              memoryNearMax = mkOption {
+                type = types.number;
+                default = 0.9;
+                description = "UnitMemoryNearMax fires above this share of the unit's MemoryMax= (0 to 1).";
+              };
+              forSecs = mkOption {
+                type = types.ints.unsigned;
+                default = 30;
+                description = "How long a condition must hold before its alert fires, in seconds.";
+              };
+            };
+          };
+        }
+      );
     };
 
     operatorsGroup = mkOption {
@@ -354,8 +573,9 @@ in
       default = true;
       description = ''
         Enable {option}`services.prometheus` and add to it our scrape jobs (`aiops-demo-app`,
-        `aiops-webhook`, `aiops-prometheus`, `aiops-alertmanager`, each with a 5 s interval), our
-        alert rules and our Alertmanager. A Prometheus the host enables itself keeps its listen
+        `aiops-webhook`, `aiops-prometheus`, `aiops-alertmanager`, each with a 5 s interval, and
+        one per {option}`services.aiops.watch` entry with targets), our alert rules (and the
+        watched services' generated ones) and our Alertmanager. A Prometheus the host enables itself keeps its listen
         address and global intervals; one this module enables listens on 127.0.0.1.
       '';
     };
@@ -374,13 +594,13 @@ in
 
     alertmanager.matchers = mkOption {
       type = types.listOf types.str;
-      default = [ ''service=~"${lib.concatStringsSep "|" (lib.unique ([ cfg.settings.diagnosis.job "aiops-demo-app" "aiops-webhook" ]))}"'' ];
-      defaultText = literalExpression ''[ "service=~\"''${config.services.aiops.settings.diagnosis.job}|aiops-demo-app|aiops-webhook\"" ]'';
+      default = [ ''service=~"${lib.concatStringsSep "|" (lib.unique ([ "aiops-demo-app" ] ++ watchedNames ++ [ "aiops-webhook" ]))}"'' ];
+      defaultText = literalExpression ''[ "service=~\"aiops-demo-app|<the names of services.aiops.watch>|aiops-webhook\"" ]'';
       example = [ ''service=~"myapp|aiops-webhook"'' ];
       description = ''
         Alertmanager matchers of the route that sends alerts to aiops, used when the host has an
         Alertmanager configuration of its own (otherwise every alert goes to aiops). Our rules
-        label each alert with the `service` it is about.
+        label each alert with the `service` it is about: a watched service's alerts carry its name.
       '';
     };
 
@@ -389,7 +609,7 @@ in
       default = true;
       internal = true;
       visible = false;
-      description = "Switched off in the evaluation that reads what the host itself configures (its Alertmanager configuration and targets, its Grafana datasources).";
+      description = "Switched off in the evaluation that reads what the host itself configures (its scrape jobs, its Alertmanager configuration and targets, its Grafana datasources).";
     };
 
     grafana.enable = mkOption {
@@ -420,10 +640,11 @@ in
       assertions =
         secretAssertions "slackWebhookUrlFile" cfg.slackWebhookUrlFile
         ++ secretAssertions "webhookTokenFile" cfg.webhookTokenFile
+        ++ watchAssertions
         ++ [
           {
-            assertion = cfg.settings.remediation.allowed == cfg.allowedActions;
-            message = "services.aiops: set services.aiops.allowedActions rather than settings.remediation.allowed; the polkit rule that confines restarts is generated from allowedActions.";
+            assertion = cfg.settings.remediation.allowed == allowedMerged;
+            message = "services.aiops: set services.aiops.allowedActions rather than settings.remediation.allowed (or services.aiops.watch.<name>.allowedActions); the polkit rule that confines restarts is generated from them.";
           }
           {
             assertion = lib.all unitNameOk (lib.attrNames cfg.allowedActions);
@@ -443,6 +664,8 @@ in
             message = "services.aiops.allowedActions: a unit lists no actions; remove it or list \"restart\"/\"clear-cache\".";
           }
         ];
+
+      services.aiops.settings.watch = mkIf (cfg.watch != { }) (lib.mapAttrs renderWatch cfg.watch);
 
       environment.etc."aiops/config.toml".source = configFile;
       environment.systemPackages = [ cfg.package ];
@@ -471,7 +694,8 @@ in
 
       security.polkit.enable = true;
       security.polkit.extraConfig = ''
-        // aiops: generated by the NixOS module services.aiops from services.aiops.allowedActions;
+        // aiops: generated by the NixOS module services.aiops from services.aiops.allowedActions
+        // and services.aiops.watch.<name>.allowedActions;
         // the same rule as `aiops policy polkit` prints from remediation.allowed.
         ${polkitRule}
       '';
@@ -483,6 +707,18 @@ in
     }
 
     (mkIf cfg.demoApp.enable {
+      # The demo app is one watched service among others: aiops_core::config::demo_watch(). Its
+      # alert rules are prometheus/rules.yml (loaded below), not generated ones.
+      services.aiops.watch."aiops-demo-app" = lib.mapAttrs (_: mkDefault) {
+        unit = "aiops-demo-app.service";
+        job = "aiops-demo-app";
+        profiles = [ "aiops-demo" ];
+        allowedActions = [
+          "restart"
+          "clear-cache"
+        ];
+        alertRules = false;
+      };
       systemd.services.aiops-demo-app = {
         wantedBy = [ "multi-user.target" ];
         restartTriggers = [ configFile ];
@@ -499,13 +735,17 @@ in
         # Prometheus of ours evaluates every 5 s; a host's keeps the interval all its rules share,
         # at which ours run too unless their rule group sets an `interval` of its own.
         globalConfig.evaluation_interval = mkIf prometheusIsOurs (mkDefault "5s");
-        ruleFiles = [ "${cfg.package}/share/aiops/prometheus/rules.yml" ];
-        scrapeConfigs = [
-          (scrapeJob "aiops-webhook" webhookTarget)
-          (scrapeJob "aiops-prometheus" prometheusTarget)
-        ]
-        ++ lib.optional cfg.demoApp.enable (scrapeJob cfg.settings.diagnosis.job demoAppTarget)
-        ++ lib.optional cfg.alertmanager.enable (scrapeJob "aiops-alertmanager" alertmanagerTarget);
+        ruleFiles = [ "${cfg.package}/share/aiops/prometheus/rules.yml" ] ++ lib.optional watchRules watchRulesFile;
+        # None in the evaluation that reads the host's own jobs (hostJobNames).
+        scrapeConfigs = lib.optionals cfg.internal.contribute (
+          [
+            (scrapeJob "aiops-webhook" webhookTarget)
+            (scrapeJob "aiops-prometheus" prometheusTarget)
+          ]
+          ++ lib.optional (demoJob != null) (scrapeJob demoJob demoAppTarget)
+          ++ lib.optional cfg.alertmanager.enable (scrapeJob "aiops-alertmanager" alertmanagerTarget)
+          ++ watchScrapeJobs
+        );
         # Our Alertmanager, unless the host's Prometheus already sends to it.
         alertmanagers = lib.optional (
           cfg.alertmanager.enable && cfg.internal.contribute && !lib.elem alertmanagerTarget hostAlertmanagerTargets

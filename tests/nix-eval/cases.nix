@@ -207,6 +207,49 @@ let
   hostJobs = map (j: j.job_name) host.services.prometheus.scrapeConfigs;
   hostDatasources = host.services.grafana.provision.datasources.settings.datasources;
 
+  # The existing host with services of its own watched: nginx and PostgreSQL through their
+  # exporters (targets the module scrapes), and node_exporter, which the host already scrapes as
+  # job "node" (no targets).
+  watchNginx = {
+    unit = "nginx.service";
+    job = "nginx";
+    targets = [ "127.0.0.1:9113" ];
+    profiles = [ "nginx-exporter" ];
+    allowedActions = [ "restart" ];
+    thresholds.errorRatio = 0.1;
+  };
+  watchPostgresql = {
+    unit = "postgresql.service";
+    job = "postgres";
+    targets = [ "127.0.0.1:9187" ];
+    scrapeInterval = "15s";
+    profiles = [ "postgres-exporter" ];
+    allowedActions = [
+      "clear-cache"
+      "restart"
+    ];
+    thresholds = {
+      memoryNearMax = 0.95;
+      crashLoopRestarts = 5;
+      latencyP99Seconds = 2;
+      forSecs = 60;
+    };
+  };
+  watchServices = {
+    nginx = watchNginx;
+    postgresql = watchPostgresql;
+    node.job = "node";
+  };
+  watchedWith = extra: withHost (lib.recursiveUpdate { services.aiops.watch = watchServices; } extra);
+  watchedHost = watchedWith { };
+  wcfg = watchedHost.config;
+  wprom = wcfg.services.prometheus;
+  wsettings = wcfg.services.aiops.settings;
+  wConfigFile = wcfg.environment.etc."aiops/config.toml".source;
+  wRulesFile = lib.last wprom.ruleFiles;
+  wJob = job: lib.findFirst (j: j.job_name == job) null wprom.scrapeConfigs;
+  # One watched service on the existing host, for the refusals.
+  watchOne = w: withHost { services.aiops.watch.web = w; };
 
   disabled = evalWith { services.aiops.enable = false; };
 
@@ -278,11 +321,16 @@ let
       # one grant and nothing else
       && lib.length (lib.splitString "polkit.Result." cfg.security.polkit.extraConfig) == 2
     ) cfg.security.polkit.extraConfig)
-    (check "only units allowed \"restart\" enter the polkit rule, sorted" (
-      lib.hasInfix ''["alpha.service","zeta.service"].indexOf('' custom.config.security.polkit.extraConfig
+    (check "only units allowed \"restart\" enter the polkit rule (the demo app's from its watch entry), sorted" (
+      lib.hasInfix ''["aiops-demo-app.service","alpha.service","zeta.service"].indexOf('' custom.config.security.polkit.extraConfig
     ) custom.config.security.polkit.extraConfig)
     (expectEqual "custom allowedActions pass the assertions" custom.failedAssertions [ ])
-    (expectEqual "custom allowedActions reach remediation.allowed unchanged" custom.config.services.aiops.settings.remediation.allowed custom.config.services.aiops.allowedActions)
+    (expectEqual "custom allowedActions reach remediation.allowed unchanged, joined by the demo app's watch entry" custom.config.services.aiops.settings.remediation.allowed (custom.config.services.aiops.allowedActions // {
+      "aiops-demo-app.service" = [
+        "restart"
+        "clear-cache"
+      ];
+    }))
 
     # Prometheus.
     (check "a Prometheus of ours is enabled on loopback and evaluates every 5 s, its global scrape interval left alone" (
@@ -470,6 +518,193 @@ let
       services.prometheus.listenAddress = "127.0.0.1:9090";
     }) "Do not specify the port for Prometheus to listen on")
 
+    # Watched services (services.aiops.watch).
+    (expectEqual "watch: the demo app is the watched service aiops-demo-app (demo_watch() in config.rs)" settings.watch {
+      aiops-demo-app = {
+        unit = "aiops-demo-app.service";
+        job = "aiops-demo-app";
+        targets = [ ];
+        profiles = [ "aiops-demo" ];
+        allowed_actions = [
+          "restart"
+          "clear-cache"
+        ];
+        alert_rules = false;
+        thresholds = {
+          error_ratio = 0.05;
+          latency_p99_seconds = 1.0;
+          crash_loop_restarts = 3;
+          memory_near_max = 0.9;
+          for_secs = 30;
+        };
+      };
+    })
+    (check "watch: without the demo app and without entries, no [watch] is rendered" (
+      !((withBase { services.aiops.demoApp.enable = false; }).config.services.aiops.settings ? watch)
+    ) "settings.watch is rendered")
+    (expectEqual "watch: two watched services on an existing host pass every assertion" watchedHost.failedAssertions [ ])
+    (expectEqual "watch: entries render into settings.watch in the config file's schema, nulls left out" [
+      wsettings.watch.nginx
+      wsettings.watch.node
+      (lib.attrNames wsettings.watch)
+    ] [
+      {
+        unit = "nginx.service";
+        job = "nginx";
+        targets = [ "127.0.0.1:9113" ];
+        profiles = [ "nginx-exporter" ];
+        allowed_actions = [ "restart" ];
+        alert_rules = true;
+        thresholds = {
+          error_ratio = 0.1;
+          latency_p99_seconds = 1.0;
+          crash_loop_restarts = 3;
+          memory_near_max = 0.9;
+          for_secs = 30;
+        };
+      }
+      {
+        job = "node";
+        targets = [ ];
+        profiles = [ ];
+        allowed_actions = [ ];
+        alert_rules = true;
+        thresholds = {
+          error_ratio = 0.05;
+          latency_p99_seconds = 1.0;
+          crash_loop_restarts = 3;
+          memory_near_max = 0.9;
+          for_secs = 30;
+        };
+      }
+      [ "aiops-demo-app" "nginx" "node" "postgresql" ]
+    ])
+    (expectEqual "watch: thresholds render under their snake_case names" wsettings.watch.postgresql.thresholds {
+      error_ratio = 0.05;
+      latency_p99_seconds = 2;
+      crash_loop_restarts = 5;
+      memory_near_max = 0.95;
+      for_secs = 60;
+    })
+    (expectEqual "watch: a scrape job per entry with targets, after the host's and ours; none for a job the host scrapes" (map (j: j.job_name) wprom.scrapeConfigs) [
+      "prometheus"
+      "node"
+      "aiops-webhook"
+      "aiops-prometheus"
+      "aiops-demo-app"
+      "aiops-alertmanager"
+      "nginx"
+      "postgres"
+    ])
+    (expectEqual "watch: each job scrapes its targets at its own interval (timeout: Prometheus caps the global one at it)" (map (job: filterValidPrometheus (wJob job)) [ "nginx" "postgres" ]) (map (filterValidPrometheus) [
+      ((wJob "nginx") // { scrape_interval = "5s"; scrape_timeout = null; static_configs = [ { targets = [ "127.0.0.1:9113" ]; labels = { }; } ]; })
+      ((wJob "postgres") // { scrape_interval = "15s"; scrape_timeout = null; static_configs = [ { targets = [ "127.0.0.1:9187" ]; labels = { }; } ]; })
+    ]))
+    (expectEqual "watch: the host's own jobs are unchanged" (map (j: filterValidPrometheus j) (lib.take 2 wprom.scrapeConfigs)) (map (j: filterValidPrometheus j) (lib.take 2 host.services.prometheus.scrapeConfigs)))
+    (expectEqual "watch: Prometheus loads the packaged rules and the watched services' generated rule file" [
+      (lib.head wprom.ruleFiles)
+      (lib.length wprom.ruleFiles)
+      wRulesFile.name
+    ] [ "${wcfg.services.aiops.package}/share/aiops/prometheus/rules.yml" 2 "aiops-watch-rules.yml" ])
+    (expectEqual "watch: the rule file is built by running `aiops rules` on the rendered configuration file" wRulesFile.buildCommand ''
+      ${wcfg.services.aiops.package}/bin/aiops rules --config ${wConfigFile} > $out
+    '')
+    (expectEqual "watch: no generated rule file while no entry wants alert rules (the demo app's are rules.yml)" (lib.length host.services.prometheus.ruleFiles) 1)
+    (expectEqual "watch: the Alertmanager route matches the watched services' service labels" (lib.head wcfg.services.prometheus.alertmanager.configuration.route.routes).matchers [
+      ''service=~"aiops-demo-app|nginx|node|postgresql|aiops-webhook"''
+    ])
+    (expectEqual "watch: the watched units' actions join the allow-list (in the actions' order, as the Rust side merges them)" wsettings.remediation.allowed {
+      "aiops-demo-app.service" = [
+        "restart"
+        "clear-cache"
+      ];
+      "nginx.service" = [ "restart" ];
+      "postgresql.service" = [
+        "restart"
+        "clear-cache"
+      ];
+    })
+    (check "watch: the polkit rule lets aiops restart the watched units allowed restart" (
+      lib.hasInfix ''["aiops-demo-app.service","nginx.service","postgresql.service"].indexOf(action.lookup("unit")) >= 0'' wcfg.security.polkit.extraConfig
+    ) wcfg.security.polkit.extraConfig)
+    (expectEqual "watch: allowedActions and a watch entry for one unit are merged" (watchedWith {
+      services.aiops.allowedActions."nginx.service" = [ "clear-cache" ];
+    }).config.services.aiops.settings.remediation.allowed."nginx.service" [ "restart" "clear-cache" ])
+    (expectEqual "watch: the demo app's entry can be overridden (actions, alert rules)" (
+      let
+        c = (withBase {
+          services.aiops.watch.aiops-demo-app = {
+            allowedActions = [ "restart" ];
+            alertRules = true;
+          };
+        }).config;
+      in
+      [
+        c.services.aiops.settings.remediation.allowed
+        (lib.length c.services.prometheus.ruleFiles)
+        (lib.hasInfix ''["aiops-demo-app.service"]'' c.security.polkit.extraConfig)
+      ]
+    ) [ { "aiops-demo-app.service" = [ "restart" ]; } 2 true ])
+    (check "watch: a demo app whose entry has no job is not scraped" (
+      !(lib.elem "aiops-demo-app" (map (j: j.job_name) (withBase { services.aiops.watch.aiops-demo-app.job = null; }).config.services.prometheus.scrapeConfigs))
+    ) "aiops-demo-app is still scraped")
+    (expectAssertion "watch: a target that is not host:port is refused" (watchOne {
+      job = "web";
+      targets = [ "127.0.0.1" ];
+    }) ''services.aiops.watch.web.targets has "127.0.0.1", which is not host:port'')
+    (expectAssertion "watch: a target with a URL instead of host:port is refused" (watchOne {
+      job = "web";
+      targets = [ "http://127.0.0.1:8000/metrics" ];
+    }) "services.aiops.watch.web.targets has")
+    (expectAssertion "watch: a job name the host already scrapes, with targets, is refused" (watchOne {
+      job = "node";
+      targets = [ "127.0.0.1:9100" ];
+    }) "services.aiops.watch.web.job = \"node\": the host already has a scrape job of that name")
+    (expectAssertion "watch: a job name of ours (aiops-*) is refused" (watchOne {
+      job = "aiops-webhook";
+      targets = [ "127.0.0.1:9095" ];
+    }) "services.aiops.watch.web.job = \"aiops-webhook\": job names starting with aiops- (and the demo app's job) are the module's own scrape jobs")
+    (expectAssertion "watch: the demo app's job, renamed, is ours too" (withBase {
+      services.aiops.watch = {
+        aiops-demo-app.job = "demo";
+        web = {
+          job = "demo";
+          targets = [ "127.0.0.1:8000" ];
+        };
+      };
+    }) "services.aiops.watch.web.job = \"demo\": job names starting with aiops- (and the demo app's job)")
+    (expectAssertion "watch: two entries with targets under one job are refused" (withHost {
+      services.aiops.watch = {
+        a = { job = "web"; targets = [ "127.0.0.1:1" ]; };
+        b = { job = "web"; targets = [ "127.0.0.1:2" ]; };
+      };
+    }) "another watched service with targets has the same job")
+    (expectAssertion "watch: allowedActions without a unit are refused" (watchOne {
+      job = "web";
+      allowedActions = [ "restart" ];
+    }) "services.aiops.watch.web.allowedActions is set but services.aiops.watch.web.unit is not")
+    (expectAssertion "watch: targets without a job are refused" (watchOne {
+      targets = [ "127.0.0.1:8000" ];
+    }) "services.aiops.watch.web.targets lists targets but services.aiops.watch.web.job is not set")
+    (expectAssertion "watch: a unit that is not a service name is refused" (watchOne {
+      unit = "web.service; reboot";
+    }) "services.aiops.watch.web.unit must be a systemd service name")
+    (expectAssertion "watch: a name that cannot be a service label is refused" (withHost {
+      services.aiops.watch."my app".unit = "myapp.service";
+    }) "a watched service's name must be 1 to 64 letters")
+    (expectAssertion "watch: a threshold out of its range is refused" (watchOne {
+      unit = "web.service";
+      thresholds.errorRatio = 5;
+    }) "services.aiops.watch.web.thresholds: errorRatio and memoryNearMax must be above 0 and at most 1")
+    (expectEvalError "watch: an unknown action is a type error" (watchOne {
+      unit = "web.service";
+      allowedActions = [ "reboot" ];
+    }).config.services.aiops.settings.watch)
+    (expectEvalError "watch: crashLoopRestarts = 0 is a type error" (watchOne {
+      unit = "web.service";
+      thresholds.crashLoopRestarts = 0;
+    }).config.services.aiops.settings.watch)
+
     # Mistakes the module must catch.
     (expectAssertion "a secret file in the Nix store is refused" (withBase {
       services.aiops.slackWebhookUrlFile = "${builtins.storeDir}/00000000000000000000000000000000-slack-url";
@@ -537,6 +772,36 @@ in
           receivers = [ "aiops" ];
         }
       ];
+      watch = [
+        {
+          labels = {
+            alertname = "UnitFailed";
+            service = "nginx";
+            unit = "nginx.service";
+            severity = "critical";
+          };
+          receivers = [ "aiops" ];
+        }
+        {
+          labels = {
+            alertname = "TargetDown";
+            service = "postgresql";
+            severity = "page";
+          };
+          receivers = [
+            "aiops"
+            "ops-pager"
+          ];
+        }
+        {
+          labels = {
+            alertname = "TargetDown";
+            service = "redis";
+            severity = "critical";
+          };
+          receivers = [ "ops" ];
+        }
+      ];
       host = [
         {
           labels = {
@@ -571,6 +836,16 @@ in
       ];
     };
     hostGrafanaDatasources = hostDatasources;
+    # The existing host with watched services: its configuration file, the rule file the module
+    # would build from it (the runner runs the same command on the same file), its Prometheus and
+    # Alertmanager configurations and polkit rule.
+    watchSettings = wConfigFile.value;
+    watchConfigPath = "${wConfigFile}";
+    watchRulesPath = "${wRulesFile}";
+    watchRulesCommand = wRulesFile.buildCommand;
+    watchPrometheus = promConfigOf wcfg;
+    watchAlertmanager = wcfg.services.prometheus.alertmanager.configuration;
+    polkitWatchExtraConfig = wcfg.security.polkit.extraConfig;
     packagePath = "${cfg.services.aiops.package}";
   };
 }

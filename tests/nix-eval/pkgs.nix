@@ -1,7 +1,8 @@
 # A stub `pkgs` for evaluating nixos/module.nix without nixpkgs: what the module and stubs.nix use,
 # with nothing that needs building. A "derivation" here is an attribute set with a fake store path
 # (so `types.package`/`types.path` accept it and string interpolation works) that also carries
-# what it would contain, for the tests to inspect: `text` for writeText, `value` for the formats.
+# what it would contain, for the tests to inspect: `text` for writeText, `value` for the formats,
+# `buildCommand` for runCommand.
 #
 # The option types of `formats.*` are copied from nixpkgs' pkgs/pkgs-lib/formats.nix, because the
 # module's freeform `settings` is type-checked against them.
@@ -55,6 +56,9 @@ let
 in
 rec {
   writeText = name: text: fakeDrv name { inherit text; };
+  # trivial-builders.nix: runCommand name env buildCommand. Never run here; the runner runs the
+  # command's program itself (see tests/nix-eval/run).
+  runCommand = name: env: buildCommand: fakeDrv name (env // { inherit buildCommand; });
 
   formats = {
     inherit json;

@@ -32,6 +32,9 @@ pub enum Command {
     /// Run the whole stack (Prometheus, Alertmanager, Grafana if installed, the demo app and the
     /// receiver) on this machine as the current user.
     Demo(crate::demo::Args),
+    /// Print the Prometheus alert rules for the watched services (`[watch.NAME]` with
+    /// `alert_rules = true`): load the output with Prometheus' `rule_files`.
+    Rules,
     /// Check or print the configuration.
     Config {
         #[command(subcommand)]

@@ -8,6 +8,7 @@
 //! - [`gate`]: the human gate — `pending`, `show`, `approve`, `reject`, `history`, `audit`.
 //! - [`demo`]: the whole stack on one machine, supervised.
 //! - [`config_cmd`]: `aiops config check|show`.
+//! - [`rules`]: `aiops rules`, the alert rules for the watched services.
 //! - [`exit`]: exit codes, decided in one place.
 
 pub mod cli;
@@ -46,6 +47,10 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Recommend(args) => recommend::run(&args, &load()?, cli.json),
         cli::Command::Gate(cmd) => gate::run(cmd, &load()?, cli.json),
         cli::Command::Demo(args) => demo::run(&args),
+        cli::Command::Rules => {
+            print!("{}", rules::render_config(&load()?));
+            Ok(())
+        }
         cli::Command::Config { command } => {
             config_cmd::run(&command, cli.config.as_deref(), cli.json)
         }

@@ -16,6 +16,8 @@
 
 use std::fmt::Write as _;
 
+use aiops_core::Config;
+use aiops_core::config::{WatchConfig, WatchThresholds};
 use aiops_diagnosis::prom::label_value as promql_string;
 
 /// What one service's rules need, resolved from the configuration and the profiles.
@@ -37,15 +39,9 @@ pub struct Http {
     pub latency_p99: Option<String>,
 }
 
-/// The limits the alerts use (`[watch.NAME.thresholds]`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Thresholds {
-    pub error_ratio: f64,
-    pub latency_p99_seconds: f64,
-    pub crash_loop_restarts: u32,
-    pub memory_near_max: f64,
-    pub for_secs: u64,
-}
+/// The limits the alerts use: a watched service's `[watch.NAME.thresholds]`, as the
+/// configuration holds them (one type, so a threshold cannot be added on one side only).
+pub type Thresholds = WatchThresholds;
 
 /// Below this request rate (per second) an error ratio is not an incident.
 pub const MIN_REQUEST_RATE: f64 = 0.1;
@@ -161,6 +157,42 @@ fn fmt_percent(ratio: f64) -> String {
     } else {
         format!("{p}")
     }
+}
+
+/// The services of `config` that get generated rules: every entry of [`Config::watched`] with
+/// `alert_rules = true`, by name.
+pub fn services(config: &Config) -> Vec<Service> {
+    config
+        .watched()
+        .into_iter()
+        .filter(|(_, w)| w.alert_rules)
+        .map(|(name, w)| {
+            let http = http_measures(&name, &w);
+            Service {
+                unit: w.unit,
+                job: w.job,
+                thresholds: w.thresholds,
+                http,
+                name,
+            }
+        })
+        .collect()
+}
+
+/// The PromQL of a watched service's HTTP measures (error ratio, request rate, p99 latency),
+/// placeholders filled in for its job.
+///
+/// Always `None` for now: the queries will come from the service's evidence profiles
+/// (`watch.NAME.profiles`, docs/PROFILES.md), which are not built yet. Until then no watched
+/// service gets `HighErrorRatio` or `HighLatencyP99`; those alerts appear once evidence profiles
+/// provide the queries.
+pub fn http_measures(_name: &str, _watch: &WatchConfig) -> Option<Http> {
+    None
+}
+
+/// The rule file for the watched services of `config` (what `aiops rules` prints).
+pub fn render_config(config: &Config) -> String {
+    render(&services(config))
 }
 
 /// The rule file for `services`, in their order.

@@ -71,3 +71,153 @@ fn generated_rules_pass_promtool_check_and_their_unit_tests() {
     let out = promtool(&["test", "rules", "watched.test.yml"], dir.path());
     assert!(out.contains("SUCCESS"), "{out}");
 }
+
+/// Two watched services (one with a unit, job and targets, one with a unit only) and one whose
+/// rules are its own (`alert_rules = false`).
+const TWO_WATCHED: &str = r#"
+[watch.nginx]
+unit = "nginx.service"
+job = "nginx"
+targets = ["127.0.0.1:9113"]
+profiles = ["nginx-exporter"]
+allowed_actions = ["restart"]
+
+[watch.nginx.thresholds]
+crash_loop_restarts = 5
+for_secs = 60
+
+[watch.postgresql]
+unit = "postgresql.service"
+
+[watch.own-rules]
+unit = "own.service"
+job = "own"
+alert_rules = false
+"#;
+
+fn aiops_rules(config: &str) -> std::process::Output {
+    aiops_with(config, &["rules"])
+}
+
+fn aiops_with(config: &str, args: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_aiops"))
+        .arg("--config")
+        .arg(&path)
+        .args(args)
+        .env_remove("AIOPS_CONFIG")
+        .output()
+        .expect("aiops runs")
+}
+
+#[test]
+fn aiops_rules_prints_the_watched_services_rules_and_promtool_accepts_them() {
+    let out = aiops_rules(TWO_WATCHED);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "aiops rules failed: {stderr}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let groups: Vec<_> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("  - name: "))
+        .collect();
+    assert_eq!(
+        groups,
+        [r#""aiops-watch-nginx""#, r#""aiops-watch-postgresql""#]
+    );
+    // nginx: its job's target and its unit, with its own thresholds; no HTTP alerts until the
+    // evidence profiles provide their queries.
+    assert!(text.contains(r#"expr: "up{job=\"nginx\"} == 0""#), "{text}");
+    assert!(
+        text.contains(r#"increase(aiops_unit_restarts_total{unit=\"nginx.service\"}[5m]) >= 5"#),
+        "{text}"
+    );
+    assert!(text.contains("for: 60s"), "{text}");
+    assert!(
+        !text.contains("HighErrorRatio") && !text.contains("HighLatencyP99"),
+        "{text}"
+    );
+    // postgresql: no job, so no TargetDown; the default thresholds.
+    let pg = &text[text.find("aiops-watch-postgresql").unwrap()..];
+    assert!(!pg.contains("TargetDown"), "{pg}");
+    assert!(
+        pg.contains(r#"unit: "postgresql.service""#) && pg.contains("for: 30s"),
+        "{pg}"
+    );
+    assert!(
+        !text.contains("own.service"),
+        "alert_rules = false got rules:\n{text}"
+    );
+
+    let Some(promtool) = aiops_testkit::tools::require(&["promtool"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("watch.rules.yml"), &text).unwrap();
+    let check = Command::new(promtool)
+        .args(["check", "rules", "watch.rules.yml"])
+        .current_dir(dir.path())
+        .output()
+        .expect("promtool runs");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(
+        check.status.success(),
+        "promtool check rules:\n{report}\n{text}"
+    );
+    // nginx: TargetDown and the three unit alerts; postgresql: the three unit alerts.
+    assert!(report.contains("SUCCESS: 7 rules found"), "{report}");
+}
+
+#[test]
+fn aiops_rules_without_watched_services_has_no_generated_rules() {
+    // No [watch]: the demo app alone, whose rules are prometheus/rules.yml.
+    let out = aiops_rules("");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .ends_with("groups: []\n")
+    );
+}
+
+#[test]
+fn a_bad_watch_entry_is_refused_by_rules_and_config_naming_the_entry_and_field() {
+    for (config, needle) in [
+        (
+            "[watch.web]\njob = \"web\"\ntargets = [\"nohost\"]\n",
+            "watch.web.targets",
+        ),
+        (
+            "[watch.web]\nallowed_actions = [\"restart\"]\n",
+            "watch.web.unit",
+        ),
+        (
+            "[watch.web.thresholds]\nmemory_near_max = 1.5\n",
+            "watch.web.thresholds.memory_near_max",
+        ),
+        ("[watch.web]\nunitt = \"web.service\"\n", "unitt"),
+    ] {
+        for args in [&["rules"][..], &["config", "check"], &["config", "show"]] {
+            let out = aiops_with(config, args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "aiops {args:?} accepted {config:?}");
+            assert!(
+                out.stdout.is_empty(),
+                "aiops {args:?} printed something for {config:?}"
+            );
+            assert!(
+                stderr.contains("is not valid") && stderr.contains(needle),
+                "aiops {args:?} on {config:?}: the error does not name {needle}:\n{stderr}"
+            );
+        }
+    }
+}
