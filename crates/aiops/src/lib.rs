@@ -48,7 +48,7 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Gate(cmd) => gate::run(cmd, &load()?, cli.json),
         cli::Command::Demo(args) => demo::run(&args),
         cli::Command::Rules => {
-            print!("{}", rules::render_config(&load()?));
+            print!("{}", rules::render_config(&load()?)?);
             Ok(())
         }
         cli::Command::Config { command } => {

@@ -19,6 +19,7 @@ use std::fmt::Write as _;
 use aiops_core::Config;
 use aiops_core::config::{WatchConfig, WatchThresholds};
 use aiops_diagnosis::prom::label_value as promql_string;
+use aiops_diagnosis::{ProfileError, ProfileSet};
 
 /// What one service's rules need, resolved from the configuration and the profiles.
 #[derive(Debug, Clone, PartialEq)]
@@ -160,14 +161,14 @@ fn fmt_percent(ratio: f64) -> String {
 }
 
 /// The services of `config` that get generated rules: every entry of [`Config::watched`] with
-/// `alert_rules = true`, by name.
-pub fn services(config: &Config) -> Vec<Service> {
+/// `alert_rules = true`, by name, with the HTTP measures of the evidence profiles it lists.
+pub fn services(config: &Config, profiles: &ProfileSet) -> Vec<Service> {
     config
         .watched()
         .into_iter()
         .filter(|(_, w)| w.alert_rules)
         .map(|(name, w)| {
-            let http = http_measures(&name, &w);
+            let http = http_measures(profiles, &w);
             Service {
                 unit: w.unit,
                 job: w.job,
@@ -180,19 +181,28 @@ pub fn services(config: &Config) -> Vec<Service> {
 }
 
 /// The PromQL of a watched service's HTTP measures (error ratio, request rate, p99 latency),
-/// placeholders filled in for its job.
-///
-/// Always `None` for now: the queries will come from the service's evidence profiles
-/// (`watch.NAME.profiles`, docs/PROFILES.md), which are not built yet. Until then no watched
-/// service gets `HighErrorRatio` or `HighLatencyP99`; those alerts appear once evidence profiles
-/// provide the queries.
-pub fn http_measures(_name: &str, _watch: &WatchConfig) -> Option<Http> {
-    None
+/// `$job` filled in, from the first profile it lists in `watch.NAME.profiles` that measures
+/// HTTP (docs/PROFILES.md). `None` without a job or without such a profile: profiles detected
+/// from Prometheus do not count here, because the rule file is made without one (the NixOS
+/// module makes it at build time), so a service gets `HighErrorRatio` and `HighLatencyP99`
+/// only when its entry names its HTTP profile.
+pub fn http_measures(profiles: &ProfileSet, watch: &WatchConfig) -> Option<Http> {
+    let job = watch.job.as_deref()?;
+    let names: Vec<&str> = watch.profiles.iter().map(String::as_str).collect();
+    let m = profiles.http_measures(&names, job)?;
+    Some(Http {
+        error_ratio: m.error_ratio,
+        request_rate: m.request_rate,
+        latency_p99: m.latency_p99,
+    })
 }
 
-/// The rule file for the watched services of `config` (what `aiops rules` prints).
-pub fn render_config(config: &Config) -> String {
-    render(&services(config))
+/// The rule file for the watched services of `config` (what `aiops rules` prints). Fails when
+/// the evidence profiles cannot be loaded or a watched service names an unknown one.
+pub fn render_config(config: &Config) -> Result<String, ProfileError> {
+    let profiles = ProfileSet::from_config(&config.diagnosis)?;
+    profiles.check_watched(&config.watched())?;
+    Ok(render(&services(config, &profiles)))
 }
 
 /// The rule file for `services`, in their order.

@@ -72,8 +72,8 @@ fn generated_rules_pass_promtool_check_and_their_unit_tests() {
     assert!(out.contains("SUCCESS"), "{out}");
 }
 
-/// Two watched services (one with a unit, job and targets, one with a unit only) and one whose
-/// rules are its own (`alert_rules = false`).
+/// Three watched services (one with a unit, job and targets, one with a unit only, one with a
+/// job and an HTTP profile) and one whose rules are its own (`alert_rules = false`).
 const TWO_WATCHED: &str = r#"
 [watch.nginx]
 unit = "nginx.service"
@@ -88,6 +88,10 @@ for_secs = 60
 
 [watch.postgresql]
 unit = "postgresql.service"
+
+[watch.shop]
+job = "shop"
+profiles = ["http-prom-client"]
 
 [watch.own-rules]
 unit = "own.service"
@@ -124,22 +128,39 @@ fn aiops_rules_prints_the_watched_services_rules_and_promtool_accepts_them() {
         .collect();
     assert_eq!(
         groups,
-        [r#""aiops-watch-nginx""#, r#""aiops-watch-postgresql""#]
+        [
+            r#""aiops-watch-nginx""#,
+            r#""aiops-watch-postgresql""#,
+            r#""aiops-watch-shop""#
+        ]
     );
-    // nginx: its job's target and its unit, with its own thresholds; no HTTP alerts until the
-    // evidence profiles provide their queries.
+    // nginx: its job's target and its unit, with its own thresholds; no HTTP alerts, since
+    // stub_status (its profile, nginx-exporter) counts no status codes.
     assert!(text.contains(r#"expr: "up{job=\"nginx\"} == 0""#), "{text}");
     assert!(
         text.contains(r#"increase(aiops_unit_restarts_total{unit=\"nginx.service\"}[5m]) >= 5"#),
         "{text}"
     );
     assert!(text.contains("for: 60s"), "{text}");
+    let nginx = &text[..text.find("aiops-watch-postgresql").unwrap()];
     assert!(
-        !text.contains("HighErrorRatio") && !text.contains("HighLatencyP99"),
-        "{text}"
+        !nginx.contains("HighErrorRatio") && !nginx.contains("HighLatencyP99"),
+        "{nginx}"
     );
+    // shop: the HTTP alerts from its profile's own queries, for its job; no unit, no unit alerts.
+    let shop = &text[text.find("aiops-watch-shop").unwrap()..];
+    assert!(
+        shop.contains("HighErrorRatio") && shop.contains("HighLatencyP99"),
+        "{shop}"
+    );
+    assert!(
+        shop.contains(r#"http_requests_total{job=\"shop\""#),
+        "{shop}"
+    );
+    assert!(!shop.contains("UnitFailed"), "{shop}");
     // postgresql: no job, so no TargetDown; the default thresholds.
-    let pg = &text[text.find("aiops-watch-postgresql").unwrap()..];
+    let pg =
+        &text[text.find("aiops-watch-postgresql").unwrap()..text.find("aiops-watch-shop").unwrap()];
     assert!(!pg.contains("TargetDown"), "{pg}");
     assert!(
         pg.contains(r#"unit: "postgresql.service""#) && pg.contains("for: 30s"),
@@ -169,8 +190,9 @@ fn aiops_rules_prints_the_watched_services_rules_and_promtool_accepts_them() {
         check.status.success(),
         "promtool check rules:\n{report}\n{text}"
     );
-    // nginx: TargetDown and the three unit alerts; postgresql: the three unit alerts.
-    assert!(report.contains("SUCCESS: 7 rules found"), "{report}");
+    // nginx: TargetDown and the three unit alerts; postgresql: the three unit alerts; shop:
+    // TargetDown and the two HTTP alerts.
+    assert!(report.contains("SUCCESS: 10 rules found"), "{report}");
 }
 
 #[test]
