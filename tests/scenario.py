@@ -314,7 +314,19 @@ class Scenario:
         self.log(f"  node_exporter sees active: {active}")
         for unit in HOST_SERVICES:
             check(unit in active, f"node_exporter's systemd collector does not report {unit} active: {active}")
-        rule = self.m.succeed("cat /etc/polkit-1/rules.d/50-aiops.rules")
+        # Their generated alert rules (`aiops rules`) are loaded: one group per watched service,
+        # with static service and unit labels.
+        groups = json.loads(self.m.succeed(f"curl -sf http://127.0.0.1:{PORT_PROMETHEUS}/api/v1/rules"))["data"]["groups"]
+        by_name = {g["name"]: g for g in groups}
+        for service, unit in zip(("nginx", "redis"), HOST_SERVICES):
+            group = by_name.get(f"aiops-watch-{service}")
+            check(group is not None, f"no rule group aiops-watch-{service} loaded: {sorted(by_name)}")
+            alerts = {r["name"]: r for r in group["rules"]}
+            for name in ("TargetDown", "UnitFailed", "UnitCrashLooping"):
+                check(name in alerts, f"aiops-watch-{service} has no {name}: {sorted(alerts)}")
+            labels = alerts["UnitFailed"]["labels"]
+            check(labels.get("service") == service and labels.get("unit") == unit, f"UnitFailed of {service} is labelled {labels}")
+        rule = self.m.succeed("cat /etc/polkit-1/rules.d/10-nixos.rules /etc/polkit-1/rules.d/50-aiops.rules 2>/dev/null || true")
         for unit in HOST_SERVICES:
             check(unit in rule, f"the polkit rule does not allow restarting the watched {unit}:\n{rule}")
 

@@ -15,6 +15,11 @@
 #   nixos/modules/services/monitoring/prometheus/default.nix       services.prometheus.*
 #   nixos/modules/services/monitoring/prometheus/alertmanager.nix  services.prometheus.alertmanager.*
 #   nixos/modules/services/monitoring/grafana.nix         services.grafana.{enable,settings,provision}
+#   nixos/modules/services/monitoring/prometheus/exporters.nix (mkExporterOpts), exporters/nginx.nix,
+#     exporters/node.nix                                  services.prometheus.exporters.{nginx,redis,node}
+#   nixos/modules/services/web-servers/nginx/default.nix  services.nginx.{enable,statusPage}
+#   nixos/modules/services/databases/redis.nix            services.redis.servers.<name>.{enable,bind,port}
+# (the last three only for the VM test's nodes, tests/nixos/loop.nix: the host's own services)
 # Only the options the module (or its tests) use are declared, plus the few `config` side effects
 # that matter to it (a service's `script` becoming ExecStart, `text` becoming an etc `source`,
 # users-groups' own assertions) and the assertions of the Prometheus, Alertmanager and Grafana
@@ -703,6 +708,95 @@ in
           default = null;
         };
       };
+    };
+
+    # prometheus/exporters.nix: mkExporterOpts (the options every exporter has that the VM
+    # test's nodes set), and the exporter-specific ones they use.
+    services.prometheus.exporters =
+      let
+        mkExporterOpts =
+          { name, port }:
+          {
+            enable = lib.mkEnableOption "the prometheus ${name} exporter";
+            port = mkOption {
+              type = types.port;
+              default = port;
+            };
+            listenAddress = mkOption {
+              type = types.str;
+              default = "0.0.0.0";
+            };
+            extraFlags = mkOption {
+              type = types.listOf types.str;
+              default = [ ];
+            };
+            openFirewall = mkOption {
+              type = types.bool;
+              default = false;
+            };
+          };
+      in
+      {
+        nginx = mkExporterOpts {
+          name = "nginx";
+          port = 9113;
+        }
+        // {
+          scrapeUri = mkOption {
+            type = types.str;
+            default = "http://localhost/nginx_status";
+          };
+        };
+        redis = mkExporterOpts {
+          name = "redis";
+          port = 9121;
+        };
+        node = mkExporterOpts {
+          name = "node";
+          port = 9100;
+        }
+        // {
+          enabledCollectors = mkOption {
+            type = types.listOf types.str;
+            default = [ ];
+          };
+          disabledCollectors = mkOption {
+            type = types.listOf types.str;
+            default = [ ];
+          };
+        };
+      };
+
+    # web-servers/nginx/default.nix
+    services.nginx = {
+      enable = lib.mkEnableOption "Nginx Web Server";
+      statusPage = mkOption {
+        default = false;
+        type = types.bool;
+      };
+    };
+
+    # databases/redis.nix
+    services.redis.servers = mkOption {
+      type = types.attrsOf (
+        types.submodule (
+          { name, ... }:
+          {
+            options = {
+              enable = lib.mkEnableOption "Redis server";
+              port = mkOption {
+                type = types.port;
+                default = if name == "" then 6379 else 0;
+              };
+              bind = mkOption {
+                type = with types; nullOr str;
+                default = "127.0.0.1";
+              };
+            };
+          }
+        )
+      );
+      default = { };
     };
 
     services.grafana = {

@@ -70,6 +70,62 @@ let
       services.prometheus.port = ports.prometheus;
       services.prometheus.alertmanager.port = ports.alertmanager;
 
+      # What the host already runs, written by nobody here (the Debian guest has the same from its
+      # packages: tests/vm/image/customize.sh): nginx and Redis with their exporters, and
+      # node_exporter with its systemd collector, on loopback. aiops watches nginx and Redis
+      # through services.aiops.watch (the Debian guest through [watch.NAME] in its config.toml);
+      # the module scrapes their exporters as the jobs named there.
+      services.nginx = {
+        enable = true;
+        statusPage = true;
+      };
+      services.prometheus.exporters.nginx = {
+        enable = true;
+        listenAddress = "127.0.0.1";
+        port = 9113;
+        scrapeUri = "http://127.0.0.1/nginx_status";
+      };
+      # The unit is redis-server.service, as on Debian.
+      services.redis.servers.server = {
+        enable = true;
+        bind = "127.0.0.1";
+        port = 6379;
+      };
+      services.prometheus.exporters.redis = {
+        enable = true;
+        listenAddress = "127.0.0.1";
+        port = 9121;
+        extraFlags = [ "--redis.addr=redis://127.0.0.1:6379" ];
+      };
+      services.prometheus.exporters.node = {
+        enable = true;
+        listenAddress = "127.0.0.1";
+        port = 9100;
+        enabledCollectors = [ "systemd" ];
+        extraFlags = [ "--collector.systemd.unit-include=(nginx|redis-server|aiops-demo-app|aiops-webhook)[.]service" ];
+      };
+      # The host's own job for its node_exporter (not a watched service).
+      services.prometheus.scrapeConfigs = [
+        {
+          job_name = "node";
+          static_configs = [ { targets = [ "127.0.0.1:9100" ]; } ];
+        }
+      ];
+      services.aiops.watch = {
+        nginx = {
+          unit = "nginx.service";
+          job = "nginx";
+          targets = [ "127.0.0.1:9113" ];
+          allowedActions = [ "restart" ];
+        };
+        redis = {
+          unit = "redis-server.service";
+          job = "redis";
+          targets = [ "127.0.0.1:9121" ];
+          allowedActions = [ "restart" ];
+        };
+      };
+
       users.users.alice = {
         isNormalUser = true;
         extraGroups = [ config.services.aiops.operatorsGroup ];

@@ -32,9 +32,15 @@ chmod 0600 /etc/aiops/secrets/webhook-token /etc/aiops/secrets/slack-webhook-url
 # option is the image's): they reload, which costs a fraction of a start under TCG; a booted
 # guest starts them.
 step "prometheus and alertmanager"
-# The host's watched services are scraped too (their jobs appended to the list that ends the file).
-cat "$S/prometheus/prometheus.yml" "$S/guest/scrape-watched.yml" > /etc/prometheus/prometheus.yml
+# The host's watched services are scraped too (their jobs appended to the list that ends the
+# file), and their alert rules are the ones `aiops rules` generates from the configuration's
+# [watch.NAME] entries (the NixOS module runs the same command at build time).
+sed 's|^  - rules.yml$|  - rules.yml\n  - aiops-watch.rules.yml|' "$S/prometheus/prometheus.yml" \
+    | cat - "$S/guest/scrape-watched.yml" > /etc/prometheus/prometheus.yml
 chmod 0644 /etc/prometheus/prometheus.yml
+grep -qx '  - aiops-watch.rules.yml' /etc/prometheus/prometheus.yml
+"$S/bin/aiops" --config "$S/guest/config.toml" rules > /etc/prometheus/aiops-watch.rules.yml
+chmod 0644 /etc/prometheus/aiops-watch.rules.yml
 install -m 0644 "$S/prometheus/rules.yml" /etc/prometheus/rules.yml
 install -m 0644 "$S/prometheus/alertmanager.yml" /etc/prometheus/alertmanager.yml
 # Debian's Alertmanager runs as `prometheus`; prometheus/alertmanager.yml names this copy.

@@ -76,7 +76,7 @@ printf 'ARGS="-nginx.scrape-uri=http://127.0.0.1:8081/stub_status -web.listen-ad
     > "$root/etc/default/prometheus-nginx-exporter"
 printf 'ARGS="-web.listen-address=127.0.0.1:9121 -redis.addr=redis://127.0.0.1:6379"\n' \
     > "$root/etc/default/prometheus-redis-exporter"
-printf '%s\n' 'ARGS="--web.listen-address=127.0.0.1:9100 --collector.disable-defaults --collector.systemd --collector.systemd.unit-include=(nginx|redis-server|aiops-demo-app|aiops-webhook)\\.service --collector.pressure --collector.vmstat --collector.filesystem --collector.meminfo"' \
+printf '%s\n' 'ARGS="--web.listen-address=127.0.0.1:9100 --collector.disable-defaults --collector.systemd --collector.systemd.unit-include=(nginx|redis-server|aiops-demo-app|aiops-webhook)[.]service --collector.pressure --collector.vmstat --collector.filesystem --collector.meminfo"' \
     > "$root/etc/default/prometheus-node-exporter"
 
 # The accounts of the guest contract (tests/scenario.py): the service account that runs the
