@@ -104,6 +104,11 @@ pub mod keys {
     pub const FAULT_LATENCY: &str = "fault_latency";
     pub const FAULT_LEAK: &str = "fault_leak";
     pub const UP: &str = "up";
+    /// Requests the job's current processes answered since they started (their counters
+    /// restart with the process): verification reads it after a restart.
+    pub const REQUESTS_SINCE_START: &str = "requests_since_start";
+    /// The share of those requests answered with a 5xx status.
+    pub const ERROR_RATIO_SINCE_START: &str = "error_ratio_since_start";
     /// Not an item: 1 when Prometheus answered, 0 when it could not be reached.
     pub const PROMETHEUS_REACHABLE: &str = "prometheus_reachable";
 
@@ -125,6 +130,8 @@ pub mod keys {
         FAULT_LATENCY,
         FAULT_LEAK,
         UP,
+        REQUESTS_SINCE_START,
+        ERROR_RATIO_SINCE_START,
         PROMETHEUS_REACHABLE,
     ];
 }
@@ -251,6 +258,29 @@ pub fn plan(job: &str, baseline_secs: u64, baseline_end: DateTime<Utc>) -> Vec<P
             label: "target up",
             unit: ValueUnit::Bool,
             query: format!("min(up{sel})"),
+            baseline_query: None,
+        },
+        // Raw counters: since the current processes started (Prometheus's own scrapes of
+        // /metrics and health checks are no traffic). Verification restricts them to processes
+        // started after its action and puts the ratio in the alert's expression in place of the
+        // recorded ratio, so both keep the `job` label the rules aggregate by
+        // (crates/aiops-actions/src/verify.rs).
+        PlannedItem {
+            key: keys::REQUESTS_SINCE_START,
+            label: "requests since the process started",
+            unit: ValueUnit::Count,
+            query: format!(
+                "sum by (job) (http_requests_total{{job={j},route!~\"/metrics|/healthz\"}})"
+            ),
+            baseline_query: None,
+        },
+        PlannedItem {
+            key: keys::ERROR_RATIO_SINCE_START,
+            label: "error ratio since the process started",
+            unit: ValueUnit::Ratio,
+            query: format!(
+                "(sum by (job) (http_requests_total{{job={j},route!~\"/metrics|/healthz\",status=~\"5..\"}}) or 0 * sum by (job) (http_requests_total{{job={j},route!~\"/metrics|/healthz\"}})) / sum by (job) (http_requests_total{{job={j},route!~\"/metrics|/healthz\"}})"
+            ),
             baseline_query: None,
         },
     ]
