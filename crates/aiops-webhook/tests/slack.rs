@@ -196,7 +196,7 @@ impl Evil {
             "approved",
             "succeeded",
             "failed",
-            "unverified",
+            "unconfirmed",
             "rejected",
             "expired",
         ] {
