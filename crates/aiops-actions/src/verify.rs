@@ -39,19 +39,25 @@
 //! and threshold, on the new process's requests only) decides, once at least
 //! [`MIN_REQUESTS`] real requests were answered; fewer is "no traffic". Without those items,
 //! for other actions than a restart (a cache clear restarts nothing), for alerts without a `job`
-//! label, or while the condition below does not hold, verification uses the expression alone.
+//! label, for jobs without `process_start_time_seconds`, or until every instance was scraped from
+//! a process started after the action, verification uses the expression alone. The items
+//! aggregate `by (job)` like the recording rules they stand in for, so the alert's `and on (job)`
+//! clauses still match.
 //!
 //! Edge cases of the counter reset, and how they are handled:
 //! * *The old process's last scrape.* Counters are read only when `min(process_start_time_seconds
 //!   {job=J})` over the job's latest samples is after the action began: every instance's latest
-//!   scrape came from a process started after the action. Series the new process no longer
-//!   exposes (the old `status="500"` counter) get a staleness marker in that same scrape, so the
-//!   old process's numbers drop out of the sums at once instead of lingering for the 5-minute
-//!   lookback.
+//!   scrape came from a process started after the action. Its counters come from that same
+//!   scrape: the demo app exposes every series from its start (at 0); with a client that creates
+//!   series lazily, a series the new process does not expose yet (an old `status="500"`
+//!   counter) gets a staleness marker in that scrape, so the old process's numbers drop out of
+//!   the sums at once instead of lingering for the 5-minute lookback. A process that crashes
+//!   and starts again during verification only resets the counters once more.
 //! * *Several instances.* The minimum over all of them must be new: if any instance of the job
 //!   still runs a process from before the action (another unit serving the same job), its
 //!   counters include errors from before, so the since-start reading is not used and the
-//!   expression decides.
+//!   expression decides. A new process on another address is another instance: until the old
+//!   target leaves the scrape configuration (its series then go stale), the minimum stays old.
 //! * *`process_start_time_seconds` precision.* Client libraries derive it from `/proc` (boot time
 //!   in whole seconds plus clock ticks), so it may read up to about a second early, and the new
 //!   process started *during* the action, before it finished. So the start time is compared with
