@@ -39,8 +39,10 @@
 //! and threshold, on the new process's requests only) decides, once at least
 //! [`MIN_REQUESTS`] real requests were answered; fewer is "no traffic". Without those items,
 //! for other actions than a restart (a cache clear restarts nothing), for alerts without a `job`
-//! label, for jobs without `process_start_time_seconds`, or until every instance was scraped from
-//! a process started after the action, verification uses the expression alone. The items
+//! label, for jobs without `process_start_time_seconds` or without the counters (the requests
+//! query returns no series: "no traffic" needs a counter at 0), or until every instance was
+//! scraped from a process started after the action, verification uses the expression alone. The
+//! items
 //! aggregate `by (job)` like the recording rules they stand in for, so the alert's `and on (job)`
 //! clauses still match.
 //!
@@ -709,7 +711,9 @@ impl Verification<'_> {
         if newest_start <= began_secs || old.is_some_and(|o| newest_start <= o) {
             return None;
         }
-        let requests = self.prom.instant_value(&plan.requests, None).ok()?;
+        // No series at all: the job has no such counters (another kind of service diagnosed
+        // with this plan), so they say nothing, not "no traffic". A series at 0 is no traffic.
+        let requests = self.prom.instant_value(&plan.requests, None).ok()??;
         let holds = plan
             .condition
             .as_ref()
@@ -719,7 +723,7 @@ impl Verification<'_> {
             .as_ref()
             .and_then(|q| self.prom.instant_value(q, None).ok().flatten());
         Some(SinceStart {
-            requests: requests.unwrap_or(0.0),
+            requests,
             holds,
             value,
         })
