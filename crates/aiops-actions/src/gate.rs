@@ -398,7 +398,8 @@ impl Gate {
             );
             a.outcome = Some(Outcome {
                 fixed: false,
-                unverified: false,
+                unconfirmed: false,
+                reason: None,
                 summary: note.clone(),
                 recovery_secs: None,
                 value_after: None,
@@ -791,7 +792,7 @@ impl Gate {
                     ),
                 )
             }
-            ActionState::Succeeded | ActionState::Failed | ActionState::Unverified => {
+            ActionState::Succeeded | ActionState::Failed | ActionState::Unconfirmed => {
                 let (who, at) =
                     by(ActionState::Approved).unwrap_or_else(|| ("nobody".into(), "-".into()));
                 let summary = a
@@ -957,7 +958,7 @@ impl Gate {
         let mut s = "--force skips only the re-checks that the alert still fires and its evidence still holds; the allow-list, cooldown, hourly cap, breaker, systemd's start limit and the unit's own state are checked all the same".to_owned();
         if stale.prometheus_down {
             s.push_str(&format!(
-                ". Prometheus does not answer, so recovery cannot be verified either: unless it answers within {} s of the action, the outcome is recorded as unverified (not as a failure)",
+                ". Prometheus does not answer, so recovery cannot be verified either: unless it answers within {} s of the action, the outcome is recorded as unconfirmed (not as a failure)",
                 self.options
                     .verify_timeout
                     .unwrap_or(Duration::from_secs(
@@ -1272,7 +1273,8 @@ impl Gate {
         let outcome = match ran {
             Err(e) => Outcome {
                 fixed: false,
-                unverified: false,
+                unconfirmed: false,
+                reason: None,
                 summary: format!(
                     "{} failed: {e}; nothing more will be done automatically",
                     verify::action_words(a.kind)
@@ -1282,6 +1284,7 @@ impl Gate {
             },
             Ok(_) => {
                 let acted_at = Instant::now();
+                let began_at = approved_at;
                 if let Err(e) = self.step(&mut a, ActionState::Verifying, None) {
                     tracing::error!(error = %e, id = %a.id, "cannot record verifying");
                 }
@@ -1294,6 +1297,7 @@ impl Gate {
                     executor: self.executor.as_ref(),
                     action: &a,
                     before,
+                    began_at,
                     acted_at,
                     timeout: self.options.verify_timeout.unwrap_or(Duration::from_secs(
                         self.config.remediation.verify_timeout_secs,
@@ -1314,8 +1318,8 @@ impl Gate {
         }
         let end = if outcome.fixed {
             ActionState::Succeeded
-        } else if outcome.unverified {
-            ActionState::Unverified
+        } else if outcome.unconfirmed {
+            ActionState::Unconfirmed
         } else {
             ActionState::Failed
         };
@@ -1357,7 +1361,7 @@ impl Gate {
 
     fn finish(&self, a: &mut Action, end: ActionState, outcome: &Outcome) -> Result<(), GateError> {
         self.step(a, end, Some(outcome.summary.clone()))?;
-        if outcome.unverified {
+        if outcome.unconfirmed {
             // Nothing is known about whether it helped: neither a success nor a failure.
             return Ok(());
         }

@@ -38,4 +38,4 @@ pub mod supervisor_protocol;
 pub mod verify;
 
 pub use gate::{Finished, Gate, GateError, GateEvent, GateOptions, Proposal, Refusal};
-pub use state::{Action, ActionId, ActionState, Actor, AlertRef};
+pub use state::{Action, ActionId, ActionState, Actor, AlertRef, Outcome, UnconfirmedReason};

@@ -12,7 +12,7 @@ pub struct Metrics {
     pub pending: IntGauge,
     /// `aiops_approvals_total{result}`: approved | rejected | refused.
     pub approvals: IntCounterVec,
-    /// `aiops_executions_total{action,result}`: succeeded | failed | unverified.
+    /// `aiops_executions_total{action,result}`: succeeded | failed | unconfirmed.
     pub executions: IntCounterVec,
     /// `aiops_alert_to_recommendation_seconds`: the alert's startsAt → the proposal stored.
     pub alert_to_recommendation: Histogram,
@@ -46,7 +46,7 @@ impl Metrics {
             executions: IntCounterVec::new(
                 Opts::new(
                     "aiops_executions_total",
-                    "Executed actions by verified result (succeeded, failed, unverified)",
+                    "Executed actions by verified result (succeeded, failed, unconfirmed)",
                 ),
                 &["action", "result"],
             )?,

@@ -76,9 +76,12 @@ pub enum ActionState {
     Verifying,
     Succeeded,
     Failed,
-    /// The action ran, but whether it helped could not be checked (Prometheus unreachable
-    /// throughout verification): neither a success nor a failure, so the breaker ignores it.
-    Unverified,
+    /// The action ran, but nothing shows whether it helped (no traffic since the restart, the
+    /// symptom already gone before it, the target not scraped, Prometheus not answering; see
+    /// [`UnconfirmedReason`]): neither a success nor a failure, so the breaker ignores it.
+    /// Files written before this state had its name say `unverified`.
+    #[serde(alias = "unverified")]
+    Unconfirmed,
     Rejected,
     Expired,
     Obsolete,
@@ -92,7 +95,7 @@ impl ActionState {
         ActionState::Verifying,
         ActionState::Succeeded,
         ActionState::Failed,
-        ActionState::Unverified,
+        ActionState::Unconfirmed,
         ActionState::Rejected,
         ActionState::Expired,
         ActionState::Obsolete,
@@ -106,7 +109,7 @@ impl ActionState {
             ActionState::Verifying => "verifying",
             ActionState::Succeeded => "succeeded",
             ActionState::Failed => "failed",
-            ActionState::Unverified => "unverified",
+            ActionState::Unconfirmed => "unconfirmed",
             ActionState::Rejected => "rejected",
             ActionState::Expired => "expired",
             ActionState::Obsolete => "obsolete",
@@ -119,7 +122,7 @@ impl ActionState {
             self,
             ActionState::Succeeded
                 | ActionState::Failed
-                | ActionState::Unverified
+                | ActionState::Unconfirmed
                 | ActionState::Rejected
                 | ActionState::Expired
                 | ActionState::Obsolete
@@ -157,8 +160,8 @@ pub fn check_transition(from: ActionState, to: ActionState) -> Result<(), Transi
         // Approved → failed: the executor stopped (crash, restart) before it ran the action.
         Approved => matches!(to, Executing | Failed),
         Executing => matches!(to, Verifying | Failed),
-        Verifying => matches!(to, Succeeded | Failed | Unverified),
-        Succeeded | Failed | Unverified | Rejected | Expired | Obsolete => false,
+        Verifying => matches!(to, Succeeded | Failed | Unconfirmed),
+        Succeeded | Failed | Unconfirmed | Rejected | Expired | Obsolete => false,
     };
     if ok {
         Ok(())
@@ -232,14 +235,52 @@ pub struct Transition {
     pub note: Option<String>,
 }
 
+/// Why an outcome is unconfirmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnconfirmedReason {
+    /// The new process answered (almost) no real requests since the restart.
+    NoTraffic,
+    /// The alert's condition had already cleared when the action began.
+    AlreadyGone,
+    /// Prometheus did not scrape the alert's job since the action.
+    NotScraped,
+    /// Prometheus did not answer (the only reason before there were reasons).
+    PrometheusSilent,
+    /// No alerting rule of the alert's name is loaded, so there is nothing to check.
+    NoRule,
+}
+
+impl UnconfirmedReason {
+    /// Short words for messages: "unconfirmed (no traffic): ...".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnconfirmedReason::NoTraffic => "no traffic",
+            UnconfirmedReason::AlreadyGone => "symptom already gone",
+            UnconfirmedReason::NotScraped => "not scraped",
+            UnconfirmedReason::PrometheusSilent => "Prometheus not answering",
+            UnconfirmedReason::NoRule => "no alerting rule",
+        }
+    }
+}
+
 /// What verification found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
     pub fixed: bool,
-    /// Verification was impossible (Prometheus never answered): not fixed as far as anyone
-    /// knows, but no failure either; the action ends `unverified` and the breaker ignores it.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub unverified: bool,
+    /// Nothing shows whether the action helped: not fixed as far as anyone knows, but no
+    /// failure either; the action ends `unconfirmed` and the breaker ignores it. Files written
+    /// before this field had its name say `unverified` (then always: Prometheus not answering).
+    #[serde(
+        default,
+        alias = "unverified",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub unconfirmed: bool,
+    /// Why it is unconfirmed; `None` on a verified or failed outcome, and on files written
+    /// before reasons existed (read it as [`UnconfirmedReason::PrometheusSilent`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<UnconfirmedReason>,
     /// One sentence with the numbers, e.g. "verified: error ratio back to 0.2% 35 s after the restart".
     pub summary: String,
     /// Seconds from approval to recovery (when fixed).

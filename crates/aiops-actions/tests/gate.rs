@@ -438,7 +438,7 @@ fn approve_without_id_needs_exactly_one_pending() {
             "approved",
             "executing",
             "verifying",
-            "unverified"
+            "unconfirmed"
         ]
     );
     assert!(g.audit_verify().ok);
@@ -450,7 +450,7 @@ fn approve_without_id_needs_exactly_one_pending() {
         news,
         [
             (ActionState::Approved, "alice".to_owned()),
-            (ActionState::Unverified, "aiops-webhook".to_owned())
+            (ActionState::Unconfirmed, "aiops-webhook".to_owned())
         ]
     );
 }

@@ -281,21 +281,22 @@ fn a_target_that_is_down_after_the_restart_is_not_a_recovery() {
     assert_eq!(f.action.state, ActionState::Failed);
     assert!(
         f.summary.starts_with("not fixed after 8 s: ")
-            && f.summary.contains("job app is down or not scraped"),
+            && f.summary
+                .contains("job app is down (its `up` is not 1 since the restart)"),
         "{}",
         f.summary
     );
     assert!(
         lines
             .iter()
-            .any(|l| l.contains("job app is down or not scraped")),
+            .any(|l| l.contains("job app is down (its `up` is not 1 since the restart)")),
         "{lines:?}"
     );
     assert!(g.audit_verify().ok);
 }
 
 #[test]
-fn a_forced_restart_with_prometheus_down_is_unverified_and_spares_the_breaker() {
+fn a_forced_restart_with_prometheus_down_is_unconfirmed_and_spares_the_breaker() {
     let dir = tempdir();
     let metrics = Arc::new(Metrics::start(0.231));
     let Some((prom, am)) = start_stack(dir.path(), &metrics) else {
@@ -320,11 +321,11 @@ fn a_forced_restart_with_prometheus_down_is_unverified_and_spares_the_breaker() 
         message.contains("--force skips only the re-checks")
             && message.contains("cooldown, hourly cap, breaker")
             && message.contains("recovery cannot be verified either")
-            && message.contains("recorded as unverified"),
+            && message.contains("recorded as unconfirmed"),
         "{message}"
     );
 
-    // Forced: it says what it overrides, restarts, and ends unverified, not failed.
+    // Forced: it says what it overrides, restarts, and ends unconfirmed, not failed.
     let lines = std::sync::Mutex::new(Vec::new());
     let f = g
         .approve(Some(id.as_str()), &alice(), true, &|m| {
@@ -341,10 +342,16 @@ fn a_forced_restart_with_prometheus_down_is_unverified_and_spares_the_breaker() 
     );
     assert!(f.action.forced);
     assert!(!f.fixed);
-    assert_eq!(f.action.state, ActionState::Unverified, "{}", f.summary);
+    assert_eq!(f.action.state, ActionState::Unconfirmed, "{}", f.summary);
+    let outcome = f.action.outcome.as_ref().unwrap();
+    assert!(outcome.unconfirmed && !outcome.fixed);
+    assert_eq!(
+        outcome.reason,
+        Some(aiops_actions::UnconfirmedReason::PrometheusSilent)
+    );
     assert!(
         f.summary.starts_with(
-            "unverified: aiops-demo-app.service is active again with a new invocation, but Prometheus did not answer for 3 s"
+            "unconfirmed (Prometheus not answering): aiops-demo-app.service is active again with a new invocation, but Prometheus did not answer for 3 s"
         ) && f.summary.contains("Not counted as a failure toward the breaker"),
         "{}",
         f.summary
@@ -360,7 +367,7 @@ fn a_forced_restart_with_prometheus_down_is_unverified_and_spares_the_breaker() 
             .tail(100)
             .unwrap()
             .iter()
-            .any(|e| e.event == "unverified")
+            .any(|e| e.event == "unconfirmed")
     );
     assert!(g.audit_verify().ok);
 }

@@ -151,11 +151,11 @@ pub struct Supervisor {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-fn spawn_child() -> (Child, String) {
-    let child = Command::new("sleep")
-        .arg("600")
-        .spawn()
-        .expect("spawn sleep");
+/// What the supervisor runs as its unit's process.
+pub type Spawn = Arc<dyn Fn() -> Child + Send + Sync>;
+
+fn spawn_child(spawn: &Spawn) -> (Child, String) {
+    let child = spawn();
     (
         child,
         format!(
@@ -173,12 +173,28 @@ impl Supervisor {
     /// Like [`Supervisor::start`]; `on_restart` runs after each restart (a test's stand-in for
     /// "the fault lived in the old process").
     pub fn start_with(dir: &Path, on_restart: Arc<dyn Fn() + Send + Sync>) -> Self {
+        let sleep: Spawn = Arc::new(|| {
+            Command::new("sleep")
+                .arg("600")
+                .spawn()
+                .expect("spawn sleep")
+        });
+        Self::start_running(dir, sleep, on_restart)
+    }
+
+    /// A supervisor whose unit's process is whatever `spawn` starts (a real demo app, say): a
+    /// restart kills it (SIGKILL, waited for) and spawns the next.
+    pub fn start_running(
+        dir: &Path,
+        spawn: Spawn,
+        on_restart: Arc<dyn Fn() + Send + Sync>,
+    ) -> Self {
         let socket = dir.join("supervisor.sock");
         let listener = UnixListener::bind(&socket).unwrap();
         let restarts = Arc::new(AtomicU32::new(0));
         let stuck = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
-        let child = Arc::new(Mutex::new(Some(spawn_child())));
+        let child = Arc::new(Mutex::new(Some(spawn_child(&spawn))));
         let thread = {
             let (restarts, stop, child, stuck) =
                 (restarts.clone(), stop.clone(), child.clone(), stuck.clone());
@@ -198,7 +214,7 @@ impl Supervisor {
                                 let _ = old.kill();
                                 let _ = old.wait();
                             }
-                            *guard = Some(spawn_child());
+                            *guard = Some(spawn_child(&spawn));
                             restarts.fetch_add(1, Ordering::SeqCst);
                             on_restart();
                         }

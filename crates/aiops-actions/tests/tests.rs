@@ -4,6 +4,7 @@ mod audit;
 mod control;
 mod gate;
 mod live;
+mod live_demo;
 mod store;
 mod support;
 mod systemd;

@@ -116,6 +116,11 @@ pub mod keys {
     pub const FAULT_LATENCY: &str = "fault_latency";
     pub const FAULT_LEAK: &str = "fault_leak";
     pub const UP: &str = "up";
+    /// Requests the job's current processes answered since they started (their counters
+    /// restart with the process): verification reads it after a restart.
+    pub const REQUESTS_SINCE_START: &str = "requests_since_start";
+    /// The share of those requests answered with a 5xx status.
+    pub const ERROR_RATIO_SINCE_START: &str = "error_ratio_since_start";
     /// The alert's own expression, for an alert that maps to no watched service.
     pub const ALERT_VALUE: &str = "alert_value";
     /// Not an item: 1 when Prometheus answered, 0 when it could not be reached.
@@ -139,6 +144,8 @@ pub mod keys {
         FAULT_LATENCY,
         FAULT_LEAK,
         UP,
+        REQUESTS_SINCE_START,
+        ERROR_RATIO_SINCE_START,
         PROMETHEUS_REACHABLE,
     ];
 }

@@ -389,13 +389,16 @@ struct RawItem {
 /// The unit a standard key must have (the catalog's thresholds are written in it).
 pub fn standard_unit(key: &str) -> Option<ValueUnit> {
     Some(match key {
-        keys::ERROR_RATIO | keys::CACHE_FILL | keys::CACHE_HIT_RATIO => ValueUnit::Ratio,
+        keys::ERROR_RATIO
+        | keys::ERROR_RATIO_SINCE_START
+        | keys::CACHE_FILL
+        | keys::CACHE_HIT_RATIO => ValueUnit::Ratio,
         keys::REQUEST_RATE => ValueUnit::PerSecond,
         keys::LATENCY_P50 | keys::LATENCY_P99 | keys::UPTIME => ValueUnit::Seconds,
         keys::CPU => ValueUnit::Cores,
         keys::MEMORY => ValueUnit::Bytes,
         keys::MEMORY_GROWTH => ValueUnit::BytesPerSecond,
-        keys::RESTARTS => ValueUnit::Count,
+        keys::RESTARTS | keys::REQUESTS_SINCE_START => ValueUnit::Count,
         keys::FAULT_ERRORS | keys::FAULT_CPU | keys::FAULT_LATENCY | keys::FAULT_LEAK => {
             ValueUnit::Bool
         }

@@ -419,7 +419,7 @@ fn batched_values_equal_per_item_values_for_every_item() {
             .iter()
             .filter_map(|p| p.baseline_query.as_deref())
             .collect();
-        assert_eq!(current.len(), 16);
+        assert_eq!(current.len(), 18);
         assert_eq!(baselines.len(), 8);
         for (queries, at) in [(&current, now), (&baselines, starts_at)] {
             let batched = evidence::evaluate(&prom, queries, at);

@@ -174,7 +174,7 @@ fn newsworthy(s: ActionState) -> bool {
         ActionState::Approved
             | ActionState::Succeeded
             | ActionState::Failed
-            | ActionState::Unverified
+            | ActionState::Unconfirmed
             | ActionState::Rejected
             | ActionState::Expired
             | ActionState::Obsolete

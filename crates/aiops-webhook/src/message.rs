@@ -130,7 +130,7 @@ impl Changes {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActionNote {
     pub action_id: String,
-    /// `approved`, `rejected`, `succeeded`, `failed`, `unverified`, `expired` or `obsolete`.
+    /// `approved`, `rejected`, `succeeded`, `failed`, `unconfirmed` (`unverified` in older journals), `expired` or `obsolete`.
     pub state: String,
     /// `restart` or `clear-cache`.
     pub action: String,

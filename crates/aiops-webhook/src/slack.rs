@@ -124,7 +124,9 @@ fn action_title(alertname: &str, a: &crate::message::ActionNote) -> String {
         "approved" => format!("▶️ {alertname}: {what} approved by {}", a.actor),
         "succeeded" => format!("✅ {alertname}: {what} verified"),
         "failed" => format!("❌ {alertname}: {what} did not fix it"),
-        "unverified" => format!("❔ {alertname}: {what} done, recovery not verified"),
+        "unconfirmed" | "unverified" => {
+            format!("❔ {alertname}: {what} done, recovery unconfirmed")
+        }
         "rejected" => format!("🚫 {alertname}: {what} rejected by {}", a.actor),
         "expired" => format!("⌛ {alertname}: {what} expired unapproved"),
         "obsolete" => format!("➖ {alertname}: {what} no longer needed"),
@@ -143,9 +145,9 @@ fn compose_action(m: &Message, a: &crate::message::ActionNote) -> Composed {
             t(format!(" “{}” of {}.", orig.title, time(orig.at))),
         ]);
     }
-    if a.state == "unverified" {
+    if a.state == "unconfirmed" || a.state == "unverified" {
         what.push(vec![
-            t("Whether it helped was not checked (Prometheus did not answer); look at the metrics and "),
+            t("Not a failure, and not counted as one: nothing showed whether it helped (the reason is above); look at the metrics and "),
             code(format!("aiops show {}", a.action_id)),
             t("."),
         ]);

@@ -198,7 +198,7 @@ impl Evil {
             "approved",
             "succeeded",
             "failed",
-            "unverified",
+            "unconfirmed",
             "rejected",
             "expired",
         ] {

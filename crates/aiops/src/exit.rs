@@ -16,11 +16,12 @@ pub const NOT_FOUND: u8 = 4;
 pub const NOT_FIXED: u8 = 5;
 /// The aiops service (or Prometheus/Alertmanager, for `recommend`) could not be reached.
 pub const UNAVAILABLE: u8 = 6;
-/// The action ran but could not be verified (Prometheus did not answer): check by hand.
-pub const UNVERIFIED: u8 = 7;
+/// The action ran but nothing confirmed whether it helped (no traffic, symptom already gone,
+/// not scraped, Prometheus not answering): check by hand; not a failure.
+pub const UNCONFIRMED: u8 = 7;
 
 /// Shown at the end of `aiops --help`.
-pub const HELP: &str = "Exit codes: 0 ok, 1 failure, 2 usage, 3 refused, 4 not found, 5 not fixed, 6 service unavailable, 7 ran but unverified";
+pub const HELP: &str = "Exit codes: 0 ok, 1 failure, 2 usage, 3 refused, 4 not found, 5 not fixed, 6 service unavailable, 7 ran but unconfirmed";
 
 /// An error that carries its exit code; `main` prints it and exits with the code.
 #[derive(Debug)]

@@ -177,9 +177,9 @@ pub fn run(cmd: Command, config: &Config, json: bool) -> anyhow::Result<()> {
             } else {
                 print!("{}", render_finished(&f));
             }
-            if f.action.state == ActionState::Unverified {
+            if f.action.state == ActionState::Unconfirmed {
                 return Err(Exit::new(
-                    exit::UNVERIFIED,
+                    exit::UNCONFIRMED,
                     format!("action {}: {}", f.action.id, f.summary),
                 )
                 .into());

@@ -351,13 +351,13 @@ fn the_whole_gate_through_the_cli() {
     assert_eq!(stack.supervisor.restarts.load(Ordering::SeqCst), 0);
 
     // Forced: says what it overrides, runs, streams progress, and (no Prometheus to confirm
-    // recovery) ends unverified, not as a failure: exit 7.
+    // recovery) ends unconfirmed, not as a failure: exit 7.
     let o = stack.aiops(&["approve", "--force"]);
     assert_eq!(o.status.code(), Some(7), "{}\n{}", stdout(&o), stderr(&o));
     assert_eq!(stack.supervisor.restarts.load(Ordering::SeqCst), 1);
     let whoami = aiops_actions::Actor::from_uid(nix::unistd::getuid().as_raw()).to_string();
     let progress = redact(&stdout(&o), &id).replace(&whoami, "[ME]");
-    insta::assert_snapshot!("approve_forced_unverified", progress);
+    insta::assert_snapshot!("approve_forced_unconfirmed", progress);
 
     // A second approval names who approved it and when.
     let o = stack.aiops(&["approve", &id]);
@@ -371,7 +371,7 @@ fn the_whole_gate_through_the_cli() {
     let o = stack.aiops(&["history"]);
     assert!(o.status.success());
     assert!(
-        stdout(&o).contains("unverified") && stdout(&o).contains(&id),
+        stdout(&o).contains("unconfirmed") && stdout(&o).contains(&id),
         "{}",
         stdout(&o)
     );
@@ -555,7 +555,8 @@ fn human_output_snapshots() {
     .unwrap();
     done.outcome = Some(aiops_actions::state::Outcome {
         fixed: true,
-        unverified: false,
+        unconfirmed: false,
+        reason: None,
         summary: summary.clone(),
         recovery_secs: Some(35.0),
         value_after: Some(0.002),
