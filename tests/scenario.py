@@ -740,7 +740,8 @@ echo done >> /tmp/burst.codes
         """Slack answering 500 and then 429 loses nothing: delivered once it recovers."""
         self.receiver_up()
         since = len(self.slack_messages())
-        rejected = int(self.m.succeed(f"cat {SLACK_DIR}/rejected.jsonl 2>/dev/null | wc -l").strip() or 0)
+        count = f"if [ -f {SLACK_DIR}/rejected.jsonl ]; then wc -l < {SLACK_DIR}/rejected.jsonl; else echo 0; fi"
+        rejected = int(self.m.succeed(count).strip())
         self.m.succeed(f"echo 500 > {SLACK_FAIL}")
         try:
             self.starts_at = self.m.succeed("date -u +%Y-%m-%dT%H:%M:%SZ").strip()
@@ -750,7 +751,7 @@ echo done >> /tmp/burst.codes
             # outbox is FIFO, so the incident's recommendation, when it is detected during the
             # outage, is tried first and holds the probe back).
             self.m.wait_until_succeeds(
-                f"test $(cat {SLACK_DIR}/rejected.jsonl 2>/dev/null | wc -l) -gt {rejected}", timeout=120
+                f"test $({count}) -gt {rejected}", timeout=120
             )
             self.m.succeed(f"echo 429 1 > {SLACK_FAIL}")
             self.m.wait_until_succeeds(f"grep -q rate_limited {SLACK_DIR}/rejected.jsonl", timeout=120)

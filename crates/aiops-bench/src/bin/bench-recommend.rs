@@ -297,19 +297,31 @@ fn run_bench(args: &Args, dir: &Path, prom_url: &str, am_url: &str) -> anyhow::R
     let (slack, posts) = slack_sink()?;
     eprintln!("preparing python3 + requests ...");
     let python = python_with_requests(dir, args.python.clone())?;
+    // The same service watched without configured profiles: the engine detects them from the
+    // job's metric names first (one more request to Prometheus).
+    let config_detect = dir.join("config-detect.toml");
+    std::fs::write(
+        &config_detect,
+        format!(
+            "{}[watch.aiops-demo-app]\nunit = \"aiops-demo-app.service\"\njob = \"aiops-demo-app\"\nallowed_actions = [\"restart\", \"clear-cache\"]\nalert_rules = false\n",
+            std::fs::read_to_string(&config)?
+        ),
+    )?;
     let script = dir.join("recommender.py");
     std::fs::write(&script, PYTHON_RECOMMENDER)?;
     let state = dir.join("state.json");
 
-    let aiops_cmd = |bin: &Path| {
+    let aiops_cmd_with = |bin: &Path, config: &Path| {
         let mut c = Command::new(bin);
         c.arg("--config")
-            .arg(&config)
+            .arg(config)
             .args(["recommend", "--alert", "HighErrorRatio"])
             .env("RUST_LOG", "warn");
         c
     };
+    let aiops_cmd = |bin: &Path| aiops_cmd_with(bin, &config);
     let mut rust = || aiops_cmd(&args.aiops);
+    let mut rust_detect = || aiops_cmd_with(&args.aiops, &config_detect);
     let mut rust_compare = || aiops_cmd(args.compare.as_deref().unwrap_or(&args.aiops));
     let mut py = || {
         let mut c = Command::new(&python);
@@ -322,10 +334,14 @@ fn run_bench(args: &Args, dir: &Path, prom_url: &str, am_url: &str) -> anyhow::R
         c
     };
     let mut names = vec![format!(
-        "`aiops recommend --alert HighErrorRatio` (Rust, {}: 16 evidence items, 2 batched queries + Alertmanager)",
+        "`aiops recommend --alert HighErrorRatio` (Rust, {}: the demo app's configured profile, 18 evidence items, 2 batched queries + Alertmanager, the unit read from systemd)",
         args.aiops.display()
     )];
-    let mut cmds: Vec<&mut dyn FnMut() -> Command> = vec![&mut rust];
+    names.push(
+        "the same with the profiles detected (no `profiles` in its [watch] entry: one more request)"
+            .into(),
+    );
+    let mut cmds: Vec<&mut dyn FnMut() -> Command> = vec![&mut rust, &mut rust_detect];
     if let Some(old) = &args.compare {
         names.push(format!("the same with {}", old.display()));
         cmds.push(&mut rust_compare);
