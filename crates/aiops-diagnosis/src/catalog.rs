@@ -166,34 +166,11 @@ impl Catalog {
             origin: origin.to_owned(),
             message: e.to_string(),
         })?;
-        let top_err = |message: String| CatalogError::Top {
-            origin: origin.to_owned(),
-            message,
-        };
-        for key in top.keys() {
-            if key != "version" && key != "entry" {
-                return Err(top_err(format!(
-                    "unknown top-level key `{key}`; expected `version` and `[[entry]]` tables"
-                )));
-            }
-        }
-        match top.get("version") {
-            Some(toml::Value::Integer(v)) if *v == i64::from(VERSION) => {}
-            Some(v) => {
-                return Err(top_err(format!(
-                    "`version = {v}` is not supported; this build reads version {VERSION}"
-                )));
-            }
-            None => return Err(top_err(format!("`version = {VERSION}` is missing"))),
-        }
-        let raw = match top.get("entry") {
-            Some(toml::Value::Array(a)) if !a.is_empty() => a,
-            _ => {
-                return Err(top_err(
-                    "has no `[[entry]]` tables; a catalog needs at least one entry".into(),
-                ));
-            }
-        };
+        let raw = versioned_tables(&top, "entry", "a catalog needs at least one entry", VERSION)
+            .map_err(|message| CatalogError::Top {
+                origin: origin.to_owned(),
+                message,
+            })?;
         let mut entries = Vec::with_capacity(raw.len());
         let mut ids = BTreeSet::new();
         for (i, value) in raw.iter().enumerate() {
@@ -396,6 +373,38 @@ pub(crate) fn check_placeholders(text: &str, extra: &BTreeSet<String>) -> Result
         rest = &after[end + 1..];
     }
     Ok(())
+}
+
+/// The `[[NAME]]` tables of a versioned TOML file (the catalog's `entry`, the profiles'
+/// `profile`), after checking that the file holds only those and `version = VERSION`. The error
+/// is the sentence the caller's error type wraps with the file's name. `need` says what the file
+/// needs when it has no such table.
+pub(crate) fn versioned_tables<'a>(
+    top: &'a toml::Table,
+    name: &str,
+    need: &str,
+    version: u32,
+) -> Result<&'a Vec<toml::Value>, String> {
+    for key in top.keys() {
+        if key != "version" && key != name {
+            return Err(format!(
+                "unknown top-level key `{key}`; expected `version` and `[[{name}]]` tables"
+            ));
+        }
+    }
+    match top.get("version") {
+        Some(toml::Value::Integer(v)) if *v == i64::from(version) => {}
+        Some(v) => {
+            return Err(format!(
+                "`version = {v}` is not supported; this build reads version {version}"
+            ));
+        }
+        None => return Err(format!("`version = {version}` is missing")),
+    }
+    match top.get(name) {
+        Some(toml::Value::Array(a)) if !a.is_empty() => Ok(a),
+        _ => Err(format!("has no `[[{name}]]` tables; {need}")),
+    }
 }
 
 #[cfg(test)]

@@ -470,34 +470,16 @@ impl ProfileSet {
             origin: origin.to_owned(),
             message: e.to_string(),
         })?;
-        let top_err = |message: String| ProfileError::Top {
+        let raw = crate::catalog::versioned_tables(
+            &top,
+            "profile",
+            "a profile file needs at least one",
+            VERSION,
+        )
+        .map_err(|message| ProfileError::Top {
             origin: origin.to_owned(),
             message,
-        };
-        for key in top.keys() {
-            if key != "version" && key != "profile" {
-                return Err(top_err(format!(
-                    "unknown top-level key `{key}`; expected `version` and `[[profile]]` tables"
-                )));
-            }
-        }
-        match top.get("version") {
-            Some(toml::Value::Integer(v)) if *v == i64::from(VERSION) => {}
-            Some(v) => {
-                return Err(top_err(format!(
-                    "`version = {v}` is not supported; this build reads version {VERSION}"
-                )));
-            }
-            None => return Err(top_err(format!("`version = {VERSION}` is missing"))),
-        }
-        let raw = match top.get("profile") {
-            Some(toml::Value::Array(a)) if !a.is_empty() => a,
-            _ => {
-                return Err(top_err(
-                    "has no `[[profile]]` tables; a profile file needs at least one".into(),
-                ));
-            }
-        };
+        })?;
         let mut profiles: Vec<Profile> = Vec::with_capacity(raw.len());
         for (i, value) in raw.iter().enumerate() {
             let name = value
