@@ -498,3 +498,38 @@ pub fn prometheus_with_history(
     };
     start_prometheus(dir, &with_rules)
 }
+
+/// A unit snapshot from `systemctl show` and `journalctl` output recorded on a real host
+/// (tests/systemd/: myapp OOM-killed, then dumping core), its journal read from 03:00 UTC on
+/// 2026-12-02 and collected at `at`.
+pub fn recorded_unit_snapshot(at: DateTime<Utc>) -> aiops_core::model::UnitSnapshot {
+    use crate::unit_state::{
+        JournalReading, Limits, ShowReading, StartLimitCheck, UnitEvidence, journal_command,
+        parse_show, show_command, summarize_journal,
+    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/systemd");
+    let unit = aiops_core::unit::UnitName::parse("myapp.service").expect("a valid unit name");
+    let read =
+        |name: &str| fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let show = read("show-myapp-oom-killed.txt");
+    let journal = read("journal-myapp-oom-coredump.json");
+    let since: DateTime<Utc> = "2026-12-02T03:00:00Z".parse().expect("a valid time");
+    let state = parse_show(&show).expect("the recorded output parses");
+    let summary = summarize_journal(journal.lines(), since, &Limits::default());
+    let start_limit = StartLimitCheck::assess(Some(&state), Some(&summary), at);
+    UnitEvidence {
+        unit: unit.clone(),
+        collected_at: at,
+        show: Ok(ShowReading {
+            command: show_command(Path::new("systemctl"), &unit),
+            state,
+        }),
+        journal: Ok(JournalReading {
+            command: journal_command(Path::new("journalctl"), &unit, since, 1000),
+            summary,
+        }),
+        start_limit,
+        dependencies: None,
+    }
+    .snapshot()
+}

@@ -283,35 +283,8 @@ fn a_truncated_group_that_could_not_be_fetched_says_so() {
 /// A unit snapshot from output recorded on a real host (myapp OOM-killed, then dumping core),
 /// with one journal line of hostile text as its newest error.
 fn recorded_unit() -> aiops_core::model::UnitSnapshot {
-    use aiops_diagnosis::unit_state::{
-        JournalReading, Limits, ShowReading, StartLimitCheck, UnitEvidence, journal_command,
-        parse_show, show_command, summarize_journal,
-    };
-    use std::path::Path;
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../aiops-diagnosis/tests/systemd");
-    let unit = aiops_core::unit::UnitName::parse("myapp.service").unwrap();
-    let show = std::fs::read_to_string(dir.join("show-myapp-oom-killed.txt")).unwrap();
-    let journal = std::fs::read_to_string(dir.join("journal-myapp-oom-coredump.json")).unwrap();
-    let since = Utc.with_ymd_and_hms(2026, 12, 2, 3, 0, 0).unwrap();
     let now = Utc.with_ymd_and_hms(2026, 12, 2, 3, 5, 0).unwrap();
-    let state = parse_show(&show).unwrap();
-    let summary = summarize_journal(journal.lines(), since, &Limits::default());
-    let start_limit = StartLimitCheck::assess(Some(&state), Some(&summary), now);
-    let mut snap = UnitEvidence {
-        unit: unit.clone(),
-        collected_at: now,
-        show: Ok(ShowReading {
-            command: show_command(Path::new("systemctl"), &unit),
-            state,
-        }),
-        journal: Ok(JournalReading {
-            command: journal_command(Path::new("journalctl"), &unit, since, 1000),
-            summary,
-        }),
-        start_limit,
-        dependencies: None,
-    }
-    .snapshot();
+    let mut snap = aiops_diagnosis::testkit::recorded_unit_snapshot(now);
     let j = snap.journal.as_mut().unwrap();
     j.last_errors.push(aiops_core::model::JournalLine {
         at: Some(now),

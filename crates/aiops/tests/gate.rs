@@ -580,37 +580,6 @@ fn human_output_snapshots() {
     insta::assert_snapshot!("history", aiops::gate::render_history(&[done, rejected]));
 }
 
-/// A unit snapshot from output recorded on a real host: myapp OOM-killed, then dumping core.
-fn recorded_unit_snapshot(at: DateTime<Utc>) -> aiops_core::model::UnitSnapshot {
-    use aiops_diagnosis::unit_state::{
-        JournalReading, Limits, ShowReading, StartLimitCheck, UnitEvidence, journal_command,
-        parse_show, show_command, summarize_journal,
-    };
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../aiops-diagnosis/tests/systemd");
-    let unit = UnitName::parse("myapp.service").unwrap();
-    let show = std::fs::read_to_string(dir.join("show-myapp-oom-killed.txt")).unwrap();
-    let journal = std::fs::read_to_string(dir.join("journal-myapp-oom-coredump.json")).unwrap();
-    let since: DateTime<Utc> = "2026-12-02T03:00:00Z".parse().unwrap();
-    let state = parse_show(&show).unwrap();
-    let summary = summarize_journal(journal.lines(), since, &Limits::default());
-    let start_limit = StartLimitCheck::assess(Some(&state), Some(&summary), at);
-    UnitEvidence {
-        unit: unit.clone(),
-        collected_at: at,
-        show: Ok(ShowReading {
-            command: show_command(Path::new("systemctl"), &unit),
-            state,
-        }),
-        journal: Ok(JournalReading {
-            command: journal_command(Path::new("journalctl"), &unit, since, 1000),
-            summary,
-        }),
-        start_limit,
-        dependencies: None,
-    }
-    .snapshot()
-}
-
 /// `aiops show` prints the unit's systemd evidence in full (every fact, the journal's counts and
 /// whole excerpt, the commands) and the state the audit log recorded before the restart.
 #[test]
@@ -622,7 +591,7 @@ fn show_prints_the_units_evidence_and_its_state_before_the_restart() {
     let mut show = stack.gate.show(real.id.as_str()).unwrap();
     assert_eq!(show.before_restart, None, "a pending action never ran");
     let mut a = fixed(real, t0);
-    let snap = recorded_unit_snapshot(t0);
+    let snap = aiops_diagnosis::testkit::recorded_unit_snapshot(t0);
     a.diagnosis.evidence.unit = Some(snap.clone());
     show.action = a;
     show.evidence_now_at = t0 + TimeDelta::seconds(400);
@@ -633,7 +602,9 @@ fn show_prints_the_units_evidence_and_its_state_before_the_restart() {
     show.before_restart = Some(aiops_actions::gate::BeforeRestart {
         audit_seq: 7,
         at: t0 + TimeDelta::seconds(80),
-        snapshot: Some(recorded_unit_snapshot(t0 + TimeDelta::seconds(80))),
+        snapshot: Some(aiops_diagnosis::testkit::recorded_unit_snapshot(
+            t0 + TimeDelta::seconds(80),
+        )),
         note: None,
     });
     let text = aiops::gate::render_show(&show);
