@@ -237,18 +237,14 @@ pub fn decide(
     reminder: Option<Duration>,
 ) -> Decision {
     let key = dedup_key(n);
-    let firing: BTreeSet<String> = n
-        .alerts
-        .iter()
-        .filter(|a| a.status == Status::Firing)
-        .map(|a| a.fingerprint.clone())
-        .collect();
+    // The firing alerts by fingerprint, with the short names a message shows.
     let announced: BTreeMap<String, String> = n
         .alerts
         .iter()
         .filter(|a| a.status == Status::Firing)
         .map(|a| (a.fingerprint.clone(), short_name(a)))
         .collect();
+    let firing: BTreeSet<String> = announced.keys().cloned().collect();
     let fresh = || GroupState {
         group_key: n.group_key.clone(),
         status: n.status,
