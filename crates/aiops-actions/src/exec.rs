@@ -177,11 +177,7 @@ fn show_error(what: &str, timeout: Duration, e: UnitStateError) -> ExecError {
 pub fn status_from(s: &unit_state::UnitState) -> Result<UnitStatus, String> {
     let active_state = match &s.active_state {
         None => return Err("property ActiveState is missing".into()),
-        Some(unit_state::ActiveState::Other(o)) => o.clone(),
-        Some(a) => match serde_json::to_value(a) {
-            Ok(serde_json::Value::String(v)) => v,
-            _ => return Err(format!("ActiveState {a:?} is not a state")),
-        },
+        Some(a) => a.as_str().to_owned(),
     };
     let start_limit = s.start_limit_burst.map(|burst| StartLimit {
         burst,

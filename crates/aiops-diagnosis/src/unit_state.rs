@@ -364,6 +364,23 @@ pub enum ActiveState {
     Other(String),
 }
 
+impl ActiveState {
+    /// systemd's word for the state, as `systemctl show` prints it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ActiveState::Active => "active",
+            ActiveState::Reloading => "reloading",
+            ActiveState::Inactive => "inactive",
+            ActiveState::Failed => "failed",
+            ActiveState::Activating => "activating",
+            ActiveState::Deactivating => "deactivating",
+            ActiveState::Maintenance => "maintenance",
+            ActiveState::Refreshing => "refreshing",
+            ActiveState::Other(o) => o,
+        }
+    }
+}
+
 /// `Result=`: how the unit's last run ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -672,17 +689,20 @@ fn load_state(v: &str) -> LoadState {
 }
 
 fn active_state(v: &str) -> ActiveState {
-    match v {
-        "active" => ActiveState::Active,
-        "reloading" => ActiveState::Reloading,
-        "inactive" => ActiveState::Inactive,
-        "failed" => ActiveState::Failed,
-        "activating" => ActiveState::Activating,
-        "deactivating" => ActiveState::Deactivating,
-        "maintenance" => ActiveState::Maintenance,
-        "refreshing" => ActiveState::Refreshing,
-        other => ActiveState::Other(other.to_owned()),
-    }
+    const KNOWN: [ActiveState; 8] = [
+        ActiveState::Active,
+        ActiveState::Reloading,
+        ActiveState::Inactive,
+        ActiveState::Failed,
+        ActiveState::Activating,
+        ActiveState::Deactivating,
+        ActiveState::Maintenance,
+        ActiveState::Refreshing,
+    ];
+    KNOWN
+        .into_iter()
+        .find(|s| s.as_str() == v)
+        .unwrap_or_else(|| ActiveState::Other(v.to_owned()))
 }
 
 fn service_result(v: &str) -> ServiceResult {

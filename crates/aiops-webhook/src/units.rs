@@ -127,14 +127,13 @@ impl UnitMetrics {
         self.up
             .with_label_values(&[u])
             .set(i64::from(known.is_some()));
-        let current = known.map(|s| match &s.active_state {
-            Some(ActiveState::Active) => "active",
-            Some(ActiveState::Reloading) => "reloading",
-            Some(ActiveState::Inactive) => "inactive",
-            Some(ActiveState::Failed) => "failed",
-            Some(ActiveState::Activating) => "activating",
-            Some(ActiveState::Deactivating) => "deactivating",
-            _ => "other",
+        // One of STATES; any other (or no) ActiveState= is "other".
+        let current = known.map(|s| {
+            s.active_state
+                .as_ref()
+                .map(ActiveState::as_str)
+                .filter(|a| STATES.contains(a))
+                .unwrap_or("other")
         });
         for state in STATES {
             put_int(
