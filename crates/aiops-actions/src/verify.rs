@@ -526,14 +526,7 @@ impl Verification<'_> {
                             a.alert.alertname, s.requests
                         ),
                     };
-                    return Outcome {
-                        fixed: true,
-                        unconfirmed: false,
-                        reason: None,
-                        summary,
-                        recovery_secs: Some(secs),
-                        value_after: s.value.or(last_value),
-                    };
+                    return verified(summary, secs, s.value.or(last_value));
                 }
                 Verdict::Verified { since_start: false } => {
                     let summary = match (primary, last_value) {
@@ -547,14 +540,7 @@ impl Verification<'_> {
                             a.alert.alertname
                         ),
                     };
-                    return Outcome {
-                        fixed: true,
-                        unconfirmed: false,
-                        reason: None,
-                        summary,
-                        recovery_secs: Some(secs),
-                        value_after: last_value,
-                    };
+                    return verified(summary, secs, last_value);
                 }
                 Verdict::AlreadyGone => {
                     return self.unconfirmed(
@@ -797,6 +783,18 @@ impl Verification<'_> {
             recovery_secs: None,
             value_after,
         }
+    }
+}
+
+/// A fix that worked, `secs` after the action, with the primary value measured after it.
+fn verified(summary: String, secs: f64, value_after: Option<f64>) -> Outcome {
+    Outcome {
+        fixed: true,
+        unconfirmed: false,
+        reason: None,
+        summary,
+        recovery_secs: Some(secs),
+        value_after,
     }
 }
 
