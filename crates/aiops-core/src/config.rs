@@ -588,13 +588,6 @@ impl Config {
         }
     }
 
-    /// The watched service whose unit is `unit`, if any.
-    pub fn watched_unit(&self, unit: &str) -> Option<(String, WatchConfig)> {
-        self.watched()
-            .into_iter()
-            .find(|(_, w)| w.unit.as_deref() == Some(unit))
-    }
-
     /// Makes `remediation.allowed` the effective allow-list: its own entries joined by each
     /// watched unit's `allowed_actions`. Idempotent, so a rendered configuration reads back
     /// the same.
@@ -737,7 +730,6 @@ mod tests {
         );
         assert!(c.remediation.allowed.contains_key("aiops-demo-app.service"));
         assert_eq!(c.watched().keys().collect::<Vec<_>>(), ["nginx"]);
-        assert_eq!(c.watched_unit("nginx.service").unwrap().0, "nginx");
         let back = Config::from_toml(&c.to_toml(), Path::new("t.toml")).unwrap();
         assert_eq!(back, c);
     }
