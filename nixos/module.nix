@@ -519,7 +519,7 @@ in
             alertRules = mkOption {
               type = types.bool;
               default = true;
-              description = "Generate its alert rules (target down, unit failed, crash looping, memory near MemoryMax) with `aiops rules` and load them into Prometheus.";
+              description = "Generate its alert rules (target down, unit failed, crash looping, memory near MemoryMax, and the HTTP error ratio and p99 latency when its profiles name an HTTP profile) with `aiops rules` and load them into Prometheus.";
             };
             thresholds = {
               errorRatio = mkOption {
